@@ -1,0 +1,192 @@
+"""The command line: `fitplan advise|profile|models` and the `advise` shortcut.
+
+Thin on purpose: commands parse and print, library functions do the work. Every user error is one
+line on stderr and exit code 2, in place of the CLI library's usage panels.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Optional
+
+import typer
+
+from fitplan.errors import BadValueError, FitplanError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, help="Will this model fit, and how should I run it?")
+
+
+@app.command("advise")
+def advise_command(
+    model: str = typer.Argument(..., help="a .gguf file, a folder with config.json, a catalog name or a hub id"),
+    hardware: str = typer.Option("auto", "--hardware", help="auto (this machine), a profile name, Nx<name>, or a .toml path"),
+    context: Optional[str] = typer.Option(None, "--context", help="tokens per sequence (default: min(model max, 8192))"),
+    batch: str = typer.Option("1", "--batch", help="parallel sequences"),
+    threads: Optional[str] = typer.Option(None, "--threads", help="CPU threads (default: physical cores)"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="pin the runtime: llama.cpp or transformers"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="pin the weight format, e.g. Q4_K_M, bf16, nf4"),
+    kv_cache: Optional[str] = typer.Option(None, "--kv-cache", help="pin the KV cache type: f16, bf16, f32, q8_0, q4_0"),
+    max_vram: Optional[str] = typer.Option(None, "--max-vram", help="per-GPU budget, e.g. 12GB (0GB: no GPU)"),
+    max_ram: Optional[str] = typer.Option(None, "--max-ram", help="host RAM budget, e.g. 16GiB"),
+    ram: Optional[str] = typer.Option(None, "--ram", help="host RAM of the profile, e.g. 32GB"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="also write the plan file here (never overwrites)"),
+) -> None:
+    """Recommend how to run MODEL on this machine or a named profile, with exact memory per device."""
+    from fitplan.advisor.report import advice_document, render
+    from fitplan.advisor.resolve import resolve_model
+    from fitplan.advisor.solver import Request, advise, normalize_runtime
+    from fitplan.strategies.quantization import weight_format
+    from fitplan.units import parse_count, parse_size
+
+    request = Request(
+        context=parse_count(context, source="--context") if context is not None else None,
+        batch=parse_count(batch, source="--batch"),
+        threads=parse_count(threads, source="--threads") if threads is not None else None,
+        runtime=normalize_runtime(runtime) if runtime else None,
+        weights=weight_format(weights).name if weights else None,
+        kv_cache=kv_cache,
+        max_vram=parse_size(max_vram, source="--max-vram") if max_vram is not None else None,
+        max_ram=parse_size(max_ram, source="--max-ram") if max_ram is not None else None,
+    )
+    ram_bytes = parse_size(ram, source="--ram") if ram is not None else None
+    if output and os.path.exists(output):
+        raise BadValueError(f"{output} exists (-o); fitplan never overwrites a file: pick another name")
+    spec = resolve_model(model)
+    hw = _hardware(hardware, ram_bytes, model_path=model)
+    document = advice_document(spec, hw, advise(spec, hw, request))
+    if output:
+        _write_new_file(output, json.dumps(document, indent=2) + "\n")
+    if as_json:
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    else:
+        render(document, _console())
+
+
+@app.command("profile")
+def profile_command(
+    name: Optional[str] = typer.Argument(None, help="a profile name, Nx<name> or .toml path (default: this machine)"),
+    list_all: bool = typer.Option(False, "--list", help="list the named profiles"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Print a hardware profile: this machine (detected) by default."""
+    from fitplan.profiles.named import profile_names
+
+    if list_all:
+        sys.stdout.write("\n".join(profile_names()) + "\n")
+        return
+    hw = _hardware(name or "auto", None)
+    if as_json:
+        sys.stdout.write(hw.model_dump_json(indent=2) + "\n")
+        return
+    _print_profile(hw)
+
+
+@app.command("models")
+def models_command() -> None:
+    """List the built-in catalog's model names."""
+    from fitplan.advisor.catalog import catalog_names
+
+    sys.stdout.write("\n".join(catalog_names()) + "\n")
+
+
+def _hardware(name: str, ram_bytes: int | None, model_path: str | None = None) -> Any:
+    if name == "auto":
+        from fitplan.profiles.detect import detect
+
+        folder = os.path.dirname(os.path.abspath(model_path)) if model_path and os.path.exists(model_path) else None
+        hw = detect(folder)
+    else:
+        from fitplan.profiles.named import load_profile
+
+        hw = load_profile(name)
+    if ram_bytes is not None:
+        hw = hw.model_copy(update={"ram_bytes": ram_bytes, "ram_available_bytes": None})
+    return hw
+
+
+def _print_profile(hw: Any) -> None:
+    from fitplan.units import format_bytes
+
+    lines = [f"{hw.name}: {hw.description}".rstrip(": ")]
+    for i, gpu in enumerate(hw.gpus):
+        free = f", {format_bytes(gpu.free_memory_bytes)} free" if gpu.free_memory_bytes is not None else ""
+        bw = f", {gpu.memory_bandwidth_GB_per_s:g} GB/s" if gpu.memory_bandwidth_GB_per_s else ""
+        lines.append(f"  gpu{i}: {gpu.name}, {format_bytes(gpu.memory_bytes)}{free}{bw}, compute capability {gpu.compute_capability or '-'}")
+    if not hw.gpus:
+        lines.append("  no GPU")
+    lines.append(f"  cpu: {hw.cpu.name}, {hw.cpu.cores} cores / {hw.cpu.threads} threads, {' '.join(hw.cpu.flags) or 'no flags listed'}")
+    avail = f", {format_bytes(hw.ram_available_bytes)} available" if hw.ram_available_bytes is not None else ""
+    lines.append(f"  ram: {format_bytes(hw.ram_bytes)}{avail}")
+    if hw.disk_free_bytes is not None:
+        lines.append(f"  disk: {format_bytes(hw.disk_free_bytes)} free")
+    for source in hw.sources:
+        lines.append(f"  source: {source}")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _write_new_file(path: str, text: str) -> None:
+    """Create `path` without ever replacing an existing file (O_EXCL)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise BadValueError(f"{path} exists (-o); fitplan never overwrites a file: pick another name") from None
+    except OSError as exc:
+        raise BadValueError(f"cannot write {path} (-o): {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _run(command: Any, prog: str, args: list[str] | None) -> int:
+    """Run a click command, turning every user error into one line on stderr and exit code 2.
+
+    Usage errors are recognised by click's `format_message` rather than by class: typer >= 0.2x
+    ships its own copy of click, whose exception classes are not the `click` package's.
+    """
+    try:
+        command.main(args=args, prog_name=prog, standalone_mode=False)
+        return 0
+    except FitplanError as exc:
+        message = str(exc)
+    except typer.Abort:
+        sys.stderr.write(f"{prog}: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:
+        if not hasattr(exc, "format_message"):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            sys.stdout.write(exc.ctx.get_help() + "\n")  # type: ignore[attr-defined]
+            return 0
+        message = exc.format_message()
+    sys.stderr.write(f"{prog}: error: {' '.join(message.split())}\n")
+    return 2
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of `fitplan`."""
+    return _exit(_run(typer.main.get_command(app), "fitplan", args))
+
+
+def advise_main(args: list[str] | None = None) -> int:
+    """Entry point of `advise` (the same as `fitplan advise`)."""
+    group = typer.main.get_command(app)
+    return _exit(_run(group.commands["advise"], "advise", args))  # type: ignore[attr-defined]
+
+
+def _exit(code: int) -> int:
+    sys.stdout.flush()
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()

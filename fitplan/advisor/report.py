@@ -1,0 +1,102 @@
+"""advise's answer as a JSON document and as a rich table (the two show the same facts)."""
+from __future__ import annotations
+
+from typing import Any
+
+from fitplan.advisor.solver import Advice, Candidate
+from fitplan.hardware_spec import HardwareSpec
+from fitplan.model_spec import ModelSpec
+from fitplan.units import format_bytes
+
+SCHEMA_VERSION = 1
+
+
+def plan_dict(c: Candidate, context_note: str = "") -> dict[str, Any]:
+    s = c.setup
+    plan = {"runtime": s.runtime, "weights": s.weights, "kv_cache": s.kv_cache, "context": s.context,
+            "batch": s.batch, "threads": s.threads, "gpu_layers": s.gpu_layers, "gpus": s.gpus,
+            "placement": c.placement}
+    if context_note:
+        plan["context_note"] = context_note
+    return plan
+
+
+def candidate_dict(c: Candidate) -> dict[str, Any]:
+    return {
+        "fits": c.fits, "plan": plan_dict(c),
+        "predicted": {"memory": {d: m.as_dict() for d, m in c.memory.items()}},
+        "quality": {"ppl_increase": c.fmt.ppl_increase, "source": c.fmt.quality_source},
+        "why": c.reason or "fits",
+    }
+
+
+def advice_document(spec: ModelSpec, hw: HardwareSpec, advice: Advice) -> dict[str, Any]:
+    chosen = advice.chosen
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": {
+            "name": spec.name, "source": spec.source, "location": spec.location, "hub_id": spec.hub_id,
+            "architecture": spec.architecture, "parameters": spec.parameters,
+            "active_parameters": spec.active_parameters, "layers": spec.layers,
+            "hidden_size": spec.hidden_size, "heads": spec.heads, "kv_heads": spec.kv_heads,
+            "head_dim": spec.head_dim, "experts": spec.experts, "experts_per_token": spec.experts_per_token,
+            "max_context": spec.max_context, "native_dtype": spec.native_dtype,
+            "stored_weight_bytes": spec.stored_bytes,
+        },
+        "hardware": {
+            "name": hw.name, "detected": hw.detected,
+            "gpus": [{"name": g.name, "memory_bytes": g.memory_bytes, "usable_bytes": g.usable_bytes} for g in hw.gpus],
+            "cpu": {"name": hw.cpu.name, "cores": hw.cpu.cores, "threads": hw.cpu.threads},
+            "ram_bytes": hw.ram_bytes, "ram_usable_bytes": hw.ram_usable_bytes,
+        },
+        "fits": advice.fits,
+        "plan": plan_dict(chosen, advice.context_note),
+        "predicted": {
+            "memory": {d: m.as_dict() for d, m in chosen.memory.items()},
+            "provenance": {"memory": "estimated: exact weight bytes, formula KV cache and buffers, "
+                                     "runtime constants from runtimes.toml"},
+        },
+        "quality": {"ppl_increase": chosen.fmt.ppl_increase, "source": chosen.fmt.quality_source},
+        "why": chosen.reason or "fits",
+        "alternatives": [candidate_dict(c) for c in advice.alternatives],
+        "rejected": [{"candidate": c.label, "reason": c.reason} for c in advice.rejected],
+    }
+
+
+def render(doc: dict[str, Any], console: Any, *, top: int = 8) -> None:
+    """Print the recommendation, its memory per device, the alternatives and the rejections."""
+    from rich.table import Table
+
+    m, plan = doc["model"], doc["plan"]
+    console.print(f"[bold]{m['name']}[/] ({m['parameters'] / 1e9:.2f}B parameters, "
+                  f"{m['active_parameters'] / 1e9:.2f}B active, {m['layers']} layers) on [bold]{doc['hardware']['name']}[/]")
+    verdict = "[green]fits[/]" if doc["fits"] else "[red]does not fit this machine[/]"
+    where = {"gpu": "all layers on GPU", "cpu": "CPU only",
+             "split": f"{plan['gpu_layers']} of {m['layers']} layers on GPU, rest on CPU"}[plan["placement"]]
+    console.print(f"{verdict}: {plan['runtime']} {plan['weights']}, KV cache {plan['kv_cache']}, "
+                  f"context {plan['context']}, batch {plan['batch']}, {plan['threads']} threads, {where}")
+    if plan.get("context_note"):
+        console.print(f"  context {plan['context']}: {plan['context_note']}")
+    if not doc["fits"]:
+        console.print(f"  [red]{doc['why']}[/]")
+    table = Table(title="predicted memory (estimated)", title_justify="left")
+    for column in ("device", "weights", "kv_cache", "activations", "overhead", "total"):
+        table.add_column(column, justify="left" if column == "device" else "right")
+    for device, parts in doc["predicted"]["memory"].items():
+        table.add_row(device, *(format_bytes(parts[k]) for k in ("weights", "kv_cache", "activations", "overhead", "total")))
+    console.print(table)
+    if doc["alternatives"]:
+        alt = Table(title="alternatives that fit", title_justify="left")
+        for column in ("runtime", "weights", "placement", "ppl +", "largest device total"):
+            alt.add_column(column)
+        for a in doc["alternatives"][:top]:
+            p = a["plan"]
+            ppl = a["quality"]["ppl_increase"]
+            biggest = max(a["predicted"]["memory"].items(), key=lambda kv: kv[1]["total"])
+            alt.add_row(p["runtime"], p["weights"], p["placement"], "?" if ppl is None else f"{ppl:.3f}",
+                        f"{format_bytes(biggest[1]['total'])} ({biggest[0]})")
+        console.print(alt)
+    for r in doc["rejected"][:top]:
+        console.print(f"  [dim]rejected[/] {r['candidate']}: {r['reason']}")
+    if len(doc["rejected"]) > top:
+        console.print(f"  [dim]... and {len(doc['rejected']) - top} more rejected (see --json)[/]")

@@ -1,0 +1,59 @@
+"""What the cost models know about a machine: GPUs, CPU, RAM, disk.
+
+Named profiles (fitplan/profiles/data/*.toml) and detection both produce a HardwareSpec; it is
+validated with pydantic because profile files are user input.
+"""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class GPUSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    vendor: str = "nvidia"
+    memory_bytes: int = Field(gt=0)
+    free_memory_bytes: int | None = Field(default=None, ge=0)  # detected machines only
+    memory_bandwidth_GB_per_s: float | None = Field(default=None, gt=0)
+    fp16_tflops: float | None = Field(default=None, gt=0)
+    bf16_tflops: float | None = Field(default=None, gt=0)
+    int8_tops: float | None = Field(default=None, gt=0)
+    compute_capability: str | None = None
+    pcie_gen: int | None = Field(default=None, gt=0)
+    pcie_lanes: int | None = Field(default=None, gt=0)
+    unified_memory: bool = False
+
+    @property
+    def usable_bytes(self) -> int:
+        """What a plan may use: free memory where it was measured, else the whole card."""
+        return self.free_memory_bytes if self.free_memory_bytes is not None else self.memory_bytes
+
+
+class CPUSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    cores: int = Field(gt=0)
+    threads: int = Field(gt=0)
+    memory_bandwidth_GB_per_s: float | None = Field(default=None, gt=0)
+    flags: tuple[str, ...] = ()
+
+
+class HardwareSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    gpus: tuple[GPUSpec, ...] = ()
+    cpu: CPUSpec
+    ram_bytes: int = Field(gt=0)
+    ram_available_bytes: int | None = Field(default=None, ge=0)  # detected machines only
+    disk_free_bytes: int | None = Field(default=None, ge=0)
+    detected: bool = False
+    sources: tuple[str, ...] = ()
+    notes: str = ""
+
+    @property
+    def ram_usable_bytes(self) -> int:
+        return self.ram_available_bytes if self.ram_available_bytes is not None else self.ram_bytes

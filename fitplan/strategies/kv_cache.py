@@ -1,0 +1,51 @@
+"""KV cache: bytes per layer for a context, a cache element type and a runtime.
+
+bytes(layer) = (K width + V width) x cached tokens x bytes per element x sequences, where
+cached tokens = min(context, window) on sliding-window layers. Widths differ by runtime under MLA:
+llama.cpp caches the compressed latent (kv_lora_rank) plus the RoPE key; transformers caches full
+per-head keys and values.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from fitplan.datafiles import load_table
+from fitplan.errors import BadValueError
+from fitplan.model_spec import ModelSpec
+
+
+@lru_cache(maxsize=None)
+def kv_bytes_per_element(kv_dtype: str, runtime: str) -> float:
+    table = load_table("fitplan.strategies.data", "kv_dtypes.toml")
+    row = table.get(kv_dtype.lower())
+    if row is None:
+        raise BadValueError(f"unknown KV cache type {kv_dtype!r} (--kv-cache); known: {', '.join(table)}")
+    if runtime not in row["runtimes"]:
+        raise BadValueError(f"KV cache type {kv_dtype!r} is not offered by {runtime} (offered by: {', '.join(row['runtimes'])})")
+    return row["bytes_per_element"]
+
+
+def kv_widths(spec: ModelSpec, runtime: str) -> tuple[int, int]:
+    """Elements cached per token per layer for K and for V."""
+    if spec.is_mla and runtime == "llama.cpp":
+        # llama.cpp's MLA path caches the latent + RoPE key once per token; V is a view of it
+        # (src/llama-model.cpp, deepseek2 with kv_lora_rank; PR #12801).
+        return spec.kv_lora_rank + spec.qk_rope_head_dim, 0
+    return spec.kv_heads * spec.head_dim, spec.kv_heads * spec.v_head_dim
+
+
+def cached_tokens(spec: ModelSpec, layer: int, context: int, *, swa_extra: int = 0, pad: int = 1) -> int:
+    """Tokens a layer keeps: the window (plus what a runtime adds for one batch) on sliding layers."""
+    if spec.sliding_window and layer in spec.sliding_layers:
+        window = -(-(spec.sliding_window + swa_extra) // pad) * pad
+        return min(context, window)
+    return context
+
+
+def layer_kv_bytes(
+    spec: ModelSpec, layer: int, context: int, kv_dtype: str, runtime: str, sequences: int = 1,
+    *, swa_extra: int = 0, pad: int = 1,
+) -> int:
+    k, v = kv_widths(spec, runtime)
+    tokens = cached_tokens(spec, layer, context, swa_extra=swa_extra, pad=pad)
+    return int((k + v) * tokens * kv_bytes_per_element(kv_dtype, runtime) * sequences)

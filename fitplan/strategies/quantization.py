@@ -1,0 +1,107 @@
+"""Weight formats and the exact bytes of every tensor in each (data/formats.toml).
+
+GGUF file types are computed tensor by tensor with llama.cpp's own type recipe (gguf_recipe), not
+as parameters x average bits per weight: a Q4_K_M file keeps some tensors at Q6_K and norms at F32.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from fitplan.datafiles import load_table
+from fitplan.errors import BadValueError
+from fitplan.model_spec import ModelSpec, TensorInfo
+from fitplan.strategies.ggml_types import ggml_tensor_bytes
+from fitplan.strategies.gguf_recipe import RecipeTensor, assign_types
+
+
+@dataclass(frozen=True)
+class WeightFormat:
+    name: str
+    runtime: str
+    family: str
+    devices: tuple[str, ...]
+    auto: bool
+    ppl_increase: float | None
+    quality_source: str
+    bits: int = 0
+    group_size: int = 0
+    bytes_per_weight: int = 0
+    double_quant: bool = False
+
+
+@lru_cache(maxsize=1)
+def all_formats() -> dict[str, WeightFormat]:
+    out = {}
+    for name, row in load_table("fitplan.strategies.data", "formats.toml").items():
+        out[name] = WeightFormat(
+            name=name, runtime=row["runtime"], family=row["family"], devices=tuple(row["devices"]),
+            auto=row["auto"], ppl_increase=row.get("ppl_increase"),
+            quality_source=row.get("quality_source", "no published figure"),
+            bits=row.get("bits", 0), group_size=row.get("group_size", 0),
+            bytes_per_weight=row.get("bytes_per_weight", 0), double_quant=row.get("double_quant", False),
+        )
+    return out
+
+
+def weight_format(name: str, *, source: str = "--weights") -> WeightFormat:
+    """A format by name, case-insensitively (q4_k_m, Q4_K_M and BF16 all work)."""
+    formats = all_formats()
+    for key, fmt in formats.items():
+        if key.lower() == name.strip().lower():
+            return fmt
+    raise BadValueError(f"unknown weight format {name!r} ({source}); known: {', '.join(formats)}")
+
+
+def tensor_bytes(spec: ModelSpec, fmt: WeightFormat) -> list[tuple[TensorInfo, int]]:
+    """Every weight tensor of `spec` with its exact bytes in `fmt`."""
+    if spec.stored_tensors and _is_stored_format(spec, fmt):
+        return [(t, t.nbytes or 0) for t in spec.stored_tensors]
+    if fmt.family == "gguf":
+        return _gguf_bytes(spec, fmt.name)
+    return [(t, _hf_tensor_bytes(t, fmt)) for t in spec.tensors]
+
+
+def _is_stored_format(spec: ModelSpec, fmt: WeightFormat) -> bool:
+    """The files already hold this format: their exact bytes are the answer."""
+    if spec.source == "gguf":
+        return fmt.family == "gguf" and fmt.name == spec.native_dtype
+    return fmt.family == "dense" and fmt.name == spec.native_dtype
+
+
+def _gguf_bytes(spec: ModelSpec, file_type: str) -> list[tuple[TensorInfo, int]]:
+    from fitplan.advisor.architectures import gguf_arch
+
+    recipe = [RecipeTensor(t.name, t.shape) for t in spec.tensors]
+    arch = spec.architecture if spec.source == "gguf" else gguf_arch(spec.architecture)
+    try:
+        types = assign_types(recipe, file_type, arch=arch, n_expert=spec.experts,
+                             n_gqa=max(1, spec.heads // max(1, spec.kv_heads)), n_layer=spec.layers)
+    except ValueError as exc:
+        raise BadValueError(f"llama.cpp cannot quantize {spec.name} to {file_type}: {exc}") from None
+    return [(t, ggml_tensor_bytes(types[t.name], t.shape)) for t in spec.tensors]
+
+
+def _quantized_linear(t: TensorInfo) -> bool:
+    """bitsandbytes/GPTQ/AWQ replace the nn.Linear layers of the blocks; embeddings, lm_head, norms stay."""
+    return t.role == "block" and t.is_matrix
+
+
+def _hf_tensor_bytes(t: TensorInfo, fmt: WeightFormat) -> int:
+    numel = t.numel
+    if fmt.family == "dense" or not _quantized_linear(t):
+        return numel * (fmt.bytes_per_weight or 2)
+    rows_in, out = t.shape[0], numel // t.shape[0]  # GGUF order: shape[0] is in_features
+    if fmt.family == "bnb8":  # int8 weight + one fp32 scale per output row (Int8Params.SCB)
+        return numel + out * 4
+    if fmt.family == "bnb4":  # two 4-bit codes per byte + an absmax per 64-weight block
+        blocks = -(-numel // 64)
+        if fmt.double_quant:  # absmax as uint8, plus an fp32 scale per 256 blocks (bitsandbytes nested quant)
+            return numel // 2 + blocks + -(-blocks // 256) * 4
+        return numel // 2 + blocks * 4
+    groups = -(-rows_in // fmt.group_size)
+    if fmt.family == "gptq":  # qweight + qzeros packed in int32, fp16 scales, int32 g_idx (auto-gptq layout)
+        return numel * fmt.bits // 8 + groups * out * fmt.bits // 8 + groups * out * 2 + rows_in * 4
+    if fmt.family == "awq":  # qweight + qzeros packed 8 per int32, fp16 scales (AutoAWQ GEMM layout)
+        return numel // 2 + groups * out // 2 + groups * out * 2
+    raise AssertionError(f"unknown format family {fmt.family!r}")

@@ -1,0 +1,52 @@
+"""Sizes in bytes, written the way people write them.
+
+GB, MB, KB, TB are powers of 1000; GiB, MiB, KiB, TiB powers of 1024 (the SI/IEC convention,
+unlike pytest-memray where "MB" means MiB). A bare number is refused: "12" could be either.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+from fitplan.errors import BadValueError
+
+_UNITS = {
+    "b": 1,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
+_SIZE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>[a-zA-Z]+)\s*$")
+SIZE_HELP = "a size such as 12GB, 12 GiB, 512MB or 1.5GiB (GB = 10^9 bytes, GiB = 2^30)"
+
+
+def parse_size(text: str, *, source: str = "value") -> int:
+    """Bytes in `text`, e.g. "12GB" -> 12_000_000_000; `source` names where it came from."""
+    match = _SIZE.match(str(text))
+    unit = match and _UNITS.get(match["unit"].lower())
+    if not match or not unit:
+        raise BadValueError(f"bad size {text!r} ({source}): expected {SIZE_HELP}")
+    value = float(match["num"]) * unit
+    if not math.isfinite(value) or value > 2**63:
+        raise BadValueError(f"bad size {text!r} ({source}): too large")
+    return int(round(value))
+
+
+def format_bytes(n: int | float) -> str:
+    """A short decimal rendering for tables: 16.1 GB, 512 MB, 734 kB."""
+    n = float(n)
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= scale:
+            value = n / scale
+            return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+    return f"{n:.0f} B"
+
+
+def parse_count(text: str | int, *, source: str, minimum: int = 1) -> int:
+    """A whole number >= minimum, e.g. a context length or a batch size."""
+    try:
+        value = int(str(text).strip(), 10)
+    except ValueError:
+        raise BadValueError(f"bad {source} {text!r}: expected a whole number") from None
+    if value < minimum:
+        raise BadValueError(f"bad {source} {text!r}: must be at least {minimum}")
+    return value
