@@ -1,0 +1,58 @@
+"""Parameter counts computed from configs against published counts."""
+from __future__ import annotations
+
+import pytest
+
+from fitplan.advisor.catalog import catalog_entry, catalog_names, catalog_spec
+
+# Published totals (source in each catalog entry's published_parameters_source), one per
+# architecture family the layout code handles differently.
+PUBLISHED = {
+    "llama-3.1-8b": 8_030_261_248,  # dense GQA, untied (safetensors index total_size / 2)
+    "mixtral-8x7b-v0.1": 46_702_792_704,  # MoE, 8 experts (total_size / 2)
+    "qwen2.5-7b": 7_615_616_512,  # q/k/v biases (total_size / 2)
+    "gemma-2-9b": 9_241_705_984,  # explicit head_dim, post-norms, tied by class default
+    "phi-3-mini-4k-instruct": 3_821_079_552,  # fused qkv and gate_up
+    "deepseek-v2-lite": 15_706_484_224,  # MLA + shared/routed experts, first layer dense
+    "qwen3-30b-a3b": 30_532_122_624,  # MoE with q/k norms
+    "smollm2-135m": 134_515_008,  # tied embeddings (counted from its GGUF file)
+    "gemma-3-1b": 999_885_952,  # gemma3_text, q/k norms
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_parameters_equal_published(name: str) -> None:
+    """The count computed from the config equals the published total exactly."""
+    assert catalog_spec(name).parameters == PUBLISHED[name]
+
+
+@pytest.mark.parametrize("name", catalog_names())
+def test_every_catalog_entry_matches_its_source(name: str) -> None:
+    """Each catalog entry's computed count equals the published count it cites."""
+    entry = catalog_entry(name)
+    assert entry["source"].startswith("https://")
+    if "published_parameters" in entry:
+        assert catalog_spec(name).parameters == entry["published_parameters"]
+
+
+def test_active_parameters_of_moe_models() -> None:
+    """Active parameters count only the routed experts a token uses (plus everything shared)."""
+    assert catalog_spec("mixtral-8x7b-v0.1").active_parameters == 12_879_925_248  # "12.9B active", Mistral AI
+    assert catalog_spec("qwen3-30b-a3b").active_parameters == 3_353_032_704  # "3.3B activated", Qwen3 card
+    dense = catalog_spec("llama-3.1-8b")
+    assert dense.active_parameters == dense.parameters
+
+
+@pytest.mark.parametrize("alias", ["meta-llama/Llama-3.1-8B", "META-LLAMA/Llama-3.1-8B-Instruct",
+                                   "meta-llama/Meta-Llama-3.1-8B", "Llama-3.1-8B"])
+def test_catalog_answers_to_hub_ids_and_former_names(alias: str) -> None:
+    """Short names, base/instruct hub ids and former names resolve case-insensitively."""
+    assert catalog_spec(alias).name == "llama-3.1-8b"
+
+
+def test_sliding_window_layers() -> None:
+    """Gemma 2 alternates sliding layers; Gemma 3 keeps every sixth layer global."""
+    g2 = catalog_spec("gemma-2-2b")
+    assert g2.sliding_window == 4096 and g2.sliding_layers == frozenset(range(0, 26, 2))
+    g3 = catalog_spec("gemma-3-1b")
+    assert sorted(set(range(26)) - g3.sliding_layers) == [5, 11, 17, 23]
