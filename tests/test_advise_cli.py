@@ -111,3 +111,12 @@ def test_table_output_names_the_default_context() -> None:
     run = advise("llama-3.1-8b", "--hardware", "rtx-4090-24gb")
     assert run.returncode == 0
     assert "context 8192" in run.stdout and "default" in run.stdout
+
+
+def test_profile_command_prints_named_and_detected_profiles() -> None:
+    """`fitplan profile NAME` shows the card; plain `fitplan profile` detects this machine."""
+    fitplan = str(ADVISE.with_name("fitplan"))
+    named = subprocess.run([fitplan, "profile", "rtx-4090-24gb"], capture_output=True, text=True, timeout=60)
+    assert named.returncode == 0 and "NVIDIA GeForce RTX 4090" in named.stdout
+    detected = subprocess.run([fitplan, "profile", "--json"], capture_output=True, text=True, timeout=60)
+    assert detected.returncode == 0 and json.loads(detected.stdout)["detected"] is True

@@ -13,7 +13,7 @@ from fitplan.errors import ModelFileError
 from fitplan.model_spec import ModelSpec, TensorInfo
 
 _MAX_DIM = 2**24  # no real model has a width, vocabulary or context beyond 16.7M
-_MAX_LAYERS = 4096
+MAX_LAYERS = 4096
 
 
 def known_architectures() -> list[str]:
@@ -70,7 +70,7 @@ def spec_from_config(
     hidden = cfg.size("hidden_size")
     heads = cfg.size("num_attention_heads", limit=65536)
     kv_heads = cfg.size("num_key_value_heads", heads, limit=heads)
-    layers = cfg.size("num_hidden_layers", limit=_MAX_LAYERS)
+    layers = cfg.size("num_hidden_layers", limit=MAX_LAYERS)
     vocab = cfg.size("vocab_size")
     head_dim = cfg.size("head_dim", hidden // heads)
     v_head_dim = head_dim

@@ -118,7 +118,7 @@ class _Reader:
                 raise self.fail(f"{what} claims {length} elements, more than the file holds")
             if length <= _MAX_KEPT_ARRAY:
                 raw = self.take(length * width, what)
-                return GGUFArray(element_type, length, struct.unpack(f"<{length}{_SCALARS[element_type][1]}", raw))
+                return GGUFArray(element_type, length, struct.unpack(f"<{length}{_SCALARS[element_type][-1]}", raw))
             self.skip(length * width, what)
             return GGUFArray(element_type, length, None)
         if element_type not in (_STRING, _ARRAY):

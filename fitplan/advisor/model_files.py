@@ -5,7 +5,7 @@ import os
 import re
 from typing import Any
 
-from fitplan.advisor.architectures import check_finite_tree, spec_from_config
+from fitplan.advisor.architectures import MAX_LAYERS, check_finite_tree, spec_from_config
 from fitplan.advisor.gguf_header import GGUFArray, GGUFHeader, read_gguf_header
 from fitplan.advisor.safetensors_header import read_safetensors_header, strict_json
 from fitplan.errors import ModelFileError
@@ -88,12 +88,15 @@ def gguf_spec(path: str) -> ModelSpec:
     meta = _GGUFMeta(header, path)
     arch = meta.text("general.architecture")
     p = f"{arch}."
-    layers = meta.size(p + "block_count")
+    layers = meta.size(p + "block_count", maximum=MAX_LAYERS)  # the cost models loop over blocks
     heads = meta.size(p + "attention.head_count", per_layer=True)
     hidden = meta.size(p + "embedding_length")
     head_dim = meta.size(p + "attention.key_length", hidden // heads)
     kv_lora = meta.size(p + "attention.kv_lora_rank", 0, minimum=0)
     tensors = tuple(_gguf_tensor(t) for t in header.tensors)
+    beyond = next((t for t in tensors if t.layer is not None and t.layer >= layers), None)
+    if beyond is not None:
+        raise ModelFileError(f"{path}: tensor {beyond.name} is in block {beyond.layer}, but {p}block_count is {layers}")
     vocab = meta.size(p + "vocab_size", 0, minimum=0) or _vocab_from(header, tensors)
     window = meta.size(p + "attention.sliding_window", 0, minimum=0) or None
     experts = meta.size(p + "expert_count", 0, minimum=0)
@@ -124,13 +127,14 @@ class _GGUFMeta:
             raise ModelFileError(f"{self.path}: GGUF metadata lacks {key}")
         return value
 
-    def size(self, key: str, default: int | None = None, *, minimum: int = 1, per_layer: bool = False) -> int:
+    def size(self, key: str, default: int | None = None, *, minimum: int = 1, maximum: int = 2**31,
+             per_layer: bool = False) -> int:
         value = self.metadata.get(key, default)
         if per_layer and isinstance(value, GGUFArray) and value.values:
             value = max(value.values)  # per-layer counts: the widest layer bounds the cache
         if value is None:
             raise ModelFileError(f"{self.path}: GGUF metadata lacks {key}")
-        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= 2**31:
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
             raise ModelFileError(f"{self.path}: GGUF metadata {key} = {value!r} is out of range")
         return value
 
