@@ -30,7 +30,6 @@ from fitplan.strategies.gguf_recipe import (  # noqa: E402
     FILE_TYPES,
     RecipeTensor,
     assign_types,
-    assign_types_detailed,
 )
 
 
@@ -264,7 +263,7 @@ def test_mixtral_8_experts_low_bit_mixes():
     assert q3km["blk.31.attn_k.weight"] == q3km["blk.31.attn_v.weight"] == "Q8_0"
     assert q3km["blk.31.attn_q.weight"] == "Q3_K"
 
-    iq2 = assign_types_detailed(ts, "IQ2_XS", arch="llama", n_expert=8, n_gqa=4, has_imatrix=True)
+    iq2 = assign_types(ts, "IQ2_XS", arch="llama", n_expert=8, n_gqa=4, has_imatrix=True)
     assert iq2["blk.5.attn_v.weight"] == "Q4_K"
     assert iq2["blk.5.attn_k.weight"] == "Q4_K"
     assert iq2["blk.5.attn_output.weight"] == "Q5_K"

@@ -36,8 +36,8 @@ stored commit ``8784689fee07c6daabf3487d24e1535534ef6e6b``, before the
 
 Assumptions (what ``llama-quantize`` would be told on its command line):
 
-* default parameters: no ``--imatrix`` (see ``has_imatrix`` on
-  :func:`assign_types_detailed`), no ``--pure``, no ``--tensor-type``,
+* default parameters: no ``--imatrix`` (see ``assign_types``'s
+  ``has_imatrix``), no ``--pure``, no ``--tensor-type``,
   ``--output-tensor-type`` / ``--token-embedding-type`` not given, the output
   tensor is quantized (no ``--leave-output-tensor``), no pruning;
 * a tensor llama.cpp does not quantize keeps its source type; that is reported
@@ -628,7 +628,7 @@ def _infer_n_layer(tensors: list[RecipeTensor]) -> int:
     return max((il for il in layers if il is not None), default=-1) + 1
 
 
-def assign_types_detailed(
+def assign_types(
     tensors: list[RecipeTensor],
     file_type: str,
     *,
@@ -638,10 +638,15 @@ def assign_types_detailed(
     n_layer: int | None = None,
     has_imatrix: bool = False,
 ) -> dict[str, str]:
-    """Like :func:`assign_types`, also modelling ``llama-quantize --imatrix``.
+    """Map every tensor name to the ggml type name (e.g. "Q4_K", "Q6_K", "F32") llama-quantize would give it.
 
-    ``has_imatrix`` only changes a few choices (IQ3_XXS attn_v / ffn_down,
-    IQ4_NL / IQ4_XS ffn_down, Q4_0 / Q5_0 ffn_down of the first layers).
+    ``arch`` is the GGUF ``general.architecture`` ("llama", "falcon", ...),
+    ``n_expert`` the expert count (0 for dense models), ``n_gqa`` is
+    ``n_head // n_head_kv`` and ``n_layer`` the block count (inferred from the
+    ``blk.N.`` names when omitted). ``has_imatrix`` models ``llama-quantize --imatrix``,
+    which changes only a few choices (IQ3_XXS attn_v / ffn_down, IQ4_NL / IQ4_XS
+    ffn_down, Q4_0 / Q5_0 ffn_down of the first layers).
+    Raises ``ValueError`` where llama-quantize would fail.
     """
     ftype = _canonical_ftype(file_type)
     default_type = _FTYPE_DEFAULT_TYPE[ftype]
@@ -660,26 +665,3 @@ def assign_types_detailed(
     ordered = sorted(tensors, key=lambda t: _weight_order_key(t.name))
     qs.init_counters([t.name for t in ordered])
     return {t.name: _tensor_get_type(qs, t, default_type, ftype, _tensor_category(t.name)) for t in ordered}
-
-
-def assign_types(
-    tensors: list[RecipeTensor],
-    file_type: str,
-    *,
-    arch: str,
-    n_expert: int = 0,
-    n_gqa: int = 1,
-    n_layer: int | None = None,
-) -> dict[str, str]:
-    """Map every tensor name to the ggml type name (e.g. "Q4_K", "Q6_K", "F32") llama-quantize would give it.
-
-    ``arch`` is the GGUF ``general.architecture`` ("llama", "falcon", ...),
-    ``n_expert`` the expert count (0 for dense models), ``n_gqa`` is
-    ``n_head // n_head_kv`` and ``n_layer`` the block count (inferred from the
-    ``blk.N.`` names when omitted). Assumes a plain ``llama-quantize`` run
-    without an importance matrix; see :func:`assign_types_detailed`.
-    Raises ``ValueError`` where llama-quantize would fail.
-    """
-    return assign_types_detailed(
-        tensors, file_type, arch=arch, n_expert=n_expert, n_gqa=n_gqa, n_layer=n_layer
-    )
