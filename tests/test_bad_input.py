@@ -650,3 +650,13 @@ def test_mutated_valid_gguf_only_raises_model_file_error(scratch: Path, edits: l
         read_gguf_header(str(path))
     except ModelFileError:
         pass
+
+
+def test_safetensors_layer_beyond_config_is_refused(tmp_path: Path) -> None:
+    """A tensor of a layer the config does not have is an error, even when the totals agree."""
+    header, _ = safetensors_parts()
+    name = next(key for key in header if key.startswith("model.layers.0."))
+    header[name.replace("layers.0.", "layers.7.")] = header.pop(name)
+    folder = make_folder(tmp_path, TINY_LLAMA_CONFIG, build_safetensors(header))
+    proc, _ = run_advise(folder, "--hardware", "gha-ubuntu-4core", "--json", cwd=tmp_path)
+    assert_user_error(proc, "layer 7")

@@ -73,6 +73,12 @@ def attach_stored(spec: ModelSpec, headers: dict[str, tuple[str, tuple[int, ...]
     if not headers:
         return spec
     stored = stored_tensors(headers)
+    beyond = next((t for t in stored if t.layer is not None and t.layer >= spec.layers), None)
+    if beyond is not None:
+        raise ModelFileError(
+            f"{where}: tensor {beyond.name} is in layer {beyond.layer}, but config.json has "
+            f"num_hidden_layers = {spec.layers}"
+        )
     stored_params = sum(t.numel for t in stored if not (spec.tied_embeddings and t.role == "output"))
     if stored_params != spec.parameters:
         raise ModelFileError(
