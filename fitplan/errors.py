@@ -28,3 +28,11 @@ class ProfileError(FitplanError):
 
 class HubError(FitplanError):
     """The hub could not be reached or answered something unusable."""
+
+
+class RuntimeMissingError(FitplanError):
+    """The runtime a plan needs is not installed, or cannot run on this machine."""
+
+
+class RunFailedError(FitplanError):
+    """A real run (verify, a probe) crashed, timed out or reported an error."""

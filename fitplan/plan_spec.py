@@ -1,7 +1,10 @@
 """A plan's choices (Setup) and its predicted memory per device (DeviceMemory)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
+
+from fitplan.model_spec import TensorInfo
 
 
 @dataclass(frozen=True)
@@ -26,10 +29,12 @@ class DeviceMemory:
     kv_cache: int = 0
     activations: int = 0
     overhead: int = 0
+    # stored weights mapped while a runtime converts them to another dtype (peak during loading)
+    load_transient: int = 0
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv_cache + self.activations + self.overhead
+        return self.weights + self.kv_cache + self.activations + self.overhead + self.load_transient
 
     def as_dict(self) -> dict[str, int]:
         out = {f.name: int(getattr(self, f.name)) for f in fields(self)}
@@ -39,3 +44,35 @@ class DeviceMemory:
 
 def gpu_name(index: int) -> str:
     return f"gpu{index}"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Local weights a runtime can load: a GGUF file or a folder with config.json + safetensors."""
+
+    kind: str  # "gguf" | "folder"
+    path: str
+
+
+@dataclass(frozen=True)
+class RunTiming:
+    """One measured generation: a prompt of `prompt_tokens`, then `generated` greedy tokens."""
+
+    prompt_tokens: int
+    generated: int
+    prefill_s: float  # evaluating the prompt
+    ttft_s: float  # prompt start to the first generated token
+    decode_s: float  # the tokens after the first
+    first_tokens: tuple[int, ...] = ()
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        return self.prompt_tokens / self.prefill_s
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        return (self.generated - 1) / self.decode_s if self.generated > 1 and self.decode_s > 0 else 0.0
+
+
+# every weight tensor with its exact bytes in the plan's format (strategies.quantization.tensor_bytes)
+WeightBytes = Sequence[tuple[TensorInfo, int]]

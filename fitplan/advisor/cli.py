@@ -33,6 +33,7 @@ def advise_command(
     ram: Optional[str] = typer.Option(None, "--ram", help="host RAM of the profile, e.g. 32GB"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="also write the plan file here (never overwrites)"),
+    probe: bool = typer.Option(False, "--probe", help="measure this machine (cached) and calibrate the runtime on MODEL"),
 ) -> None:
     """Recommend how to run MODEL on this machine or a named profile, with exact memory per device."""
     from fitplan.advisor.report import advice_document, render
@@ -41,12 +42,13 @@ def advise_command(
     from fitplan.strategies.quantization import weight_format
     from fitplan.units import parse_count, parse_size
 
+    runtime = normalize_runtime(runtime) if runtime else None
     request = Request(
         context=parse_count(context, source="--context") if context is not None else None,
         batch=parse_count(batch, source="--batch"),
         threads=parse_count(threads, source="--threads") if threads is not None else None,
-        runtime=normalize_runtime(runtime) if runtime else None,
-        weights=weight_format(weights).name if weights else None,
+        runtime=runtime,
+        weights=weight_format(weights, runtime=runtime).name if weights else None,
         kv_cache=kv_cache,
         max_vram=parse_size(max_vram, source="--max-vram") if max_vram is not None else None,
         max_ram=parse_size(max_ram, source="--max-ram") if max_ram is not None else None,
@@ -56,7 +58,9 @@ def advise_command(
         raise BadValueError(f"{output} exists (-o); fitplan never overwrites a file: pick another name")
     spec = resolve_model(model)
     hw = _hardware(hardware, ram_bytes, model_path=model)
-    document = advice_document(spec, hw, advise(spec, hw, request))
+    advice = advise(spec, hw, request)
+    _attach_speed(advice, spec, hw, probe=probe)
+    document = advice_document(spec, hw, advice)
     if output:
         _write_new_file(output, json.dumps(document, indent=2) + "\n")
     if as_json:
@@ -70,6 +74,8 @@ def profile_command(
     name: Optional[str] = typer.Argument(None, help="a profile name, Nx<name> or .toml path (default: this machine)"),
     list_all: bool = typer.Option(False, "--list", help="list the named profiles"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    probe: bool = typer.Option(False, "--probe", help="run the micro-benchmarks on this machine (cached)"),
+    refresh: bool = typer.Option(False, "--refresh", help="with --probe: ignore the cache and measure again"),
 ) -> None:
     """Print a hardware profile: this machine (detected) by default."""
     from fitplan.profiles.named import profile_names
@@ -78,10 +84,22 @@ def profile_command(
         sys.stdout.write("\n".join(profile_names()) + "\n")
         return
     hw = _hardware(name or "auto", None)
+    probes = None
+    if probe:
+        if not hw.detected:
+            raise BadValueError("--probe measures this machine: leave out the profile name")
+        from fitplan.profiles.probes import probes_or_cached
+
+        probes = probes_or_cached(hw, refresh=refresh, progress=not as_json)
     if as_json:
-        sys.stdout.write(hw.model_dump_json(indent=2) + "\n")
+        document = json.loads(hw.model_dump_json())
+        if probes is not None:
+            document["probes"] = json.loads(probes.model_dump_json())
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
         return
     _print_profile(hw)
+    if probes is not None:
+        _print_probes(probes)
 
 
 @app.command("models")
@@ -90,6 +108,58 @@ def models_command() -> None:
     from fitplan.advisor.catalog import catalog_names
 
     sys.stdout.write("\n".join(catalog_names()) + "\n")
+
+
+@app.command("verify")
+def verify_command(
+    model: str = typer.Argument(..., help="a .gguf file, a folder with config.json + safetensors, or a plan .json"),
+    prompt_tokens: str = typer.Option("128", "--prompt-tokens", help="prompt length of each run"),
+    gen_tokens: str = typer.Option("32", "--gen-tokens", help="tokens generated in each run"),
+    repeat: str = typer.Option("3", "--repeat", help="runs; medians are reported with their spread"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="llama.cpp (GGUF files) or transformers"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="default: the file's own format (llama.cpp), fp32 (transformers)"),
+    context: Optional[str] = typer.Option(None, "--context", help="context to allocate (default 2048)"),
+    threads: Optional[str] = typer.Option(None, "--threads", help="CPU threads (default: physical cores)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
+) -> None:
+    """Run the plan on the real runtime here and print predicted against measured."""
+    from fitplan.advisor.verify_command import verify_plan
+    from fitplan.units import parse_count
+
+    document = verify_plan(
+        model, prompt_tokens=parse_count(prompt_tokens, source="--prompt-tokens"),
+        gen_tokens=parse_count(gen_tokens, source="--gen-tokens", minimum=2),
+        repeat=parse_count(repeat, source="--repeat"), runtime=runtime, weights=weights,
+        context=parse_count(context, source="--context") if context is not None else None,
+        threads=parse_count(threads, source="--threads") if threads is not None else None,
+    )
+    if as_json:
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    else:
+        from fitplan.advisor.verify_command import render_verify
+
+        render_verify(document, _console())
+
+
+def _attach_speed(advice: Any, spec: Any, hw: Any, *, probe: bool) -> None:
+    """Speed for the plans: this machine's cached probes and calibration where it is the target."""
+    from fitplan.advisor.estimate import attach_speed
+
+    probes = calibration = None
+    if hw.detected:
+        from fitplan.advisor.calibration import load_calibration
+        from fitplan.profiles.probes import fingerprint, load_cached, probes_or_cached
+
+        files = [spec.location] if spec.source == "gguf" else []
+        probes = probes_or_cached(hw, model_files=files, progress=True) if probe else load_cached(hw)
+        if probe:
+            from fitplan.advisor.verify_command import calibrate_runtime
+
+            calibrate_runtime(spec, advice.chosen, hw, probes)
+        calibration = load_calibration(fingerprint(hw))
+    elif probe:
+        raise BadValueError("--probe measures this machine: use it with --hardware auto")
+    attach_speed(advice, spec, hw, probes, calibration)
 
 
 def _hardware(name: str, ram_bytes: int | None, model_path: str | None = None) -> Any:
@@ -125,6 +195,25 @@ def _print_profile(hw: Any) -> None:
     for source in hw.sources:
         lines.append(f"  source: {source}")
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _print_probes(probes: Any) -> None:
+    rows = []
+    for name in ("host_read_GB_per_s_1thread", "host_read_GB_per_s_all", "host_copy_GB_per_s_1thread",
+                 "host_copy_GB_per_s_all"):
+        value = getattr(probes, name, None)
+        if value is not None:
+            rows.append(f"  {name}: {value.value:.1f} {value.unit}")
+    for name, value in sorted(probes.matmul_GFLOP_per_s.items()):
+        rows.append(f"  matmul {name}: {value.value:.1f} {value.unit}")
+    for path, value in probes.disk_read_GB_per_s.items():
+        rows.append(f"  disk read {path}: {value.value:.2f} {value.unit}")
+    for i, gpu in enumerate(probes.gpus):
+        for name, value in gpu.items():
+            rows.append(f"  gpu{i} {name}: {value.value:.1f} {value.unit}")
+    for name, why in probes.errors.items():
+        rows.append(f"  {name}: not measured ({why})")
+    sys.stdout.write(f"probes (measured, {probes.total_seconds():.1f} s):\n" + "\n".join(rows) + "\n")
 
 
 def _write_new_file(path: str, text: str) -> None:

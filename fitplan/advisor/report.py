@@ -21,10 +21,23 @@ def plan_dict(c: Candidate, context_note: str = "") -> dict[str, Any]:
     return plan
 
 
+def predicted_dict(c: Candidate) -> dict[str, Any]:
+    """Memory per device, and speed where it was computed, each with its provenance."""
+    out: dict[str, Any] = {"memory": {d: m.as_dict() for d, m in c.memory.items()}}
+    provenance = {"memory": "estimated: exact weight bytes, formula KV cache and buffers, "
+                            "runtime constants from runtimes.toml"}
+    if c.speed is not None:
+        out.update(c.speed.as_dict())
+        provenance["speed"] = c.speed.provenance
+        provenance["speed_basis"] = c.speed.basis
+    out["provenance"] = provenance
+    return out
+
+
 def candidate_dict(c: Candidate) -> dict[str, Any]:
     return {
         "fits": c.fits, "plan": plan_dict(c),
-        "predicted": {"memory": {d: m.as_dict() for d, m in c.memory.items()}},
+        "predicted": predicted_dict(c),
         "quality": {"ppl_increase": c.fmt.ppl_increase, "source": c.fmt.quality_source},
         "why": c.reason or "fits",
     }
@@ -51,11 +64,7 @@ def advice_document(spec: ModelSpec, hw: HardwareSpec, advice: Advice) -> dict[s
         },
         "fits": advice.fits,
         "plan": plan_dict(chosen, advice.context_note),
-        "predicted": {
-            "memory": {d: m.as_dict() for d, m in chosen.memory.items()},
-            "provenance": {"memory": "estimated: exact weight bytes, formula KV cache and buffers, "
-                                     "runtime constants from runtimes.toml"},
-        },
+        "predicted": predicted_dict(chosen),
         "quality": {"ppl_increase": chosen.fmt.ppl_increase, "source": chosen.fmt.quality_source},
         "why": chosen.reason or "fits",
         "alternatives": [candidate_dict(c) for c in advice.alternatives],
@@ -79,6 +88,12 @@ def render(doc: dict[str, Any], console: Any, *, top: int = 8) -> None:
         console.print(f"  context {plan['context']}: {plan['context_note']}")
     if not doc["fits"]:
         console.print(f"  [red]{doc['why']}[/]")
+    predicted = doc["predicted"]
+    if "decode_tokens_per_s" in predicted:
+        p = predicted["provenance"]
+        console.print(f"speed ({p['speed']}; {p['speed_basis']}): decode {predicted['decode_tokens_per_s']:.1f} tok/s, "
+                      f"prefill {predicted['prefill_tokens_per_s']:.0f} tok/s, "
+                      f"TTFT {predicted['ttft_s']:.2f} s for a 512-token prompt")
     table = Table(title="predicted memory (estimated)", title_justify="left")
     for column in ("device", "weights", "kv_cache", "activations", "overhead", "total"):
         table.add_column(column, justify="left" if column == "device" else "right")
@@ -87,14 +102,15 @@ def render(doc: dict[str, Any], console: Any, *, top: int = 8) -> None:
     console.print(table)
     if doc["alternatives"]:
         alt = Table(title="alternatives that fit", title_justify="left")
-        for column in ("runtime", "weights", "placement", "ppl +", "largest device total"):
+        for column in ("runtime", "weights", "placement", "ppl +", "largest device total", "decode tok/s"):
             alt.add_column(column)
         for a in doc["alternatives"][:top]:
             p = a["plan"]
             ppl = a["quality"]["ppl_increase"]
             biggest = max(a["predicted"]["memory"].items(), key=lambda kv: kv[1]["total"])
+            decode = a["predicted"].get("decode_tokens_per_s")
             alt.add_row(p["runtime"], p["weights"], p["placement"], "?" if ppl is None else f"{ppl:.3f}",
-                        f"{format_bytes(biggest[1]['total'])} ({biggest[0]})")
+                        f"{format_bytes(biggest[1]['total'])} ({biggest[0]})", "-" if decode is None else f"{decode:.1f}")
         console.print(alt)
     for r in doc["rejected"][:top]:
         console.print(f"  [dim]rejected[/] {r['candidate']}: {r['reason']}")

@@ -8,6 +8,7 @@ costs decode time. "Nothing fits" is a result with reasons, never an exception.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from fitplan.errors import BadValueError
 from fitplan.hardware_spec import HardwareSpec
@@ -45,6 +46,7 @@ class Candidate:
     fits: bool
     layers: int
     reason: str = ""
+    speed: Any = None  # a SpeedPrediction, attached by advisor.estimate
 
     @property
     def placement(self) -> str:

@@ -44,22 +44,29 @@ def all_formats() -> dict[str, WeightFormat]:
     return out
 
 
-def weight_format(name: str, *, source: str = "--weights") -> WeightFormat:
-    """A format by name, case-insensitively (q4_k_m, Q4_K_M and BF16 all work)."""
+def weight_format(name: str, *, source: str = "--weights", runtime: str | None = None) -> WeightFormat:
+    """A format by name: an exact match first, then case-insensitively, preferring `runtime`'s
+    (bf16 is transformers' format, BF16 llama.cpp's; q4_k_m finds Q4_K_M)."""
     formats = all_formats()
-    for key, fmt in formats.items():
-        if key.lower() == name.strip().lower():
-            return fmt
+    wanted = name.strip()
+    if wanted in formats and runtime in (None, formats[wanted].runtime):
+        return formats[wanted]
+    matches = [f for key, f in formats.items() if key.lower() == wanted.lower()]
+    matches.sort(key=lambda f: f.runtime != runtime)
+    if matches:
+        return matches[0]
     raise BadValueError(f"unknown weight format {name!r} ({source}); known: {', '.join(formats)}")
 
 
-def tensor_bytes(spec: ModelSpec, fmt: WeightFormat) -> list[tuple[TensorInfo, int]]:
-    """Every weight tensor of `spec` with its exact bytes in `fmt`."""
+@lru_cache(maxsize=256)
+def tensor_bytes(spec: ModelSpec, fmt: WeightFormat) -> tuple[tuple[TensorInfo, int], ...]:
+    """Every weight tensor of `spec` with its exact bytes in `fmt` (cached: the solver and the
+    speed model both ask)."""
     if spec.stored_tensors and _is_stored_format(spec, fmt):
-        return [(t, t.nbytes or 0) for t in spec.stored_tensors]
+        return tuple((t, t.nbytes or 0) for t in spec.stored_tensors)
     if fmt.family == "gguf":
-        return _gguf_bytes(spec, fmt.name)
-    return [(t, _hf_tensor_bytes(t, fmt)) for t in spec.tensors]
+        return tuple(_gguf_bytes(spec, fmt.name))
+    return tuple((t, _hf_tensor_bytes(t, fmt)) for t in spec.tensors)
 
 
 def _is_stored_format(spec: ModelSpec, fmt: WeightFormat) -> bool:

@@ -8,9 +8,16 @@ counted in the process's RSS, offloaded ones are copied to the GPU and unmapped.
 """
 from __future__ import annotations
 
+import importlib.util
+import time
+from dataclasses import replace
+from typing import Any, Callable
+
 from fitplan.datafiles import load_table
+from fitplan.errors import BadValueError
 from fitplan.model_spec import ModelSpec, TensorInfo
-from fitplan.plan_spec import DeviceMemory, Setup, gpu_name
+from fitplan.plan_spec import DeviceMemory, ModelSource, RunTiming, Setup, WeightBytes, gpu_name
+from fitplan.strategies.hookspecs import hookimpl
 from fitplan.strategies.kv_cache import kv_bytes_per_element, layer_kv_bytes
 
 RUNTIME = "llama.cpp"
@@ -30,37 +37,54 @@ def layer_device(spec: ModelSpec, setup: Setup, layer: int) -> str:
     return gpu_name((layer - first_gpu_layer) * setup.gpus // setup.gpu_layers)
 
 
-def memory(spec: ModelSpec, setup: Setup, weights: list[tuple[TensorInfo, int]]) -> dict[str, DeviceMemory]:
-    c = constants()
-    devices: dict[str, DeviceMemory] = {"cpu": DeviceMemory()}
+def place(spec: ModelSpec, setup: Setup, weights: WeightBytes) -> dict[str, list[tuple[TensorInfo, int]]]:
+    """Every weight tensor on its device; a tied embedding on the GPUs appears a second time, as the output."""
+    devices: dict[str, list[tuple[TensorInfo, int]]] = {"cpu": []}
     for i in range(setup.gpus if setup.gpu_layers else 0):
-        devices[gpu_name(i)] = DeviceMemory()
-    all_on_gpu = setup.gpu_layers == spec.layers and setup.gpus > 0
-    head_device = gpu_name(setup.gpus - 1) if all_on_gpu else "cpu"
-
+        devices[gpu_name(i)] = []
+    head = head_device(spec, setup)
     for tensor, nbytes in weights:
         if tensor.role == "block":
-            devices[layer_device(spec, setup, tensor.layer or 0)].weights += nbytes
+            devices[layer_device(spec, setup, tensor.layer or 0)].append((tensor, nbytes))
         elif tensor.role == "embed":
-            devices["cpu"].weights += nbytes
-            if spec.tied_embeddings and all_on_gpu:
-                devices[head_device].weights += nbytes  # the tied output is a second copy on the GPU
+            devices["cpu"].append((tensor, nbytes))
+            if spec.tied_embeddings and head != "cpu":
+                devices[head].append((replace(tensor, role="output"), nbytes))
         else:
-            devices[head_device].weights += nbytes
+            devices[head].append((tensor, nbytes))
+    return devices
+
+
+def head_device(spec: ModelSpec, setup: Setup) -> str:
+    """The output head joins the GPUs only when every block is there (n_gpu_layers > n_layer)."""
+    return gpu_name(setup.gpus - 1) if setup.gpus and setup.gpu_layers == spec.layers else "cpu"
+
+
+def memory(
+    spec: ModelSpec, setup: Setup, weights: WeightBytes, prompt_tokens: int | None = None,
+) -> dict[str, DeviceMemory]:
+    """Bytes per device; `prompt_tokens` None is the worst case, a prompt that fills the context."""
+    c = constants()
+    placed = place(spec, setup, weights)
+    devices = {name: DeviceMemory(weights=sum(b for _, b in items)) for name, items in placed.items()}
+    head = head_device(spec, setup)
 
     n_ctx = setup.context * setup.batch  # one unified cache holds every sequence's tokens
     for layer in range(spec.layers):
         devices[layer_device(spec, setup, layer)].kv_cache += layer_kv_bytes(
             spec, layer, n_ctx, setup.kv_cache, RUNTIME, swa_extra=c["n_ubatch"], pad=c["kv_pad"])
 
-    ubatch = min(c["n_ubatch"], n_ctx)
+    # The CPU touches attention pages for the cells in use (padded to 256) and the last prompt chunk;
+    # a GPU buffer is allocated whole, for the full context.
+    used = n_ctx if prompt_tokens is None else min(n_ctx, -(-prompt_tokens // c["kv_pad"]) * c["kv_pad"])
+    ubatch = min(c["n_ubatch"], n_ctx if prompt_tokens is None else prompt_tokens)
     for name, device in devices.items():
         if name == "cpu":
             has_layers = setup.gpu_layers < spec.layers
-            device.activations = _cpu_compute_bytes(spec, setup, n_ctx, ubatch) if has_layers else ubatch * spec.hidden_size * _F32
+            device.activations = _cpu_compute_bytes(spec, setup, used, ubatch) if has_layers else ubatch * spec.hidden_size * _F32
             device.overhead = c["cpu_process_baseline_bytes"] + c["cpu_context_fixed_bytes"]
         else:
-            device.activations = _gpu_compute_bytes(spec, n_ctx, ubatch, holds_output=name == head_device)
+            device.activations = _gpu_compute_bytes(spec, n_ctx, min(c["n_ubatch"], n_ctx), holds_output=name == head)
             device.overhead = c["gpu_context_bytes"]
     return devices
 
@@ -91,3 +115,77 @@ def _gpu_compute_bytes(spec: ModelSpec, n_ctx: int, ubatch: int, *, holds_output
     """A GPU compute buffer is allocated whole: the larger of the attention and logits phases."""
     logits = spec.vocab_size * ubatch * _F32 if holds_output else 0
     return max(_attention_scores_bytes(spec, n_ctx, ubatch), logits)
+
+
+# --- how to execute --------------------------------------------------------------------------
+
+# ggml type ids for llama-cpp-python's type_k / type_v (ggml.h enum ggml_type)
+_GGML_KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "bf16": 30}
+FILLER = "The quick brown fox jumps over the lazy dog while the patient cat watches from the wall. "
+
+
+class LlamaCppExecutor:
+    """Loads a GGUF file with llama-cpp-python and times greedy generation."""
+
+    name = RUNTIME
+
+    def missing(self) -> str | None:
+        if importlib.util.find_spec("llama_cpp") is None:
+            return "llama-cpp-python is not installed: pip install 'fitplan[llamacpp]'"
+        return None
+
+    def open(self, source: ModelSource, setup: Setup, *, layers: int) -> "LlamaCppModel":
+        if source.kind != "gguf":
+            raise BadValueError(f"llama.cpp runs GGUF files; {source.path} is a {source.kind}")
+        import llama_cpp
+
+        llm = llama_cpp.Llama(
+            source.path, n_ctx=setup.context * setup.batch, n_batch=constants()["n_ubatch"],
+            # -1 offloads the output head too, as a plan with every block on the GPU assumes
+            n_gpu_layers=-1 if setup.gpus and setup.gpu_layers >= layers else setup.gpu_layers if setup.gpus else 0,
+            n_threads=setup.threads, n_threads_batch=setup.threads, type_k=_GGML_KV_TYPES[setup.kv_cache],
+            type_v=_GGML_KV_TYPES[setup.kv_cache], flash_attn=False, seed=0, verbose=False,
+        )
+        return LlamaCppModel(llm)
+
+
+class LlamaCppModel:
+    def __init__(self, llm: Any) -> None:
+        self.llm = llm
+
+    def prompt(self, n_tokens: int) -> list[int]:
+        """A deterministic prompt of exactly n_tokens (after the BOS the model adds, if any)."""
+        text = FILLER * (n_tokens // 8 + 8)
+        return self.llm.tokenize(text.encode("utf-8"))[:n_tokens]
+
+    def _greedy(self) -> int:
+        """argmax of the last position's logits: greedy, with no sampler state built per token."""
+        import llama_cpp
+        import numpy
+
+        logits = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        return int(numpy.ctypeslib.as_array(logits, shape=(self.llm.n_vocab(),)).argmax())
+
+    def run(self, prompt_tokens: int, gen_tokens: int) -> RunTiming:
+        llm, tokens = self.llm, self.prompt(prompt_tokens)
+        llm.reset()  # no prompt-cache reuse between repeats
+        start = time.perf_counter()
+        llm.eval(tokens)
+        prefilled = time.perf_counter()
+        token = self._greedy()
+        first = time.perf_counter()
+        generated = [token]
+        for _ in range(gen_tokens - 1):
+            llm.eval([token])
+            token = self._greedy()
+            generated.append(token)
+        end = time.perf_counter()
+        return RunTiming(len(tokens), len(generated), prefilled - start, first - start, end - first, tuple(generated[:16]))
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+@hookimpl
+def fitplan_register_runtimes(register: Callable[[Any], None]) -> None:
+    register(LlamaCppExecutor())

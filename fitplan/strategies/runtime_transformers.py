@@ -7,9 +7,21 @@ each block, in the compute dtype; sliding-window layers keep `window` tokens.
 """
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from fitplan.cachedir import cache_dir
 from fitplan.datafiles import load_table
+from fitplan.errors import BadValueError
 from fitplan.model_spec import ModelSpec, TensorInfo
-from fitplan.plan_spec import DeviceMemory, Setup, gpu_name
+from fitplan.plan_spec import DeviceMemory, ModelSource, RunTiming, Setup, WeightBytes, gpu_name
+from fitplan.strategies.hookspecs import hookimpl
 from fitplan.strategies.kv_cache import kv_bytes_per_element, layer_kv_bytes
 
 RUNTIME = "transformers"
@@ -25,39 +37,69 @@ def layer_device(spec: ModelSpec, setup: Setup, layer: int) -> str:
     return gpu_name(layer * setup.gpus // setup.gpu_layers)
 
 
-def memory(spec: ModelSpec, setup: Setup, weights: list[tuple[TensorInfo, int]]) -> dict[str, DeviceMemory]:
-    c = constants()
+def place(spec: ModelSpec, setup: Setup, weights: WeightBytes) -> dict[str, list[tuple[TensorInfo, int]]]:
+    """Every weight tensor on its device, in accelerate's fill order."""
     used_gpus = setup.gpus if setup.gpu_layers else 0
-    devices: dict[str, DeviceMemory] = {"cpu": DeviceMemory()}
+    devices: dict[str, list[tuple[TensorInfo, int]]] = {"cpu": []}
     for i in range(used_gpus):
-        devices[gpu_name(i)] = DeviceMemory()
+        devices[gpu_name(i)] = []
     embed_device = gpu_name(0) if used_gpus else "cpu"
-    head_device = gpu_name(used_gpus - 1) if used_gpus and setup.gpu_layers == spec.layers else "cpu"
-
     for tensor, nbytes in weights:
         if tensor.role == "block":
-            devices[layer_device(spec, setup, tensor.layer or 0)].weights += nbytes
-        elif tensor.role == "embed":
-            devices[embed_device].weights += nbytes
+            devices[layer_device(spec, setup, tensor.layer or 0)].append((tensor, nbytes))
         else:
-            devices[head_device].weights += nbytes
+            devices[embed_device if tensor.role == "embed" else head_device(spec, setup)].append((tensor, nbytes))
+    return devices
+
+
+def head_device(spec: ModelSpec, setup: Setup) -> str:
+    """Final norm and lm_head follow the last block; a tied lm_head shares the embedding's storage."""
+    return layer_device(spec, setup, spec.layers - 1)
+
+
+def memory(
+    spec: ModelSpec, setup: Setup, weights: WeightBytes, prompt_tokens: int | None = None,
+) -> dict[str, DeviceMemory]:
+    """Bytes per device; `prompt_tokens` None is the worst case, a prompt that fills the context."""
+    c = constants()
+    prompt = setup.context if prompt_tokens is None else min(prompt_tokens, setup.context)
+    placed = place(spec, setup, weights)
+    devices = {name: DeviceMemory(weights=sum(b for _, b in items)) for name, items in placed.items()}
 
     for layer in range(spec.layers):
         devices[layer_device(spec, setup, layer)].kv_cache += layer_kv_bytes(
-            spec, layer, setup.context, setup.kv_cache, RUNTIME, setup.batch)
+            spec, layer, setup.context, setup.kv_cache, RUNTIME, setup.batch)  # DynamicCache at its largest
 
     width = kv_bytes_per_element(setup.kv_cache, RUNTIME)  # the compute dtype's width
     for name, device in devices.items():
         holds_layers = any(layer_device(spec, setup, i) == name for i in range(spec.layers))
         if holds_layers:
-            device.activations = _forward_bytes(spec, setup, width)
-        if name == head_device:
+            device.activations = _forward_bytes(spec, setup.batch, prompt, width)
+        if name == head_device(spec, setup):
             device.activations += setup.batch * spec.vocab_size * 4  # fp32 logits of the last position
-        device.overhead = c["cpu_process_baseline_bytes"] if name == "cpu" else c["gpu_context_bytes"]
+        device.overhead = c["cpu_process_baseline_bytes"] + c["cpu_context_fixed_bytes"] if name == "cpu" \
+            else c["gpu_context_bytes"]
+    devices["cpu"].load_transient = _conversion_transient(spec, setup, placed["cpu"])
     return devices
 
 
-def _forward_bytes(spec: ModelSpec, setup: Setup, width: float) -> int:
+def _conversion_transient(spec: ModelSpec, setup: Setup, on_cpu: WeightBytes) -> int:
+    """Stored bytes mapped while CPU-resident weights are converted to another dtype.
+
+    from_pretrained memory-maps the safetensors files: weights loaded in their stored dtype are
+    the mapped pages themselves (no copy), but a conversion (fp32 file -> bf16 plan) touches every
+    stored page while it builds the converted copy, and those pages count in RSS until unmapped.
+    Measured: SmolLM2-135M fp32 file loaded as bf16 peaks ~513 MiB above a bf16-file load.
+    A GGUF is converted once into an fp32 safetensors folder, so fp32 is its stored dtype here.
+    """
+    stored = spec.native_dtype if spec.source != "gguf" else "fp32"
+    if stored == setup.weights:
+        return 0
+    width = {"fp32": 4, "bf16": 2, "fp16": 2}.get(stored, 2)
+    return sum(t.numel * width for t, _ in on_cpu)
+
+
+def _forward_bytes(spec: ModelSpec, batch: int, prompt: int, width: float) -> int:
     """Live tensors of one block's forward over a whole-context prompt (estimated, SDPA attention).
 
     Residual stream, normed input, attention output and queries (4 x hidden per token) plus the MLP's
@@ -65,4 +107,124 @@ def _forward_bytes(spec: ModelSpec, setup: Setup, width: float) -> int:
     of memory. Checked against measured runs by `fitplan verify` (issue 3).
     """
     per_token = 4 * spec.hidden_size + 3 * spec.intermediate_size
-    return int(setup.batch * setup.context * per_token * width)
+    return int(batch * prompt * per_token * width)
+
+
+# --- how to execute --------------------------------------------------------------------------
+
+_TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+FILLER = "The quick brown fox jumps over the lazy dog while the patient cat watches from the wall. "
+
+
+class TransformersExecutor:
+    """Loads a safetensors folder (or a GGUF converted once into one) and times greedy decoding."""
+
+    name = RUNTIME
+
+    def missing(self) -> str | None:
+        for package in ("torch", "transformers"):
+            if importlib.util.find_spec(package) is None:
+                return f"{package} is not installed: pip install 'fitplan[torch]'"
+        return None
+
+    def prepare(self, source: ModelSource) -> ModelSource:
+        """A folder transformers can load quickly: GGUF files are dequantized once and cached."""
+        if source.kind == "folder":
+            return source
+        folder = cache_dir("converted", _file_fingerprint(source.path))
+        if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
+            return ModelSource("folder", str(folder))
+        _convert_gguf(source.path, folder)
+        return ModelSource("folder", str(folder))
+
+    def open(self, source: ModelSource, setup: Setup, *, layers: int) -> "TransformersModel":
+        if setup.weights not in _TORCH_DTYPES:
+            raise BadValueError(f"the transformers executor runs fp32/bf16/fp16 plans here, not {setup.weights}")
+        if source.kind != "folder":
+            raise BadValueError(f"transformers needs a prepared folder, got {source.path}")
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch.set_num_threads(setup.threads)
+        device_map = "auto" if setup.gpus and setup.gpu_layers else "cpu"
+        model = AutoModelForCausalLM.from_pretrained(
+            source.path, dtype=getattr(torch, _TORCH_DTYPES[setup.weights]), attn_implementation="sdpa",
+            device_map=device_map,
+        )
+        model.eval()
+        return TransformersModel(model, AutoTokenizer.from_pretrained(source.path))
+
+
+class TransformersModel:
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        self.model, self.tokenizer = model, tokenizer
+
+    def prompt(self, n_tokens: int) -> list[int]:
+        ids = self.tokenizer(FILLER * (n_tokens // 8 + 8), add_special_tokens=False)["input_ids"]
+        return list(ids[:n_tokens])
+
+    def run(self, prompt_tokens: int, gen_tokens: int) -> RunTiming:
+        import torch
+
+        tokens = self.prompt(prompt_tokens)
+        device = next(self.model.parameters()).device
+        with torch.inference_mode():
+            start = time.perf_counter()
+            # logits of the last position only, as generate() asks (logits_to_keep=1)
+            out = self.model(torch.tensor([tokens], device=device), use_cache=True, logits_to_keep=1)
+            token = out.logits[:, -1].argmax(-1)
+            first = time.perf_counter()
+            generated, past = [int(token)], out.past_key_values
+            for _ in range(gen_tokens - 1):
+                out = self.model(token[:, None], past_key_values=past, use_cache=True)
+                past, token = out.past_key_values, out.logits[:, -1].argmax(-1)
+                generated.append(int(token))
+            _synchronize(torch)
+            end = time.perf_counter()
+        return RunTiming(len(tokens), len(generated), first - start, first - start, end - first, tuple(generated[:16]))
+
+    def close(self) -> None:
+        del self.model
+
+
+def _synchronize(torch: Any) -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _file_fingerprint(path: str) -> str:
+    """Size, mtime and the first MiB: enough to tell one GGUF from another without hashing 100 GB."""
+    stat = os.stat(path)
+    digest = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+    with open(path, "rb") as handle:
+        digest.update(handle.read(2**20))
+    return digest.hexdigest()[:16]
+
+
+def _convert_gguf(path: str, folder: Path) -> None:
+    """Dequantize a GGUF with transformers' own loader and save it as safetensors (atomically).
+
+    transformers refuses save_pretrained on a GGUF-loaded model until its quantizer and
+    quantization_config are dropped (../shared/MEASURED.md).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory, name = os.path.split(os.path.abspath(path))
+    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=folder.parent))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(staging, safe_serialization=True)
+        AutoTokenizer.from_pretrained(directory, gguf_file=name).save_pretrained(staging)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@hookimpl
+def fitplan_register_runtimes(register: Callable[[Any], None]) -> None:
+    register(TransformersExecutor())

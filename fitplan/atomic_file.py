@@ -1,0 +1,39 @@
+"""Write a file so that readers see the old content or the new, never half of either."""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from contextlib import suppress
+from pathlib import Path
+
+STALE_TEMP_S = 60.0  # a temp file this old was left by a writer that was killed
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a dot-named temp file in the same folder, fsync, then os.replace it over `path`.
+
+    Readers never open the temp files (they start with a dot and end in .tmp); one left behind by
+    a killed writer is removed by a later writer once it is a minute old.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def _remove_stale_temps(path: Path) -> None:
+    cutoff = time.time() - STALE_TEMP_S
+    for temp in path.parent.glob(f".{path.name}.*.tmp"):
+        with suppress(OSError):  # another writer may remove it first
+            if temp.stat().st_mtime < cutoff:
+                temp.unlink()
