@@ -50,3 +50,39 @@ def parse_count(text: str | int, *, source: str, minimum: int = 1) -> int:
     if value < minimum:
         raise BadValueError(f"bad {source} {text!r}: must be at least {minimum}")
     return value
+
+
+_DURATION = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>ns|us|µs|ms|s|min|h)\s*$")
+_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0}
+DURATION_HELP = "a duration such as 200ms, 1.5s or 50us"
+
+
+def parse_duration(text: str, *, source: str = "value") -> float:
+    """Seconds in `text`, e.g. "200ms" -> 0.2; a bare number is refused (ms or s?)."""
+    match = _DURATION.match(str(text))
+    if not match:
+        raise BadValueError(f"bad duration {text!r} ({source}): expected {DURATION_HELP}")
+    return float(match["num"]) * _SECONDS[match["unit"]]
+
+
+_RATE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?|\.\d+)\s*(?:tok(?:ens)?/s)?\s*$")
+
+
+def parse_rate(value: str | int | float, *, source: str = "value") -> float:
+    """Tokens per second: a positive number, or a string such as "20" or "20 tok/s"."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        rate = float(value)
+    else:
+        match = _RATE.match(str(value))
+        rate = float(match["num"]) if match else -1.0
+    if not math.isfinite(rate) or rate <= 0:
+        raise BadValueError(f"bad rate {value!r} ({source}): expected tokens per second, e.g. 20 or '20 tok/s'")
+    return rate
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.0f} us"

@@ -36,6 +36,7 @@ class Request:
     kv_cache: str | None = None
     max_vram: int | None = None  # bytes per GPU
     max_ram: int | None = None
+    gpu_layers: int | None = None  # pin the blocks on the GPUs (0: CPU only); None: the solver places them
 
 
 @dataclass
@@ -91,6 +92,9 @@ def advise(spec: ModelSpec, hardware: HardwareSpec, request: Request) -> Advice:
     candidates = []
     for fmt in formats:
         candidates += _placements(spec, hardware, request, fmt, context)
+    if not candidates:
+        where = f"{hardware.name} ({'GPU' if hardware.gpus else 'CPU only'})"
+        raise BadValueError(f"no plan to weigh: {', '.join(f.name for f in formats) or 'no format'} cannot run on {where}")
     fitting = [c for c in candidates if c.fits]
     best = _best(fitting, spec)
     if best is None:
@@ -106,6 +110,9 @@ def _placements(spec: ModelSpec, hw: HardwareSpec, req: Request, fmt: WeightForm
     """GPU-only, then the largest GPU+CPU split that fits, then CPU-only, as the format allows."""
     weights = tensor_bytes(spec, fmt)
     gpus = len(hw.gpus) if hw.gpus and req.max_vram != 0 else 0
+    if req.gpu_layers is not None:  # a pinned placement: exactly that one
+        layers = min(req.gpu_layers, spec.layers) if gpus and "gpu" in fmt.devices else 0
+        return [_candidate(spec, hw, req, fmt, weights, context, layers, gpus if layers else 0)]
     out: list[Candidate] = []
     if gpus and "gpu" in fmt.devices:
         full = _candidate(spec, hw, req, fmt, weights, context, spec.layers, gpus)

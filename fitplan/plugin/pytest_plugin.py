@@ -1,0 +1,237 @@
+"""fitplan's pytest plugin: memory, VRAM, latency and throughput budgets as markers and fixtures.
+
+Loaded in every pytest run of every repo that installs fitplan, so it imports nothing heavy:
+no torch, no NVML, no file reads at import; predictions and measurements load what they need.
+
+Settings, each an option, an ini key and (hardware) an environment variable; precedence
+marker > command line > environment (FITPLAN_HARDWARE) > ini.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pytest
+
+from fitplan.errors import FitplanError
+from fitplan.plugin.budgets import KINDS, MARKER_HELP, Budget, parse_limit, parse_marker
+from fitplan.plugin.fixtures import (  # noqa: F401  (pytest finds fixtures in the plugin's namespace)
+    _fitplan_loaded_models, fitplan_budget, fitplan_hardware, fitplan_meter, fitplan_model, fitplan_plan,
+    fitplan_timer,
+)
+from fitplan.plugin.measure import PeakMeter, PeakResult
+from fitplan.plugin.state import record_for
+from fitplan.units import format_bytes, format_seconds
+
+
+@dataclass(frozen=True)
+class Settings:
+    hardware: str | None
+    report: str | None
+    strict: bool
+    default_ram: Budget | None
+    default_vram: Budget | None
+
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+RESULTS_KEY = pytest.StashKey[list[dict[str, Any]]]()
+BUDGETS_KEY = pytest.StashKey[list[Budget]]()
+ERROR_KEY = pytest.StashKey[str]()
+PROPERTY = "fitplan_budget"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("fitplan", "fitplan budgets (memory, VRAM, latency, throughput)")
+    options = (
+        ("--fitplan-hardware", "fitplan_hardware", "target hardware for predicted budgets: a profile name, "
+         "Nx<name> or .toml path (default: this machine; env FITPLAN_HARDWARE)"),
+        ("--fitplan-report", "fitplan_report", "write every budget's figures as JSON to this path"),
+        ("--fitplan-default-ram", "fitplan_default_ram", "a fits_ram budget for every test without one, e.g. 512MB"),
+        ("--fitplan-default-vram", "fitplan_default_vram", "a fits_vram budget for every test without one, e.g. 8GB"),
+    )
+    for flag, ini, text in options:
+        group.addoption(flag, dest=ini, default=None, help=text)  # None: the ini value still applies
+        parser.addini(ini, text)
+    group.addoption("--fitplan-strict", dest="fitplan_strict", action="store_true", default=None,
+                    help="fail budgets that could not be measured here (e.g. VRAM without a GPU)")
+    parser.addini("fitplan_strict", "fail budgets that could not be measured here", type="bool", default=False)
+
+
+def _setting(config: pytest.Config, name: str, env: str | None = None) -> tuple[Any, str]:
+    """(value, where it came from): command line > environment > ini."""
+    value = config.getoption(name)
+    if value is not None:
+        return value, "--" + name.replace("_", "-")
+    if env and os.environ.get(env):
+        return os.environ[env], env
+    return (config.getini(name) or None), f"ini {name}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for kind in KINDS:
+        config.addinivalue_line("markers", MARKER_HELP[kind])
+    defaults = {}
+    for kind, name in (("fits_ram", "fitplan_default_ram"), ("fits_vram", "fitplan_default_vram")):
+        value, origin = _setting(config, name)
+        try:
+            defaults[kind] = Budget(kind, parse_limit(kind, value, origin), str(value), origin) if value else None
+        except FitplanError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    strict, _ = _setting(config, "fitplan_strict")
+    config.stash[SETTINGS_KEY] = Settings(
+        hardware=_setting(config, "fitplan_hardware", "FITPLAN_HARDWARE")[0],
+        report=_setting(config, "fitplan_report")[0], strict=bool(strict),
+        default_ram=defaults["fits_ram"], default_vram=defaults["fits_vram"],
+    )
+    config.stash[RESULTS_KEY] = []
+    config.pluginmanager.register(_Collector(config), "fitplan-budget-collector")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Read every item's budgets once; a bad value becomes that test's error, not the session's."""
+    settings = config.stash[SETTINGS_KEY]
+    for item in items:
+        try:
+            budgets = [parse_marker(m.name, m.args, m.kwargs, item.nodeid)
+                       for m in item.iter_markers() if m.name in KINDS]
+        except FitplanError as exc:
+            item.stash[ERROR_KEY] = str(exc)
+            continue
+        kinds = {b.kind for b in budgets}
+        budgets += [d for d in (settings.default_ram, settings.default_vram) if d and d.kind not in kinds]
+        if budgets:
+            item.stash[BUDGETS_KEY] = budgets
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if ERROR_KEY in item.stash:
+        pytest.fail(item.stash[ERROR_KEY], pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    budgets = item.stash.get(BUDGETS_KEY, None)
+    if not budgets:
+        return (yield)
+    meter = PeakMeter()
+    meter.start()
+    try:
+        result = yield
+    finally:
+        peak = meter.stop()
+    settings = item.config.stash[SETTINGS_KEY]
+    verdicts = [_verdict(b, peak, item, settings) for b in budgets]
+    for verdict in verdicts:
+        item.user_properties.append((PROPERTY, json.dumps(verdict)))
+    broken = [v["message"] for v in verdicts if not v["passed"]]
+    if broken:
+        pytest.fail("; ".join(broken), pytrace=False)
+    return result
+
+
+def _verdict(budget: Budget, peak: PeakResult, item: pytest.Item, settings: Settings) -> dict[str, Any]:
+    """One budget's figure and verdict, as it goes to user_properties, the report and the summary."""
+    detail, where = "", "measured"
+    try:
+        if budget.predicted:
+            from fitplan.plugin.predict import predict
+
+            prediction = predict(budget, settings.hardware)
+            value, detail, where = prediction.value, prediction.detail, f"predicted on {prediction.hardware}"
+        else:
+            value, detail = _measured(budget, peak, item)
+    except FitplanError as exc:
+        return _row(budget, item, None, "error", passed=False, message=f"{budget.kind}: {exc}")
+    if value is None:
+        why = f"{budget.kind}: not measured ({detail})"
+        return _row(budget, item, None, "not measured", passed=not settings.strict,
+                    message=why + ("; --fitplan-strict fails it" if settings.strict else ""))
+    lower_bound = budget.kind == "min_tokens_per_s"
+    passed = value >= budget.limit if lower_bound else value <= budget.limit
+    relation = "<" if lower_bound else ">"
+    message = (f"{budget.kind}: {where} {_show(budget.kind, value)} {relation} budget {budget.limit_text}"
+               + (f" ({detail})" if detail else ""))
+    return _row(budget, item, value, where, passed=passed, message=message)
+
+
+def _measured(budget: Budget, peak: PeakResult, item: pytest.Item) -> tuple[float | None, str]:
+    record = record_for(item)
+    if budget.kind == "fits_ram":
+        return peak.ram_total_bytes, "" if peak.exact else "no resettable peak-RSS counter on this OS"
+    if budget.kind == "fits_vram":
+        return peak.vram_bytes, "" if peak.vram_bytes is not None else "no GPU memory readable on this machine"
+    if budget.kind == "max_latency":
+        if record.timer_samples:
+            ordered = sorted(record.timer_samples)
+            index = min(len(ordered) - 1, max(0, round(budget.percentile / 100 * (len(ordered) - 1))))
+            return ordered[index], f"p{budget.percentile:g} of {len(ordered)} fitplan_timer samples"
+        return peak.seconds, "the call phase's wall time"
+    rate = record.tokens_per_s
+    return rate, (f"{record.tokens} tokens in {record.token_seconds:.3f} s" if rate is not None
+                  else "nothing recorded with fitplan_model or fitplan_meter")
+
+
+def _show(kind: str, value: float) -> str:
+    if kind in ("fits_ram", "fits_vram"):
+        return format_bytes(value)
+    if kind == "max_latency":
+        return format_seconds(value)
+    return f"{value:.1f} tok/s"
+
+
+def _row(budget: Budget, item: pytest.Item, value: float | None, where: str, *, passed: bool,
+         message: str) -> dict[str, Any]:
+    headroom = None
+    if value is not None:
+        headroom = value - budget.limit if budget.kind == "min_tokens_per_s" else budget.limit - value
+    return {"test": item.nodeid, "kind": budget.kind, "limit": budget.limit, "limit_text": budget.limit_text,
+            "value": value, "form": "predicted" if budget.predicted else "measured", "where": where,
+            "model": budget.model, "pins": dict(budget.pins), "origin": budget.origin, "headroom": headroom,
+            "passed": passed, "message": message}
+
+
+class _Collector:
+    """Collects the figures from test reports: under xdist they arrive here from the workers."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call":
+            return
+        for name, value in report.user_properties:
+            if name == PROPERTY:
+                self.config.stash[RESULTS_KEY].append(json.loads(value))
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    rows = config.stash.get(RESULTS_KEY, [])
+    if not rows or hasattr(config, "workerinput"):
+        return
+    terminalreporter.section("fitplan budgets")
+    width = max(len(r["test"]) for r in rows)
+    terminalreporter.write_line(f"{'test':<{width}}  {'budget':<16} {'limit':>10} {'value':>12} {'headroom':>12}  form")
+    for r in sorted(rows, key=lambda r: (r["test"], r["kind"])):
+        value = "-" if r["value"] is None else _show(r["kind"], r["value"])
+        headroom = "-" if r["headroom"] is None else _show(r["kind"], abs(r["headroom"]))
+        if r["headroom"] is not None and r["headroom"] < 0:
+            headroom = "-" + headroom
+        verdict = "ok" if r["passed"] else "BROKEN"
+        terminalreporter.write_line(f"{r['test']:<{width}}  {r['kind']:<16} {r['limit_text']:>10} {value:>12} "
+                                    f"{headroom:>12}  {r['where']} [{verdict}]")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    settings = config.stash.get(SETTINGS_KEY, None)
+    if settings is None or not settings.report or hasattr(config, "workerinput"):
+        return
+    from pathlib import Path
+
+    from fitplan.atomic_file import write_atomic
+
+    rows = config.stash.get(RESULTS_KEY, [])
+    write_atomic(Path(settings.report), json.dumps({"budgets": rows}, indent=2) + "\n")
