@@ -19,6 +19,7 @@ class Setup:
     threads: int  # CPU threads
     gpu_layers: int  # transformer blocks on GPUs (the rest on the CPU)
     gpus: int = 0  # GPUs the blocks are spread over
+    cpu_moe_layers: int = 0  # llama.cpp --n-cpu-moe: routed experts of the first N blocks stay on the CPU
 
 
 @dataclass

@@ -34,13 +34,17 @@ def advise_command(
     as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="also write the plan file here (never overwrites)"),
     probe: bool = typer.Option(False, "--probe", help="measure this machine (cached) and calibrate the runtime on MODEL"),
+    objective: str = typer.Option("balanced", "--objective", help="balanced | quality | speed | throughput"),
+    min_tokens_per_s: Optional[str] = typer.Option(None, "--min-tokens-per-s", help="decode at least this fast"),
+    max_ttft: Optional[str] = typer.Option(None, "--max-ttft", help="time to first token at most, e.g. 2s"),
+    max_ppl_increase: Optional[str] = typer.Option(None, "--max-ppl-increase", help="perplexity loss at most, e.g. 0.2"),
 ) -> None:
     """Recommend how to run MODEL on this machine or a named profile, with exact memory per device."""
     from fitplan.advisor.report import advice_document, render
     from fitplan.advisor.resolve import resolve_model
     from fitplan.advisor.solver import Request, advise, normalize_runtime
     from fitplan.strategies.quantization import weight_format
-    from fitplan.units import parse_count, parse_size
+    from fitplan.units import parse_count, parse_duration, parse_rate, parse_size
 
     runtime = normalize_runtime(runtime) if runtime else None
     request = Request(
@@ -52,14 +56,21 @@ def advise_command(
         kv_cache=kv_cache,
         max_vram=parse_size(max_vram, source="--max-vram") if max_vram is not None else None,
         max_ram=parse_size(max_ram, source="--max-ram") if max_ram is not None else None,
+        objective=objective,
+        min_tokens_per_s=parse_rate(min_tokens_per_s, source="--min-tokens-per-s") if min_tokens_per_s else None,
+        max_ttft_s=parse_duration(max_ttft, source="--max-ttft") if max_ttft else None,
+        max_ppl_increase=_parse_loss(max_ppl_increase) if max_ppl_increase is not None else None,
     )
     ram_bytes = parse_size(ram, source="--ram") if ram is not None else None
     if output and os.path.exists(output):
         raise BadValueError(f"{output} exists (-o); fitplan never overwrites a file: pick another name")
     spec = resolve_model(model)
     hw = _hardware(hardware, ram_bytes, model_path=model)
-    advice = advise(spec, hw, request)
-    _attach_speed(advice, spec, hw, probe=probe)
+    probes, calibration = _speed_context(hw, spec, probe=False)
+    advice = advise(spec, hw, request, probes=probes, calibration=calibration)
+    if probe:  # measure, calibrate the runtime the first answer chose, then answer again
+        probes, calibration = _speed_context(hw, spec, probe=True, chosen=advice.chosen)
+        advice = advise(spec, hw, request, probes=probes, calibration=calibration)
     document = advice_document(spec, hw, advice)
     if output:
         _write_new_file(output, json.dumps(document, indent=2) + "\n")
@@ -141,25 +152,33 @@ def verify_command(
         render_verify(document, _console())
 
 
-def _attach_speed(advice: Any, spec: Any, hw: Any, *, probe: bool) -> None:
-    """Speed for the plans: this machine's cached probes and calibration where it is the target."""
-    from fitplan.advisor.estimate import attach_speed
+def _parse_loss(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1e6:
+        raise BadValueError(f"bad --max-ppl-increase {text!r}: expected a perplexity increase such as 0.2")
+    return value
 
-    probes = calibration = None
-    if hw.detected:
-        from fitplan.advisor.calibration import load_calibration
-        from fitplan.profiles.probes import fingerprint, load_cached, probes_or_cached
 
-        files = [spec.location] if spec.source == "gguf" else []
-        probes = probes_or_cached(hw, model_files=files, progress=True) if probe else load_cached(hw)
+def _speed_context(hw: Any, spec: Any, *, probe: bool, chosen: Any = None) -> tuple[Any, Any]:
+    """(probes, calibration) of this machine where it is the target: cached, or measured with --probe."""
+    if not hw.detected:
         if probe:
-            from fitplan.advisor.verify_command import calibrate_runtime
+            raise BadValueError("--probe measures this machine: use it with --hardware auto")
+        return None, None
+    from fitplan.advisor.calibration import load_calibration
+    from fitplan.profiles.probes import fingerprint, load_cached, probes_or_cached
 
-            calibrate_runtime(spec, advice.chosen, hw, probes)
-        calibration = load_calibration(fingerprint(hw))
-    elif probe:
-        raise BadValueError("--probe measures this machine: use it with --hardware auto")
-    attach_speed(advice, spec, hw, probes, calibration)
+    if not probe:
+        return load_cached(hw), load_calibration(fingerprint(hw))
+    files = [spec.location] if spec.source == "gguf" else []
+    probes = probes_or_cached(hw, model_files=files, progress=True)
+    from fitplan.advisor.verify_command import calibrate_runtime
+
+    calibrate_runtime(spec, chosen, hw, probes)
+    return probes, load_calibration(fingerprint(hw))
 
 
 def _hardware(name: str, ram_bytes: int | None, model_path: str | None = None) -> Any:

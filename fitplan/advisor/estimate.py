@@ -1,10 +1,9 @@
-"""Speed figures for the candidates of an Advice: probes and calibration when this machine has them."""
+"""Speed figures for candidate plans: probes and calibration when the target is this machine."""
 from __future__ import annotations
 
 from typing import Any
 
 from fitplan.advisor.calibration import Calibration, key
-from fitplan.advisor.solver import Advice, Candidate
 from fitplan.advisor.speed import Efficiency, SpeedPrediction, plan_speed
 from fitplan.model_spec import ModelSpec
 from fitplan.strategies.quantization import tensor_bytes
@@ -17,15 +16,8 @@ def efficiency_for(calibration: Calibration | None, runtime: str, gpu_layers: in
     return Efficiency(entry.decode, entry.prefill, "calibrated") if entry else None
 
 
-def candidate_speed(spec: ModelSpec, c: Candidate, hw: Any, probes: Any | None,
+def candidate_speed(spec: ModelSpec, c: Any, hw: Any, probes: Any | None,
                     calibration: Calibration | None) -> SpeedPrediction:
     eff = efficiency_for(calibration, c.setup.runtime, c.setup.gpu_layers)
     return plan_speed(spec, c.setup, tensor_bytes(spec, c.fmt), hw, probes=probes, efficiency=eff,
                       prompt_tokens=TTFT_PROMPT_TOKENS)
-
-
-def attach_speed(advice: Advice, spec: ModelSpec, hw: Any, probes: Any | None = None,
-                 calibration: Calibration | None = None) -> None:
-    """Give the chosen plan and every alternative its speed (they fit; rejected ones need none)."""
-    for c in [advice.chosen, *advice.alternatives]:
-        c.speed = candidate_speed(spec, c, hw, probes, calibration)

@@ -15,7 +15,7 @@ def plan_dict(c: Candidate, context_note: str = "") -> dict[str, Any]:
     s = c.setup
     plan = {"runtime": s.runtime, "weights": s.weights, "kv_cache": s.kv_cache, "context": s.context,
             "batch": s.batch, "threads": s.threads, "gpu_layers": s.gpu_layers, "gpus": s.gpus,
-            "placement": c.placement}
+            "cpu_moe_layers": s.cpu_moe_layers, "placement": c.placement}
     if context_note:
         plan["context_note"] = context_note
     return plan
@@ -69,6 +69,7 @@ def advice_document(spec: ModelSpec, hw: HardwareSpec, advice: Advice) -> dict[s
         "why": chosen.reason or "fits",
         "alternatives": [candidate_dict(c) for c in advice.alternatives],
         "rejected": [{"candidate": c.label, "reason": c.reason} for c in advice.rejected],
+        "scale_out": advice.scale_out.as_dict() if advice.scale_out else None,
     }
 
 
@@ -81,13 +82,19 @@ def render(doc: dict[str, Any], console: Any, *, top: int = 8) -> None:
                   f"{m['active_parameters'] / 1e9:.2f}B active, {m['layers']} layers) on [bold]{doc['hardware']['name']}[/]")
     verdict = "[green]fits[/]" if doc["fits"] else "[red]does not fit this machine[/]"
     where = {"gpu": "all layers on GPU", "cpu": "CPU only",
-             "split": f"{plan['gpu_layers']} of {m['layers']} layers on GPU, rest on CPU"}[plan["placement"]]
+             "split": f"{plan['gpu_layers']} of {m['layers']} layers on GPU, rest on CPU",
+             "experts-cpu": f"all layers on GPU, routed experts of the first {plan['cpu_moe_layers']} on CPU",
+             }[plan["placement"]]
     console.print(f"{verdict}: {plan['runtime']} {plan['weights']}, KV cache {plan['kv_cache']}, "
                   f"context {plan['context']}, batch {plan['batch']}, {plan['threads']} threads, {where}")
     if plan.get("context_note"):
         console.print(f"  context {plan['context']}: {plan['context_note']}")
     if not doc["fits"]:
         console.print(f"  [red]{doc['why']}[/]")
+        out = doc.get("scale_out")
+        if out:
+            console.print(f"  would fit on {out['gpus']} x {out['gpu']} ({out['nodes']} node(s)) with vLLM, "
+                          f"{out['weights']}, {format_bytes(out['need_per_gpu_bytes'])} needed per GPU:\n  {out['command']}")
     predicted = doc["predicted"]
     if "decode_tokens_per_s" in predicted:
         p = predicted["provenance"]

@@ -1,9 +1,11 @@
-"""Choose a plan: the highest-quality setup that fits, GPU first, then a GPU+CPU split, then CPU.
+"""Choose a plan among runtime x weight format x placement, by an objective, under constraints.
 
-Quality is the perplexity increase of the weight format (formats.toml). A GPU-only plan wins while
-its loss stays within the default bound (Q4_K_M's); a model that must be split takes the format
-within that bound that leaves the fewest weight bytes on the CPU, since every CPU-resident byte
-costs decode time. "Nothing fits" is a result with reasons, never an exception.
+Quality is the perplexity increase of the weight format (formats.toml); speed comes from the speed
+model (advisor/speed.py) with this machine's probes and calibration where it is the target.
+Objectives: `balanced` (default): the fastest plan whose loss stays within a bound (Q4_K_M's, or
+--max-ppl-increase); `quality`: the least loss; `speed`: the fastest; `throughput`: the most
+tokens/s summed over the batch. Constraints (--min-tokens-per-s, --max-ttft, --max-ppl-increase)
+filter first. "Nothing fits" is a result with reasons, never an exception.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from fitplan.units import format_bytes
 RUNTIMES = {"llama.cpp": runtime_llamacpp, "transformers": runtime_transformers}
 DEFAULT_CONTEXT = 8192
 QUALITY_BOUND_FORMAT = "Q4_K_M"  # the default loss bound: about Q4_K_M's on the model
+OBJECTIVES = ("balanced", "quality", "speed", "throughput")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,10 @@ class Request:
     max_vram: int | None = None  # bytes per GPU
     max_ram: int | None = None
     gpu_layers: int | None = None  # pin the blocks on the GPUs (0: CPU only); None: the solver places them
+    objective: str = "balanced"
+    min_tokens_per_s: float | None = None
+    max_ttft_s: float | None = None
+    max_ppl_increase: float | None = None
 
 
 @dataclass
@@ -53,11 +60,14 @@ class Candidate:
     def placement(self) -> str:
         if self.setup.gpu_layers == 0:
             return "cpu"
+        if self.setup.cpu_moe_layers:
+            return "experts-cpu"
         return "gpu" if self.setup.gpu_layers == self.layers else "split"
 
     @property
     def label(self) -> str:
-        where = {"cpu": "CPU", "gpu": "GPU", "split": f"{self.setup.gpu_layers} layers on GPU, rest on CPU"}
+        where = {"cpu": "CPU", "gpu": "GPU", "split": f"{self.setup.gpu_layers} layers on GPU, rest on CPU",
+                 "experts-cpu": f"GPU, experts of {self.setup.cpu_moe_layers} layers on CPU"}
         return f"{self.setup.runtime} {self.fmt.name} ({where[self.placement]})"
 
 
@@ -68,6 +78,7 @@ class Advice:
     alternatives: list[Candidate] = field(default_factory=list)
     rejected: list[Candidate] = field(default_factory=list)
     context_note: str = ""
+    scale_out: Any = None  # where nothing fits: the fewest GPUs that would hold it (vLLM)
 
 
 def normalize_runtime(name: str) -> str:
@@ -79,11 +90,14 @@ def normalize_runtime(name: str) -> str:
     return runtime
 
 
-def advise(spec: ModelSpec, hardware: HardwareSpec, request: Request) -> Advice:
+def advise(spec: ModelSpec, hardware: HardwareSpec, request: Request, *, probes: Any = None,
+           calibration: Any = None) -> Advice:
+    if request.objective not in OBJECTIVES:
+        raise BadValueError(f"unknown objective {request.objective!r} (--objective); known: {', '.join(OBJECTIVES)}")
     context = request.context or min(spec.max_context, DEFAULT_CONTEXT)
     note = "" if request.context else f"default: min(model maximum {spec.max_context}, {DEFAULT_CONTEXT}); pass --context"
-    pinned = weight_format(request.weights) if request.weights else None
     runtime = normalize_runtime(request.runtime) if request.runtime else None
+    pinned = weight_format(request.weights, runtime=runtime) if request.weights else None
     if pinned and runtime and pinned.runtime != runtime:
         raise BadValueError(f"--weights {pinned.name} runs on {pinned.runtime}, not on --runtime {runtime}")
     formats = [pinned] if pinned else [f for f in all_formats().values() if f.auto]
@@ -95,15 +109,50 @@ def advise(spec: ModelSpec, hardware: HardwareSpec, request: Request) -> Advice:
     if not candidates:
         where = f"{hardware.name} ({'GPU' if hardware.gpus else 'CPU only'})"
         raise BadValueError(f"no plan to weigh: {', '.join(f.name for f in formats) or 'no format'} cannot run on {where}")
-    fitting = [c for c in candidates if c.fits]
-    best = _best(fitting, spec)
+    from fitplan.advisor.estimate import candidate_speed
+
+    for c in candidates:
+        if c.fits:
+            c.speed = candidate_speed(spec, c, hardware, probes, calibration)
+    fitting = [c for c in candidates if c.fits and not _breaks_constraints(c, request)]
+    best = _best(fitting, request)
     if best is None:
-        best = min(candidates, key=lambda c: _over_by(c, hardware, request))
-        rest = [c for c in candidates if c is not best]
-        return Advice(best, False, [], rest, note)
-    alternatives = sorted((c for c in fitting if c is not best), key=_quality_key)
-    rejected = [c for c in candidates if not c.fits]
+        best = min(candidates, key=lambda c: (not c.fits, _over_by(c, hardware, request)))
+        best.speed = best.speed or candidate_speed(spec, best, hardware, probes, calibration)
+        if best.fits:
+            best.reason = _breaks_constraints(best, request)
+        advice = Advice(best, False, [], [c for c in candidates if c is not best], note)
+        advice.scale_out = _scale_out(spec, hardware, pinned, context) if not best.fits else None
+        return advice
+    alternatives = sorted((c for c in fitting if c is not best), key=lambda c: _rank(c, request))
+    rejected = [c for c in candidates if c not in fitting]
     return Advice(best, True, alternatives, rejected, note)
+
+
+def _scale_out(spec: ModelSpec, hw: HardwareSpec, pinned: WeightFormat | None, context: int) -> Any:
+    """A multi-GPU vLLM plan on this machine's GPU kind (an H100 where it has none), in bf16 unless
+    the user pinned a transformers-side format."""
+    from fitplan.profiles.named import load_profile
+    from fitplan.strategies.runtime_transformers import constants
+    from fitplan.strategies.runtime_vllm import scale_out
+
+    gpu = hw.gpus[0] if hw.gpus else load_profile("h100-80gb").gpus[0]
+    fmt = pinned if pinned is not None and pinned.runtime == "transformers" else weight_format("bf16")
+    return scale_out(spec, tensor_bytes(spec, fmt), fmt.name, context, gpu, constants()["gpu_context_bytes"])
+
+
+def _breaks_constraints(c: Candidate, req: Request) -> str:
+    """Why a fitting candidate misses the user's speed/quality constraints ('' when it meets them)."""
+    why = []
+    if req.max_ppl_increase is not None and _loss(c) > req.max_ppl_increase:
+        why.append(f"perplexity +{_loss(c):.3f} > --max-ppl-increase {req.max_ppl_increase:g}")
+    if req.min_tokens_per_s is not None and c.speed.decode_tokens_per_s < req.min_tokens_per_s:
+        why.append(f"decode {c.speed.decode_tokens_per_s:.1f} tok/s < --min-tokens-per-s {req.min_tokens_per_s:g}")
+    if req.max_ttft_s is not None and c.speed.ttft_s > req.max_ttft_s:
+        why.append(f"TTFT {c.speed.ttft_s:.2f} s > --max-ttft {req.max_ttft_s:g} s")
+    if why and c.fits:
+        c.reason = "; ".join(why)
+    return "; ".join(why)
 
 
 def _placements(spec: ModelSpec, hw: HardwareSpec, req: Request, fmt: WeightFormat, context: int) -> list[Candidate]:
@@ -121,6 +170,10 @@ def _placements(spec: ModelSpec, hw: HardwareSpec, req: Request, fmt: WeightForm
             split = _largest_split(spec, hw, req, fmt, weights, context, gpus)
             if split:
                 out.append(split)
+            if spec.is_moe and fmt.runtime == "llama.cpp":
+                experts = _fewest_cpu_expert_layers(spec, hw, req, fmt, weights, context, gpus)
+                if experts:
+                    out.append(experts)
     if "cpu" in fmt.devices:
         out.append(_candidate(spec, hw, req, fmt, weights, context, 0, 0))
     return out
@@ -139,10 +192,24 @@ def _largest_split(spec, hw, req, fmt, weights, context, gpus) -> Candidate | No
     return best
 
 
-def _candidate(spec, hw, req, fmt, weights, context, gpu_layers, gpus) -> Candidate:
+def _fewest_cpu_expert_layers(spec, hw, req, fmt, weights, context, gpus) -> Candidate | None:
+    """MoE: every block on the GPUs, with the routed experts of the fewest first blocks on the CPU
+    (llama.cpp --n-cpu-moe): attention, shared weights and the KV cache keep the GPU's speed."""
+    low, high, best = 1, spec.layers, None
+    while low <= high:
+        mid = (low + high) // 2
+        c = _candidate(spec, hw, req, fmt, weights, context, spec.layers, gpus, cpu_moe_layers=mid)
+        if _gpus_fit(c, hw, req):
+            best, high = c, mid - 1
+        else:
+            low = mid + 1
+    return best
+
+
+def _candidate(spec, hw, req, fmt, weights, context, gpu_layers, gpus, cpu_moe_layers: int = 0) -> Candidate:
     threads = req.threads or hw.cpu.cores
     setup = Setup(fmt.runtime, fmt.name, _kv_dtype(req, fmt, hw, gpu_layers), context, req.batch,
-                  threads, gpu_layers, gpus if gpu_layers else 0)
+                  threads, gpu_layers, gpus if gpu_layers else 0, cpu_moe_layers)
     memory = RUNTIMES[fmt.runtime].memory(spec, setup, weights)
     problems = [f"needs {format_bytes(mem.total)} on {dev} > {format_bytes(cap)} available"
                 for dev, mem in memory.items() if mem.total > (cap := _capacity(dev, hw, req))]
@@ -189,20 +256,24 @@ def _loss(c: Candidate) -> float:
     return c.fmt.ppl_increase if c.fmt.ppl_increase is not None else float("inf")
 
 
-def _quality_key(c: Candidate) -> tuple[float, int]:
-    return _loss(c), sum(m.total for m in c.memory.values())
+def _rank(c: Candidate, req: Request) -> tuple[float, ...]:
+    """Sort key of the objective: smaller is better."""
+    speed = c.speed
+    if req.objective == "quality":
+        return (_loss(c), -speed.decode_tokens_per_s)
+    if req.objective == "throughput":
+        return (-speed.batch_tokens_per_s, _loss(c))
+    return (-speed.decode_tokens_per_s, _loss(c))
 
 
-def _best(fitting: list[Candidate], spec: ModelSpec) -> Candidate | None:
+def _best(fitting: list[Candidate], req: Request) -> Candidate | None:
     if not fitting:
         return None
-    bound = weight_format(QUALITY_BOUND_FORMAT).ppl_increase or 0.0
-    within = [c for c in fitting if _loss(c) <= bound]
-    for placement in ("gpu", "split", "cpu"):
-        group = [c for c in within if c.placement == placement]
-        if group and placement == "split":
-            return min(group, key=lambda c: (c.memory["cpu"].weights, _loss(c)))
-        if group:
-            return min(group, key=_quality_key)
-    order = {"gpu": 0, "split": 1, "cpu": 2}
-    return min(fitting, key=lambda c: (_loss(c), order[c.placement]))
+    if req.objective == "balanced":
+        bound = req.max_ppl_increase if req.max_ppl_increase is not None else \
+            weight_format(QUALITY_BOUND_FORMAT).ppl_increase or 0.0
+        within = [c for c in fitting if _loss(c) <= bound]
+        if within:
+            return min(within, key=lambda c: _rank(c, req))
+        return min(fitting, key=lambda c: (_loss(c), -c.speed.decode_tokens_per_s))
+    return min(fitting, key=lambda c: _rank(c, req))

@@ -34,7 +34,6 @@ def fitplan_hardware(pytestconfig: pytest.Config) -> Any:
 def fitplan_plan(fitplan_hardware: Any) -> Callable[..., dict[str, Any]]:
     """Factory: fitplan_plan("smollm2-135m", context=2048) -> the advise document on the hardware in force."""
     from fitplan.advisor.catalog import catalog_spec
-    from fitplan.advisor.estimate import attach_speed
     from fitplan.advisor.report import advice_document
     from fitplan.advisor.resolve import resolve_model
     from fitplan.advisor.solver import Request, advise
@@ -43,8 +42,10 @@ def fitplan_plan(fitplan_hardware: Any) -> Callable[..., dict[str, Any]]:
         if catalog_spec(model) is None and "/" in model and not os.path.exists(model):
             raise ValueError(f"fitplan_plan({model!r}): catalog names or local files only in tests")
         spec = resolve_model(model)
-        advice = advise(spec, fitplan_hardware, Request(**pins))
-        attach_speed(advice, spec, fitplan_hardware)
+        from fitplan.plugin.predict import speed_context
+
+        probes, calibration = speed_context(fitplan_hardware)
+        advice = advise(spec, fitplan_hardware, Request(**pins), probes=probes, calibration=calibration)
         return advice_document(spec, fitplan_hardware, advice)
 
     return plan

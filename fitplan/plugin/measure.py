@@ -2,7 +2,8 @@
 
 Linux resets the peak-RSS counter when "5" is written to /proc/self/clear_refs, so VmHWM after a
 test is the test's own high-water mark, with memory from C extensions counted (~48 us a test,
-../shared/ANCHORS.md). Children: the largest ru_maxrss of the children waited for meanwhile.
+../shared/ANCHORS.md). Children: the largest ru_maxrss of the children reaped meanwhile (per child
+through wait4 where Python's os.waitpid reaps them, else a new lifetime maximum of RUSAGE_CHILDREN).
 GPU: torch's reserved peak where torch is loaded, and NVML's figure for this process.
 """
 from __future__ import annotations
@@ -38,9 +39,27 @@ def _reset_peak() -> bool:
         return False
 
 
+_MAXRSS_SCALE = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+
+
 def _children_maxrss_bytes() -> int:
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * _MAXRSS_SCALE
+
+
+_WAITPID = os.waitpid
+
+
+def _waitpid_with_peak(pid: int, options: int) -> tuple[int, int]:
+    """os.waitpid through wait4, so each reaped child's own peak reaches the running meters.
+
+    RUSAGE_CHILDREN keeps one lifetime maximum: a child no bigger than an earlier test's child
+    (even the same test run twice) would not show in it.
+    """
+    reaped, status, usage = os.wait4(pid, options)
+    if reaped:
+        for meter in _ACTIVE:
+            meter.child_peak_bytes = max(meter.child_peak_bytes, usage.ru_maxrss * _MAXRSS_SCALE)
+    return reaped, status
 
 
 @dataclass
@@ -69,6 +88,9 @@ class PeakMeter:
         for outer in _ACTIVE:  # the reset below erases the peak they have seen so far: carry it
             outer.carried_hwm_kib = max(outer.carried_hwm_kib, current or 0)
         self.carried_hwm_kib = 0
+        self.child_peak_bytes = 0
+        if hasattr(os, "wait4") and os.waitpid is _WAITPID:  # subprocess and multiprocessing reap via waitpid
+            os.waitpid = _waitpid_with_peak
         _ACTIVE.append(self)
         self.exact = _reset_peak()
         self.start_rss_kib = _status_kib("VmRSS").get("VmRSS")
@@ -80,6 +102,8 @@ class PeakMeter:
         seconds = time.perf_counter() - self.started
         if self in _ACTIVE:
             _ACTIVE.remove(self)
+        if not _ACTIVE and os.waitpid is _waitpid_with_peak:
+            os.waitpid = _WAITPID
         hwm = _status_kib("VmHWM").get("VmHWM")
         if hwm is not None:
             hwm = max(hwm, self.carried_hwm_kib)
@@ -87,8 +111,8 @@ class PeakMeter:
         if self.exact and hwm is not None and self.start_rss_kib is not None:
             growth = max(0, hwm - self.start_rss_kib) * 1024
         children = _children_maxrss_bytes()
-        return PeakResult(growth, children if children > self.children_before else 0, gpu_peak_bytes(),
-                          seconds, self.exact)
+        children = max(children if children > self.children_before else 0, self.child_peak_bytes)
+        return PeakResult(growth, children, gpu_peak_bytes(), seconds, self.exact)
 
 
 def _reset_gpu_peak() -> None:

@@ -63,7 +63,18 @@ def _plan(model: str, hardware_name: str, pins: tuple[tuple[str, Any], ...], all
         runtime=runtime, weights=weight_format(weights, source="weights=", runtime=runtime).name,
         kv_cache=p.get("kv_cache"), gpu_layers=gpu_layers,
     )
-    return spec, hw, advise(spec, hw, request)
+    probes, calibration = speed_context(hw)
+    return spec, hw, advise(spec, hw, request, probes=probes, calibration=calibration)
+
+
+def speed_context(hw: Any) -> tuple[Any, Any]:
+    """This machine's cached probes and calibration when it is the target; none for a named profile."""
+    if not hw.detected:
+        return None, None
+    from fitplan.advisor.calibration import load_calibration
+    from fitplan.profiles.probes import fingerprint, load_cached
+
+    return load_cached(hw), load_calibration(fingerprint(hw))
 
 
 def _count(pins: dict[str, Any], key: str) -> int | None:
@@ -88,7 +99,8 @@ def predict(budget: Budget, default_hardware: str | None) -> Prediction:
     spec, hw, advice = _plan(budget.model, hw_name, budget.pins, budget.kind == "fits_vram")
     chosen, label = advice.chosen, hw.name
     if budget.kind == "min_tokens_per_s":
-        return Prediction(_decode_rate(spec, chosen, hw), f"{chosen.setup.runtime} {chosen.setup.weights}", label)
+        return Prediction(chosen.speed.decode_tokens_per_s,
+                          f"{chosen.setup.runtime} {chosen.setup.weights}, {chosen.speed.provenance}", label)
     if budget.kind == "fits_vram":
         gpus = {d: m for d, m in chosen.memory.items() if d.startswith("gpu")}
         if not gpus:
@@ -98,15 +110,3 @@ def predict(budget: Budget, default_hardware: str | None) -> Prediction:
         device, memory = "cpu", chosen.memory["cpu"]
     parts = ", ".join(f"{k} {format_bytes(v)}" for k, v in memory.as_dict().items() if k != "total" and v)
     return Prediction(float(memory.total), f"{device}: {parts}", label)
-
-
-def _decode_rate(spec: Any, chosen: Any, hw: Any) -> float:
-    from fitplan.advisor.estimate import candidate_speed
-
-    probes = calibration = None
-    if hw.detected:
-        from fitplan.advisor.calibration import load_calibration
-        from fitplan.profiles.probes import fingerprint, load_cached
-
-        probes, calibration = load_cached(hw), load_calibration(fingerprint(hw))
-    return candidate_speed(spec, chosen, hw, probes, calibration).decode_tokens_per_s

@@ -44,7 +44,9 @@ def place(spec: ModelSpec, setup: Setup, weights: WeightBytes) -> dict[str, list
         devices[gpu_name(i)] = []
     head = head_device(spec, setup)
     for tensor, nbytes in weights:
-        if tensor.role == "block":
+        if tensor.experts and (tensor.layer or 0) < setup.cpu_moe_layers:
+            devices["cpu"].append((tensor, nbytes))  # --n-cpu-moe: these experts run on the CPU
+        elif tensor.role == "block":
             devices[layer_device(spec, setup, tensor.layer or 0)].append((tensor, nbytes))
         elif tensor.role == "embed":
             devices["cpu"].append((tensor, nbytes))
@@ -82,11 +84,21 @@ def memory(
         if name == "cpu":
             has_layers = setup.gpu_layers < spec.layers
             device.activations = _cpu_compute_bytes(spec, setup, used, ubatch) if has_layers else ubatch * spec.hidden_size * _F32
+            if setup.cpu_moe_layers:  # the experts' gate/up/down outputs for a chunk, on the CPU
+                device.activations += ubatch * spec.experts_per_token * _expert_width(spec) * 3 * _F32
             device.overhead = c["cpu_process_baseline_bytes"] + c["cpu_context_fixed_bytes"]
         else:
             device.activations = _gpu_compute_bytes(spec, n_ctx, min(c["n_ubatch"], n_ctx), holds_output=name == head)
             device.overhead = c["gpu_context_bytes"]
     return devices
+
+
+def _expert_width(spec: ModelSpec) -> int:
+    """The intermediate width of one routed expert (from its stacked ffn_down tensor)."""
+    for tensor in spec.tensors:
+        if tensor.experts and "ffn_down" in tensor.name:
+            return tensor.shape[0]
+    return spec.intermediate_size
 
 
 def _attention_scores_bytes(spec: ModelSpec, n_ctx: int, ubatch: int) -> int:

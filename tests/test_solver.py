@@ -1,0 +1,85 @@
+"""The solver's choices on named profiles, each with the reason an expert would give."""
+from __future__ import annotations
+
+import pytest
+
+from fitplan.advisor.catalog import catalog_spec
+from fitplan.advisor.solver import Request, advise
+from fitplan.errors import BadValueError
+from fitplan.profiles.named import load_profile
+
+
+def solve(model: str, hardware: str, **request):
+    return advise(catalog_spec(model), load_profile(hardware), Request(**request))
+
+
+def test_8b_on_12gb_card_is_gpu_only_4_to_5_bits() -> None:
+    """Llama-3.1-8B at 8K on an RTX 3060 12 GB: a 4-5 bit GGUF with every layer on the GPU
+    (8-bit and 16-bit need a CPU split, which decodes several times slower)."""
+    advice = solve("llama-3.1-8b", "rtx-3060-12gb", context=8192)
+    assert advice.fits and advice.chosen.placement == "gpu"
+    assert advice.chosen.fmt.name in {"Q4_K_M", "Q4_K_S", "Q5_K_M", "Q5_K_S"}
+
+
+def test_70b_on_one_4090_splits_between_gpu_and_cpu() -> None:
+    """Llama-3.1-70B on a 24 GB card with 64 GB RAM: no 4-bit plan fits the GPU, so layers are split."""
+    advice = solve("llama-3.1-70b", "rtx-4090-24gb")
+    assert advice.fits and advice.chosen.placement == "split"
+    assert 0 < advice.chosen.setup.gpu_layers < 80
+
+
+def test_mixtral_moves_experts_to_cpu_first() -> None:
+    """Mixtral-8x7B on a 4090: routed experts go to the CPU before whole layers do (llama.cpp
+    --n-cpu-moe): attention and the KV cache stay on the GPU, and only 2 of 8 experts are read per token."""
+    advice = solve("mixtral-8x7b-v0.1", "rtx-4090-24gb")
+    assert advice.chosen.placement == "experts-cpu"
+    assert advice.chosen.setup.gpu_layers == 32 and advice.chosen.setup.cpu_moe_layers > 0
+    split = next(c for c in advice.alternatives + advice.rejected
+                 if c.fmt.name == advice.chosen.fmt.name and c.placement == "split")
+    assert advice.chosen.speed.decode_tokens_per_s > split.speed.decode_tokens_per_s
+
+
+def test_small_model_on_a_ci_runner_gets_a_cpu_plan() -> None:
+    """SmolLM2-135M on a 4-vCPU GitHub runner without a GPU: a CPU plan with its 2 physical cores."""
+    advice = solve("smollm2-135m", "gha-ubuntu-4core")
+    assert advice.fits and advice.chosen.placement == "cpu" and advice.chosen.setup.threads == 2
+
+
+def test_a_model_that_fits_nowhere_gets_a_multi_gpu_vllm_plan() -> None:
+    """Llama-3.1-405B on a 16 GB laptop: does not fit, and the answer names a vLLM plan on 16 H100s
+    (bf16 810 GB does not fit 8 x 80 GB) with tensor and pipeline parallelism over 2 nodes."""
+    advice = solve("llama-3.1-405b", "laptop-cpu-16gb")
+    assert not advice.fits
+    out = advice.scale_out
+    assert (out.gpus, out.tensor_parallel_size, out.pipeline_parallel_size) == (16, 8, 2)
+    assert "--tensor-parallel-size 8 --pipeline-parallel-size 2" in out.command
+
+
+def test_objectives_trade_quality_for_speed() -> None:
+    """quality picks the least loss that fits; speed the fastest; balanced the fastest within Q4_K_M's loss."""
+    quality = solve("llama-3.1-8b", "rtx-4090-24gb", objective="quality").chosen
+    speed = solve("llama-3.1-8b", "rtx-4090-24gb", objective="speed").chosen
+    balanced = solve("llama-3.1-8b", "rtx-4090-24gb").chosen
+    assert quality.fmt.ppl_increase == 0.0
+    assert speed.speed.decode_tokens_per_s >= balanced.speed.decode_tokens_per_s >= quality.speed.decode_tokens_per_s
+    assert balanced.fmt.ppl_increase <= 0.175
+
+
+def test_constraints_filter_candidates() -> None:
+    """--max-ppl-increase keeps 8-bit or better; an impossible --min-tokens-per-s is an answer with a reason."""
+    strict = solve("llama-3.1-8b", "rtx-4090-24gb", max_ppl_increase=0.01).chosen
+    assert strict.fmt.ppl_increase <= 0.01
+    impossible = solve("llama-3.1-8b", "rtx-4090-24gb", min_tokens_per_s=1e6)
+    assert not impossible.fits and "--min-tokens-per-s" in impossible.chosen.reason
+
+
+def test_unknown_objective_is_an_error() -> None:
+    """An objective outside balanced/quality/speed/throughput is refused, naming the option."""
+    with pytest.raises(BadValueError, match="--objective"):
+        solve("llama-3.1-8b", "rtx-4090-24gb", objective="fastest")
+
+
+def test_throughput_objective_uses_the_batch() -> None:
+    """With 16 sequences, throughput counts tokens/s over the batch, above the single-stream rate."""
+    chosen = solve("llama-3.1-8b", "rtx-4090-24gb", objective="throughput", batch=16, context=4096).chosen
+    assert chosen.speed.batch_tokens_per_s > chosen.speed.decode_tokens_per_s
