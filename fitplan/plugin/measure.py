@@ -84,9 +84,10 @@ class PeakMeter:
     """start() ... stop(): the peak memory growth and wall time between them (meters may nest)."""
 
     def start(self) -> None:
-        current = _status_kib("VmHWM").get("VmHWM")
-        for outer in _ACTIVE:  # the reset below erases the peak they have seen so far: carry it
-            outer.carried_hwm_kib = max(outer.carried_hwm_kib, current or 0)
+        if _ACTIVE:  # the reset below erases the peak the running meters have seen so far: carry it
+            current = _status_kib("VmHWM").get("VmHWM") or 0
+            for outer in _ACTIVE:
+                outer.carried_hwm_kib = max(outer.carried_hwm_kib, current)
         self.carried_hwm_kib = 0
         self.child_peak_bytes = 0
         if hasattr(os, "wait4") and os.waitpid is _WAITPID:  # subprocess and multiprocessing reap via waitpid
@@ -133,9 +134,12 @@ def gpu_peak_bytes() -> int | None:
     return max(values) if values else None
 
 
+_NVIDIA_DRIVER = os.path.exists("/proc/driver/nvidia")  # one stat at import, not one per test
+
+
 def _nvml_process_bytes() -> int | None:
     """NVML's used GPU memory of this process over all GPUs (the CUDA context included)."""
-    if "pynvml" not in sys.modules and not os.path.exists("/proc/driver/nvidia"):
+    if "pynvml" not in sys.modules and not _NVIDIA_DRIVER:
         return None  # no NVIDIA driver: skip the import and init entirely
     try:
         import pynvml
