@@ -92,9 +92,35 @@ def main() -> None:
         except Exception as exc:  # one failing case must not hide the others' figures
             report["errors"][name] = f"{type(exc).__name__}: {exc}"[:300]
         print(f"{name}: done at {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    report["plugin_vram"] = plugin_vram_check(folder)
     report["seconds"] = time.perf_counter() - started
     Path(args.out).write_text(json.dumps(report, indent=2), encoding="utf-8")
     print_table(report)
+
+
+PLUGIN_TESTS = """
+import pytest, torch
+
+@pytest.mark.fits_vram("4GB")
+def test_one_gib_fits_4gb():
+    x = torch.empty(2**30, dtype=torch.uint8, device="cuda"); x.fill_(1)
+
+@pytest.mark.fits_vram("512MB")
+def test_one_gib_breaks_512mb():
+    x = torch.empty(2**30, dtype=torch.uint8, device="cuda"); x.fill_(1)
+"""
+
+
+def plugin_vram_check(folder: Path) -> dict:
+    """The pytest plugin's measured fits_vram on this GPU: 1 GiB allocated passes 4GB, breaks 512MB."""
+    import subprocess
+
+    test_file, report = folder / "test_vram_budget.py", folder / "vram_report.json"
+    test_file.write_text(PLUGIN_TESTS, encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file),
+                           "--fitplan-report", str(report)], capture_output=True, text=True, timeout=300)
+    budgets = json.loads(report.read_text())["budgets"] if report.is_file() else []
+    return {"exit_code": done.returncode, "budgets": budgets, "tail": done.stdout[-2000:]}
 
 
 def print_table(report: dict) -> None:
@@ -111,6 +137,10 @@ def print_table(report: dict) -> None:
                   f"{row['ratio']} |")
     for name, why in report["errors"].items():
         print(f"| {name} | error | {why} | | |")
+    for budget in report.get("plugin_vram", {}).get("budgets", []):
+        value = "not measured" if budget["value"] is None else f"{budget['value'] / 2**20:.0f} MiB"
+        print(f"plugin {budget['test']}: {budget['kind']} {budget['limit_text']}: {value} -> "
+              f"{'ok' if budget['passed'] else 'BROKEN'}")
 
 
 if __name__ == "__main__":
