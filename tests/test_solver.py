@@ -83,3 +83,46 @@ def test_throughput_objective_uses_the_batch() -> None:
     """With 16 sequences, throughput counts tokens/s over the batch, above the single-stream rate."""
     chosen = solve("llama-3.1-8b", "rtx-4090-24gb", objective="throughput", batch=16, context=4096).chosen
     assert chosen.speed.batch_tokens_per_s > chosen.speed.decode_tokens_per_s
+
+
+def test_a_gguf_file_is_run_as_it_is(smollm2_gguf: str) -> None:
+    """A local Q4_1 file: requantizing it cannot undo its loss, so the file itself is the plan."""
+    from fitplan.advisor.model_files import gguf_spec
+
+    advice = advise(gguf_spec(smollm2_gguf), load_profile("gha-ubuntu-4core"), Request())
+    assert (advice.chosen.fmt.name, advice.chosen.converted) == ("Q4_1", False)
+    requantized = next(c for c in advice.alternatives if c.fmt.name == "Q4_K_M")
+    assert requantized.converted and requantized.source_loss == pytest.approx(0.45)
+
+
+def test_every_plan_says_where_its_weights_come_from(smollm2_gguf: str) -> None:
+    """Existing file, local conversion with its command, or a download with the repository and size."""
+    from fitplan.advisor.model_files import gguf_spec
+    from fitplan.advisor.report import advice_document
+
+    local = advice_document(gguf_spec(smollm2_gguf), load_profile("gha-ubuntu-4core"),
+                            advise(gguf_spec(smollm2_gguf), load_profile("gha-ubuntu-4core"), Request()))
+    assert local["plan"]["weights_source"]["kind"] == "existing file"
+    assert any(a["plan"]["weights_source"]["kind"] == "convert locally"
+               and "llama-quantize --allow-requantize" in a["plan"]["weights_source"]["how"] for a in local["alternatives"])
+    spec = catalog_spec("llama-3.1-8b")
+    hub = advice_document(spec, load_profile("rtx-4090-24gb"), advise(spec, load_profile("rtx-4090-24gb"),
+                                                                      Request(weights="bf16")))
+    source = hub["plan"]["weights_source"]
+    assert source["kind"] == "download" and source["from"] == "https://huggingface.co/meta-llama/Llama-3.1-8B"
+
+
+def test_pareto_front_is_not_dominated() -> None:
+    """No plan on the Pareto front is slower, lossier and larger than another fitting plan."""
+    from fitplan.advisor.report import pareto_front
+
+    advice = solve("llama-3.1-8b", "rtx-3060-12gb", context=8192)
+    plans = [advice.chosen, *advice.alternatives]
+    front = pareto_front(plans)
+    assert advice.chosen in front and len(front) < len(plans)
+
+    def point(c):
+        return (-c.speed.decode_tokens_per_s, c.fmt.ppl_increase, max(m.total for m in c.memory.values()))
+
+    for c in front:
+        assert not any(all(a < b for a, b in zip(point(o), point(c))) for o in plans)

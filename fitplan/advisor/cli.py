@@ -38,6 +38,7 @@ def advise_command(
     min_tokens_per_s: Optional[str] = typer.Option(None, "--min-tokens-per-s", help="decode at least this fast"),
     max_ttft: Optional[str] = typer.Option(None, "--max-ttft", help="time to first token at most, e.g. 2s"),
     max_ppl_increase: Optional[str] = typer.Option(None, "--max-ppl-increase", help="perplexity loss at most, e.g. 0.2"),
+    top: Optional[str] = typer.Option(None, "--top", help="list at most K alternatives (default: all in --json, 8 in the table)"),
 ) -> None:
     """Recommend how to run MODEL on this machine or a named profile, with exact memory per device."""
     from fitplan.advisor.report import advice_document, render
@@ -71,13 +72,14 @@ def advise_command(
     if probe:  # measure, calibrate the runtime the first answer chose, then answer again
         probes, calibration = _speed_context(hw, spec, probe=True, chosen=advice.chosen)
         advice = advise(spec, hw, request, probes=probes, calibration=calibration)
-    document = advice_document(spec, hw, advice)
+    top_k = parse_count(top, source="--top", minimum=0) if top is not None else None
+    document = advice_document(spec, hw, advice, top=top_k)
     if output:
         _write_new_file(output, json.dumps(document, indent=2) + "\n")
     if as_json:
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
-        render(document, _console())
+        render(document, _console(), top=8 if top_k is None else top_k)
 
 
 @app.command("profile")

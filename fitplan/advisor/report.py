@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fitplan.advisor.solver import Advice, Candidate
+from fitplan.advisor.solver import Advice, Candidate, plan_loss
 from fitplan.hardware_spec import HardwareSpec
 from fitplan.model_spec import ModelSpec
 from fitplan.units import format_bytes
@@ -11,14 +11,27 @@ from fitplan.units import format_bytes
 SCHEMA_VERSION = 1
 
 
-def plan_dict(c: Candidate, context_note: str = "") -> dict[str, Any]:
+def plan_dict(c: Candidate, context_note: str = "", spec: ModelSpec | None = None) -> dict[str, Any]:
     s = c.setup
     plan = {"runtime": s.runtime, "weights": s.weights, "kv_cache": s.kv_cache, "context": s.context,
             "batch": s.batch, "threads": s.threads, "gpu_layers": s.gpu_layers, "gpus": s.gpus,
             "cpu_moe_layers": s.cpu_moe_layers, "placement": c.placement}
     if context_note:
         plan["context_note"] = context_note
+    if spec is not None:
+        from fitplan.strategies.weights_source import weights_source
+
+        weight_bytes = sum(m.weights for m in c.memory.values())
+        plan["weights_source"] = weights_source(spec, c.fmt, weight_bytes)
     return plan
+
+
+def quality_dict(c: Candidate) -> dict[str, Any]:
+    own = c.fmt.ppl_increase
+    if own is None or not c.source_loss or not c.converted:
+        return {"ppl_increase": own, "source": c.fmt.quality_source}
+    return {"ppl_increase": plan_loss(own, c.source_loss),
+            "source": f"{c.fmt.quality_source}, plus the source file's own {c.source_loss:g} (it carries over)"}
 
 
 def predicted_dict(c: Candidate) -> dict[str, Any]:
@@ -34,16 +47,28 @@ def predicted_dict(c: Candidate) -> dict[str, Any]:
     return out
 
 
-def candidate_dict(c: Candidate) -> dict[str, Any]:
+def candidate_dict(c: Candidate, spec: ModelSpec | None = None) -> dict[str, Any]:
     return {
-        "fits": c.fits, "plan": plan_dict(c),
+        "fits": c.fits, "plan": plan_dict(c, spec=spec),
         "predicted": predicted_dict(c),
-        "quality": {"ppl_increase": c.fmt.ppl_increase, "source": c.fmt.quality_source},
+        "quality": quality_dict(c),
         "why": c.reason or "fits",
     }
 
 
-def advice_document(spec: ModelSpec, hw: HardwareSpec, advice: Advice) -> dict[str, Any]:
+def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
+    """The plans no other plan beats on all of speed, quality and memory (largest device total)."""
+    def point(c: Candidate) -> tuple[float, float, int]:
+        loss = plan_loss(c.fmt.ppl_increase, c.source_loss if c.converted else 0.0)
+        return (-c.speed.decode_tokens_per_s, loss, max(m.total for m in c.memory.values()))
+
+    points = [(c, point(c)) for c in candidates if c.speed is not None]
+    front = [c for c, p in points
+             if not any(q != p and all(a <= b for a, b in zip(q, p)) for _, q in points)]
+    return sorted(front, key=lambda c: point(c))
+
+
+def advice_document(spec: ModelSpec, hw: HardwareSpec, advice: Advice, *, top: int | None = None) -> dict[str, Any]:
     chosen = advice.chosen
     return {
         "schema_version": SCHEMA_VERSION,
@@ -63,11 +88,12 @@ def advice_document(spec: ModelSpec, hw: HardwareSpec, advice: Advice) -> dict[s
             "ram_bytes": hw.ram_bytes, "ram_usable_bytes": hw.ram_usable_bytes,
         },
         "fits": advice.fits,
-        "plan": plan_dict(chosen, advice.context_note),
+        "plan": plan_dict(chosen, advice.context_note, spec),
         "predicted": predicted_dict(chosen),
-        "quality": {"ppl_increase": chosen.fmt.ppl_increase, "source": chosen.fmt.quality_source},
+        "quality": quality_dict(chosen),
         "why": chosen.reason or "fits",
-        "alternatives": [candidate_dict(c) for c in advice.alternatives],
+        "alternatives": [candidate_dict(c, spec) for c in advice.alternatives[:top]],
+        "pareto": [candidate_dict(c, spec) for c in pareto_front([advice.chosen, *advice.alternatives] if advice.fits else [])],
         "rejected": [{"candidate": c.label, "reason": c.reason} for c in advice.rejected],
         "scale_out": advice.scale_out.as_dict() if advice.scale_out else None,
     }

@@ -55,6 +55,8 @@ class Candidate:
     layers: int
     reason: str = ""
     speed: Any = None  # a SpeedPrediction, attached by advisor.estimate
+    source_loss: float = 0.0  # a quantized source file's own loss: converting it cannot undo it
+    converted: bool = False  # the weights must be converted or downloaded (not the files at hand)
 
     @property
     def placement(self) -> str:
@@ -100,7 +102,7 @@ def advise(spec: ModelSpec, hardware: HardwareSpec, request: Request, *, probes:
     pinned = weight_format(request.weights, runtime=runtime) if request.weights else None
     if pinned and runtime and pinned.runtime != runtime:
         raise BadValueError(f"--weights {pinned.name} runs on {pinned.runtime}, not on --runtime {runtime}")
-    formats = [pinned] if pinned else [f for f in all_formats().values() if f.auto]
+    formats = [pinned] if pinned else [f for f in all_formats().values() if f.auto or _is_files_format(spec, f)]
     formats = [f for f in formats if runtime in (None, f.runtime)]
 
     candidates = []
@@ -213,7 +215,27 @@ def _candidate(spec, hw, req, fmt, weights, context, gpu_layers, gpus, cpu_moe_l
     memory = RUNTIMES[fmt.runtime].memory(spec, setup, weights)
     problems = [f"needs {format_bytes(mem.total)} on {dev} > {format_bytes(cap)} available"
                 for dev, mem in memory.items() if mem.total > (cap := _capacity(dev, hw, req))]
-    return Candidate(setup, fmt, memory, not problems, spec.layers, "; ".join(problems))
+    source_loss, converted = _source(spec, fmt)
+    return Candidate(setup, fmt, memory, not problems, spec.layers, "; ".join(problems), source_loss=source_loss,
+                     converted=converted)
+
+
+def _is_files_format(spec: ModelSpec, fmt: WeightFormat) -> bool:
+    """The format the model's own files hold: always a candidate, auto-chosen or not."""
+    if spec.source == "gguf":
+        return fmt.family == "gguf" and fmt.name == spec.native_dtype
+    return spec.source == "folder" and fmt.family == "dense" and fmt.name == spec.native_dtype
+
+
+def _source(spec: ModelSpec, fmt: WeightFormat) -> tuple[float, bool]:
+    """(the loss the files already carry, whether this format means converting them)."""
+    if spec.source == "gguf":
+        try:
+            carried = weight_format(spec.native_dtype).ppl_increase or 0.0
+        except BadValueError:  # a file type without a published figure
+            carried = 0.0
+        return carried, not _is_files_format(spec, fmt)
+    return 0.0, not _is_files_format(spec, fmt)
 
 
 def _kv_dtype(req: Request, fmt: WeightFormat, hw: HardwareSpec, gpu_layers: int) -> str:
@@ -253,17 +275,23 @@ def _over_by(c: Candidate, hw: HardwareSpec, req: Request) -> float:
 
 
 def _loss(c: Candidate) -> float:
-    return c.fmt.ppl_increase if c.fmt.ppl_increase is not None else float("inf")
+    """The plan's perplexity increase: requantizing a quantized file adds its format's loss to the
+    file's own (errors compound; a first-order estimate), and dequantizing keeps the file's."""
+    return plan_loss(c.fmt.ppl_increase, c.source_loss if c.converted else 0.0)
+
+
+def plan_loss(own: float | None, carried: float) -> float:
+    return (own if own is not None else float("inf")) + carried
 
 
 def _rank(c: Candidate, req: Request) -> tuple[float, ...]:
     """Sort key of the objective: smaller is better."""
     speed = c.speed
     if req.objective == "quality":
-        return (_loss(c), -speed.decode_tokens_per_s)
+        return (_loss(c), -speed.decode_tokens_per_s, c.converted)
     if req.objective == "throughput":
-        return (-speed.batch_tokens_per_s, _loss(c))
-    return (-speed.decode_tokens_per_s, _loss(c))
+        return (-speed.batch_tokens_per_s, _loss(c), c.converted)
+    return (-speed.decode_tokens_per_s, _loss(c), c.converted)
 
 
 def _best(fitting: list[Candidate], req: Request) -> Candidate | None:
@@ -275,5 +303,5 @@ def _best(fitting: list[Candidate], req: Request) -> Candidate | None:
         within = [c for c in fitting if _loss(c) <= bound]
         if within:
             return min(within, key=lambda c: _rank(c, req))
-        return min(fitting, key=lambda c: (_loss(c), -c.speed.decode_tokens_per_s))
+        return min(fitting, key=lambda c: (_loss(c), -c.speed.decode_tokens_per_s, c.converted))
     return min(fitting, key=lambda c: _rank(c, req))
