@@ -20,6 +20,7 @@ class Setup:
     gpu_layers: int  # transformer blocks on GPUs (the rest on the CPU)
     gpus: int = 0  # GPUs the blocks are spread over
     cpu_moe_layers: int = 0  # llama.cpp --n-cpu-moe: routed experts of the first N blocks stay on the CPU
+    flash_attn: bool = False  # fused attention: no materialized KQ scores (llama.cpp needs it for a quantized V cache)
 
 
 @dataclass

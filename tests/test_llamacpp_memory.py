@@ -23,20 +23,20 @@ pytest.importorskip("llama_cpp", reason="needs the llamacpp extra (pip install -
 SCRIPT = Path(__file__).with_name("llamacpp_peak.py")
 
 
-def predicted_cpu_bytes(path: str, n_ctx: int) -> int:
+def predicted_cpu_bytes(path: str, n_ctx: int, flash_attn: bool) -> int:
     spec = gguf_spec(path)
-    setup = Setup("llama.cpp", "Q4_1", "f16", n_ctx, batch=1, threads=1, gpu_layers=0)
+    setup = Setup("llama.cpp", "Q4_1", "f16", n_ctx, batch=1, threads=1, gpu_layers=0, flash_attn=flash_attn)
     return runtime_llamacpp.memory(spec, setup, tensor_bytes(spec, weight_format("Q4_1")))["cpu"].total
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("n_ctx", [512, 2048, 8192])
-def test_predicted_memory_within_10_percent(smollm2_gguf: str, n_ctx: int) -> None:
+@pytest.mark.parametrize("n_ctx,flash_attn", [(512, False), (2048, False), (8192, False), (2048, True)])
+def test_predicted_memory_within_10_percent(smollm2_gguf: str, n_ctx: int, flash_attn: bool) -> None:
     """Predicted peak memory is within 10% of llama-cpp-python's measured peak RSS."""
-    run = subprocess.run([sys.executable, str(SCRIPT), smollm2_gguf, str(n_ctx)],
+    run = subprocess.run([sys.executable, str(SCRIPT), smollm2_gguf, str(n_ctx), "1" if flash_attn else "0"],
                          capture_output=True, text=True, timeout=600, check=True)
     measured = json.loads(run.stdout.strip().splitlines()[-1])
     assert measured["generated"] > 0
-    ratio = predicted_cpu_bytes(smollm2_gguf, n_ctx) / measured["peak_rss_bytes"]
-    print(f"n_ctx {n_ctx}: predicted/measured = {ratio:.3f}")
+    ratio = predicted_cpu_bytes(smollm2_gguf, n_ctx, flash_attn) / measured["peak_rss_bytes"]
+    print(f"n_ctx {n_ctx}, flash_attn {flash_attn}: predicted/measured = {ratio:.3f}")
     assert 0.9 <= ratio <= 1.1, f"n_ctx {n_ctx}: predicted/measured = {ratio:.3f}"

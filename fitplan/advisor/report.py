@@ -15,7 +15,7 @@ def plan_dict(c: Candidate, context_note: str = "", spec: ModelSpec | None = Non
     s = c.setup
     plan = {"runtime": s.runtime, "weights": s.weights, "kv_cache": s.kv_cache, "context": s.context,
             "batch": s.batch, "threads": s.threads, "gpu_layers": s.gpu_layers, "gpus": s.gpus,
-            "cpu_moe_layers": s.cpu_moe_layers, "placement": c.placement}
+            "cpu_moe_layers": s.cpu_moe_layers, "flash_attn": s.flash_attn, "placement": c.placement}
     if context_note:
         plan["context_note"] = context_note
     if spec is not None:

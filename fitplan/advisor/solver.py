@@ -41,6 +41,7 @@ class Request:
     max_ram: int | None = None
     gpu_layers: int | None = None  # pin the blocks on the GPUs (0: CPU only); None: the solver places them
     objective: str = "balanced"
+    flash_attn: bool | None = None  # None: on for llama.cpp (exact attention, less memory); off for transformers (SDPA)
     min_tokens_per_s: float | None = None
     max_ttft_s: float | None = None
     max_ppl_increase: float | None = None
@@ -210,8 +211,9 @@ def _fewest_cpu_expert_layers(spec, hw, req, fmt, weights, context, gpus) -> Can
 
 def _candidate(spec, hw, req, fmt, weights, context, gpu_layers, gpus, cpu_moe_layers: int = 0) -> Candidate:
     threads = req.threads or hw.cpu.cores
-    setup = Setup(fmt.runtime, fmt.name, _kv_dtype(req, fmt, hw, gpu_layers), context, req.batch,
-                  threads, gpu_layers, gpus if gpu_layers else 0, cpu_moe_layers)
+    kv = _kv_dtype(req, fmt, hw, gpu_layers)
+    setup = Setup(fmt.runtime, fmt.name, kv, context, req.batch, threads, gpu_layers, gpus if gpu_layers else 0,
+                  cpu_moe_layers, _flash_attn(req, fmt, kv))
     memory = RUNTIMES[fmt.runtime].memory(spec, setup, weights)
     problems = [f"needs {format_bytes(mem.total)} on {dev} > {format_bytes(cap)} available"
                 for dev, mem in memory.items() if mem.total > (cap := _capacity(dev, hw, req))]
@@ -236,6 +238,18 @@ def _source(spec: ModelSpec, fmt: WeightFormat) -> tuple[float, bool]:
             carried = 0.0
         return carried, not _is_files_format(spec, fmt)
     return 0.0, not _is_files_format(spec, fmt)
+
+
+def _flash_attn(req: Request, fmt: WeightFormat, kv: str) -> bool:
+    """llama.cpp: on unless the user turned it off; a quantized V cache needs it (llama.cpp refuses
+    q8_0/q4_0 V without it)."""
+    if fmt.runtime != "llama.cpp":
+        return False
+    if kv in ("q8_0", "q4_0"):
+        if req.flash_attn is False:
+            raise BadValueError(f"a {kv} KV cache needs flash attention in llama.cpp; drop --no-flash-attn")
+        return True
+    return True if req.flash_attn is None else req.flash_attn
 
 
 def _kv_dtype(req: Request, fmt: WeightFormat, hw: HardwareSpec, gpu_layers: int) -> str:

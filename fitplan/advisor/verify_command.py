@@ -21,7 +21,7 @@ PROBE_PROMPT_TOKENS, PROBE_GEN_TOKENS = 128, 16
 
 
 def default_setup(spec: ModelSpec, hw: Any, *, runtime: str | None = None, weights: str | None = None,
-                  context: int | None = None, threads: int | None = None) -> Setup:
+                  context: int | None = None, threads: int | None = None, flash_attn: bool | None = None) -> Setup:
     """The plan verify runs when nothing is pinned: the model's own weights, all layers on the GPUs."""
     from fitplan.advisor.solver import normalize_runtime
 
@@ -33,8 +33,9 @@ def default_setup(spec: ModelSpec, hw: Any, *, runtime: str | None = None, weigh
         raise BadValueError(f"--weights {fmt.name} runs on {fmt.runtime}, not on {runtime}")
     kv = "f16" if runtime == "llama.cpp" else {"fp32": "f32", "bf16": "bf16"}.get(fmt.name, "f16")
     gpus = len(hw.gpus)
+    flash = runtime == "llama.cpp" if flash_attn is None else (flash_attn and runtime == "llama.cpp")
     return Setup(runtime, fmt.name, kv, context or min(spec.max_context, 2048), 1, threads or hw.cpu.cores,
-                 spec.layers if gpus else 0, gpus)
+                 spec.layers if gpus else 0, gpus, flash_attn=flash)
 
 
 def _plan_from_file(path: str) -> tuple[ModelSpec, dict[str, Any]]:
@@ -49,7 +50,7 @@ def _plan_from_file(path: str) -> tuple[ModelSpec, dict[str, Any]]:
     try:
         location, plan = doc["model"]["location"], doc["plan"]
         pins = {"runtime": plan["runtime"], "weights": plan["weights"], "context": int(plan["context"]),
-                "threads": int(plan["threads"])}
+                "threads": int(plan["threads"]), "flash_attn": bool(plan.get("flash_attn", False))}
     except (KeyError, TypeError, ValueError):
         raise BadValueError(f"{path} is not a fitplan plan (needs model.location and plan.runtime/weights/context/threads)") from None
     return resolve_model(location), pins
