@@ -21,6 +21,9 @@ class Setup:
     gpus: int = 0  # GPUs the blocks are spread over
     cpu_moe_layers: int = 0  # llama.cpp --n-cpu-moe: routed experts of the first N blocks stay on the CPU
     flash_attn: bool = False  # fused attention: no materialized KQ scores (llama.cpp needs it for a quantized V cache)
+    # an explicit placement (the MILP's): the device of each block, and of each block's routed experts
+    layer_map: tuple[str, ...] = ()
+    expert_map: tuple[str, ...] = ()
 
 
 @dataclass

@@ -13,6 +13,17 @@ def solve(model: str, hardware: str, **request):
     return advise(catalog_spec(model), load_profile(hardware), Request(**request))
 
 
+def on_cpu(model: str, c) -> tuple[int, int]:
+    """(blocks, routed-expert sets) a llama.cpp plan keeps on the CPU."""
+    from fitplan.strategies.runtime_llamacpp import expert_device, layer_device
+
+    spec = catalog_spec(model)
+    blocks = sum(layer_device(spec, c.setup, i) == "cpu" for i in range(spec.layers))
+    experts = sum(expert_device(spec, c.setup, i) == "cpu" and layer_device(spec, c.setup, i) != "cpu"
+                  for i in range(spec.layers)) if spec.is_moe else 0
+    return blocks, experts
+
+
 def test_8b_on_12gb_card_is_gpu_only_4_to_5_bits() -> None:
     """Llama-3.1-8B at 8K on an RTX 3060 12 GB: a 4-5 bit GGUF with every layer on the GPU
     (8-bit and 16-bit need a CPU split, which decodes several times slower)."""
@@ -22,21 +33,36 @@ def test_8b_on_12gb_card_is_gpu_only_4_to_5_bits() -> None:
 
 
 def test_70b_on_one_4090_splits_between_gpu_and_cpu() -> None:
-    """Llama-3.1-70B on a 24 GB card with 64 GB RAM: no 4-bit plan fits the GPU, so layers are split."""
+    """Llama-3.1-70B on a 24 GB card with 64 GB RAM: no 4-bit plan fits the GPU, so blocks are split."""
     advice = solve("llama-3.1-70b", "rtx-4090-24gb")
-    assert advice.fits and advice.chosen.placement == "split"
-    assert 0 < advice.chosen.setup.gpu_layers < 80
+    assert advice.fits and advice.chosen.placement in ("split", "exact")
+    blocks, _ = on_cpu("llama-3.1-70b", advice.chosen)
+    assert 0 < blocks < 80
 
 
 def test_mixtral_moves_experts_to_cpu_first() -> None:
     """Mixtral-8x7B on a 4090: routed experts go to the CPU before whole layers do (llama.cpp
     --n-cpu-moe): attention and the KV cache stay on the GPU, and only 2 of 8 experts are read per token."""
     advice = solve("mixtral-8x7b-v0.1", "rtx-4090-24gb")
-    assert advice.chosen.placement == "experts-cpu"
-    assert advice.chosen.setup.gpu_layers == 32 and advice.chosen.setup.cpu_moe_layers > 0
+    blocks, experts = on_cpu("mixtral-8x7b-v0.1", advice.chosen)
+    assert blocks == 0 and experts > 0
     split = next(c for c in advice.alternatives + advice.rejected
                  if c.fmt.name == advice.chosen.fmt.name and c.placement == "split")
     assert advice.chosen.speed.decode_tokens_per_s > split.speed.decode_tokens_per_s
+
+
+def test_exact_placement_is_at_least_as_fast_as_the_heuristics() -> None:
+    """The MILP placement decodes no slower than the layer split or --n-cpu-moe of the same format,
+    and says which tensors llama.cpp must keep on the CPU (--override-tensor rules)."""
+    from fitplan.advisor.placement import overrides
+
+    for model in ("mixtral-8x7b-v0.1", "llama-3.1-70b"):
+        advice = solve(model, "rtx-4090-24gb", weights="Q4_K_M")
+        plans = [advice.chosen, *advice.alternatives]
+        exact = next(c for c in plans if c.placement == "exact")
+        others = [c for c in plans if c.placement in ("split", "experts-cpu")]
+        assert others and all(exact.speed.decode_tokens_per_s >= o.speed.decode_tokens_per_s * 0.999 for o in others)
+        assert overrides(catalog_spec(model), exact.setup)
 
 
 def test_small_model_on_a_ci_runner_gets_a_cpu_plan() -> None:

@@ -16,6 +16,11 @@ def plan_dict(c: Candidate, context_note: str = "", spec: ModelSpec | None = Non
     plan = {"runtime": s.runtime, "weights": s.weights, "kv_cache": s.kv_cache, "context": s.context,
             "batch": s.batch, "threads": s.threads, "gpu_layers": s.gpu_layers, "gpus": s.gpus,
             "cpu_moe_layers": s.cpu_moe_layers, "flash_attn": s.flash_attn, "placement": c.placement}
+    if s.layer_map:
+        from fitplan.advisor.placement import overrides
+
+        plan["layer_map"], plan["expert_map"] = list(s.layer_map), list(s.expert_map)
+        plan["tensor_overrides"] = overrides(spec, s) if spec is not None else []
     if context_note:
         plan["context_note"] = context_note
     if spec is not None:
@@ -110,6 +115,7 @@ def render(doc: dict[str, Any], console: Any, *, top: int = 8) -> None:
     where = {"gpu": "all layers on GPU", "cpu": "CPU only",
              "split": f"{plan['gpu_layers']} of {m['layers']} layers on GPU, rest on CPU",
              "experts-cpu": f"all layers on GPU, routed experts of the first {plan['cpu_moe_layers']} on CPU",
+             "exact": "exact placement (MILP): " + ", ".join(plan.get("tensor_overrides", [])),
              }[plan["placement"]]
     console.print(f"{verdict}: {plan['runtime']} {plan['weights']}, KV cache {plan['kv_cache']}, "
                   f"context {plan['context']}, batch {plan['batch']}, {plan['threads']} threads, {where}")

@@ -63,6 +63,8 @@ class Candidate:
     def placement(self) -> str:
         if self.setup.gpu_layers == 0:
             return "cpu"
+        if self.setup.layer_map:
+            return "exact"
         if self.setup.cpu_moe_layers:
             return "experts-cpu"
         return "gpu" if self.setup.gpu_layers == self.layers else "split"
@@ -70,7 +72,9 @@ class Candidate:
     @property
     def label(self) -> str:
         where = {"cpu": "CPU", "gpu": "GPU", "split": f"{self.setup.gpu_layers} layers on GPU, rest on CPU",
-                 "experts-cpu": f"GPU, experts of {self.setup.cpu_moe_layers} layers on CPU"}
+                 "experts-cpu": f"GPU, experts of {self.setup.cpu_moe_layers} layers on CPU",
+                 "exact": f"exact placement: {sum(d == 'cpu' for d in self.setup.layer_map)} blocks and "
+                          f"{sum(d == 'cpu' for d in self.setup.expert_map)} expert sets on CPU"}
         return f"{self.setup.runtime} {self.fmt.name} ({where[self.placement]})"
 
 
@@ -177,6 +181,10 @@ def _placements(spec: ModelSpec, hw: HardwareSpec, req: Request, fmt: WeightForm
                 experts = _fewest_cpu_expert_layers(spec, hw, req, fmt, weights, context, gpus)
                 if experts:
                     out.append(experts)
+            if fmt.runtime == "llama.cpp":
+                exact = _milp_candidate(spec, hw, req, fmt, weights, full.setup)
+                if exact:
+                    out.append(exact)
     if "cpu" in fmt.devices:
         out.append(_candidate(spec, hw, req, fmt, weights, context, 0, 0))
     return out
@@ -193,6 +201,21 @@ def _largest_split(spec, hw, req, fmt, weights, context, gpus) -> Candidate | No
         else:
             high = mid - 1
     return best
+
+
+def _milp_candidate(spec, hw, req, fmt, weights, base: Setup) -> Candidate | None:
+    """The exact placement (advisor/placement.py); kept only when it fits once sized exactly."""
+    from fitplan.advisor.placement import device_bandwidth, milp_setup
+
+    setup = milp_setup(spec, base, weights, lambda d: _capacity(d, hw, req), device_bandwidth(hw, base.threads))
+    if setup is None or setup.gpu_layers == 0:
+        return None
+    memory = RUNTIMES[fmt.runtime].memory(spec, setup, weights)
+    problems = [f"needs {format_bytes(m.total)} on {d} > {format_bytes(_capacity(d, hw, req))} available"
+                for d, m in memory.items() if m.total > _capacity(d, hw, req)]
+    source_loss, converted = _source(spec, fmt)
+    return Candidate(setup, fmt, memory, not problems, spec.layers, "; ".join(problems), source_loss=source_loss,
+                     converted=converted)
 
 
 def _fewest_cpu_expert_layers(spec, hw, req, fmt, weights, context, gpus) -> Candidate | None:

@@ -51,6 +51,7 @@ Assumptions (what ``llama-quantize`` would be told on its command line):
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from dataclasses import dataclass, field
 
 LLAMA_CPP_COMMIT = "007dbbf3fd17eefe9b47fee45f48f7ba5e62b714"
@@ -322,7 +323,13 @@ def _allows_quantization(t: RecipeTensor) -> bool:
         return False
     if name in _NEVER_QUANTIZED_NAMES:
         return False
-    return not any(s in name for s in _NEVER_QUANTIZED_SUBSTRINGS)
+    return _never_quantized_pattern().search(name) is None
+
+
+@lru_cache(maxsize=1)
+def _never_quantized_pattern() -> re.Pattern[str]:
+    """One compiled alternation instead of a substring test per pattern (the solver asks per tensor)."""
+    return re.compile("|".join(re.escape(s) for s in _NEVER_QUANTIZED_SUBSTRINGS))
 
 
 # ---------------------------------------------------------------------------

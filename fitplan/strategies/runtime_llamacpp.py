@@ -31,6 +31,8 @@ def constants() -> dict[str, int]:
 
 
 def layer_device(spec: ModelSpec, setup: Setup, layer: int) -> str:
+    if setup.layer_map:
+        return setup.layer_map[layer]
     first_gpu_layer = spec.layers - setup.gpu_layers
     if layer < first_gpu_layer:
         return "cpu"
@@ -44,8 +46,8 @@ def place(spec: ModelSpec, setup: Setup, weights: WeightBytes) -> dict[str, list
         devices[gpu_name(i)] = []
     head = head_device(spec, setup)
     for tensor, nbytes in weights:
-        if tensor.experts and (tensor.layer or 0) < setup.cpu_moe_layers:
-            devices["cpu"].append((tensor, nbytes))  # --n-cpu-moe: these experts run on the CPU
+        if tensor.experts:
+            devices[expert_device(spec, setup, tensor.layer or 0)].append((tensor, nbytes))
         elif tensor.role == "block":
             devices[layer_device(spec, setup, tensor.layer or 0)].append((tensor, nbytes))
         elif tensor.role == "embed":
@@ -57,9 +59,25 @@ def place(spec: ModelSpec, setup: Setup, weights: WeightBytes) -> dict[str, list
     return devices
 
 
+def expert_device(spec: ModelSpec, setup: Setup, layer: int) -> str:
+    """Routed experts: where the explicit map puts them, on the CPU for the first --n-cpu-moe
+    blocks, else with their block."""
+    if setup.expert_map:
+        return setup.expert_map[layer]
+    return "cpu" if layer < setup.cpu_moe_layers else layer_device(spec, setup, layer)
+
+
 def head_device(spec: ModelSpec, setup: Setup) -> str:
-    """The output head joins the GPUs only when every block is there (n_gpu_layers > n_layer)."""
+    """The output head joins the GPUs only when every block is there (n_gpu_layers > n_layer);
+    an explicit map runs with every layer offloaded and tensor overrides, so the head is on a GPU."""
+    if setup.layer_map:
+        return gpu_name(setup.gpus - 1) if setup.gpus else "cpu"
     return gpu_name(setup.gpus - 1) if setup.gpus and setup.gpu_layers == spec.layers else "cpu"
+
+
+def experts_on_cpu(spec: ModelSpec, setup: Setup) -> bool:
+    return any(expert_device(spec, setup, i) == "cpu" and layer_device(spec, setup, i) != "cpu"
+               for i in range(spec.layers)) if spec.is_moe else False
 
 
 def memory(
@@ -82,9 +100,9 @@ def memory(
     ubatch = min(c["n_ubatch"], n_ctx if prompt_tokens is None else prompt_tokens)
     for name, device in devices.items():
         if name == "cpu":
-            has_layers = setup.gpu_layers < spec.layers
+            has_layers = any(layer_device(spec, setup, i) == "cpu" for i in range(spec.layers))
             device.activations = _cpu_compute_bytes(spec, setup, used, ubatch) if has_layers else ubatch * spec.hidden_size * _F32
-            if setup.cpu_moe_layers:  # the experts' gate/up/down outputs for a chunk, on the CPU
+            if experts_on_cpu(spec, setup):  # the experts' gate/up/down outputs for a chunk, on the CPU
                 device.activations += ubatch * spec.experts_per_token * _expert_width(spec) * 3 * _F32
             device.overhead = c["cpu_process_baseline_bytes"] + c["cpu_context_fixed_bytes"]
         else:
