@@ -120,3 +120,13 @@ def test_profile_command_prints_named_and_detected_profiles() -> None:
     assert named.returncode == 0 and "NVIDIA GeForce RTX 4090" in named.stdout
     detected = subprocess.run([fitplan, "profile", "--json"], capture_output=True, text=True, timeout=60)
     assert detected.returncode == 0 and json.loads(detected.stdout)["detected"] is True
+
+
+def test_plot_draws_a_png(tmp_path: Path) -> None:
+    """--plot writes a PNG of the Pareto front and the memory per device; other endings are refused."""
+    target = tmp_path / "plan.png"
+    run = advise("llama-3.1-8b", "--hardware", "rtx-3060-12gb", "--plot", str(target))
+    assert run.returncode == 0, run.stderr
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = advise("llama-3.1-8b", "--hardware", "rtx-3060-12gb", "--plot", str(tmp_path / "plan.jpg"))
+    assert bad.returncode == 2 and ".png or .svg" in bad.stderr

@@ -40,6 +40,7 @@ def advise_command(
     max_ppl_increase: Optional[str] = typer.Option(None, "--max-ppl-increase", help="perplexity loss at most, e.g. 0.2"),
     top: Optional[str] = typer.Option(None, "--top", help="list at most K alternatives (default: all in --json, 8 in the table)"),
     flash_attn: Optional[bool] = typer.Option(None, "--flash-attn/--no-flash-attn", help="llama.cpp flash attention (default on)"),
+    plot: Optional[str] = typer.Option(None, "--plot", help="draw the Pareto front and memory to FILE.png or .svg (matplotlib)"),
 ) -> None:
     """Recommend how to run MODEL on this machine or a named profile, with exact memory per device."""
     from fitplan.advisor.report import advice_document, render
@@ -77,6 +78,10 @@ def advise_command(
     document = advice_document(spec, hw, advice, top=top_k)
     if output:
         _write_new_file(output, json.dumps(document, indent=2) + "\n")
+    if plot:
+        from fitplan.advisor.plot import plot as draw
+
+        draw(document, plot)
     if as_json:
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:

@@ -1,0 +1,64 @@
+"""`advise --plot FILE.png|svg`: the Pareto front (speed against quality loss) and the chosen plan's
+memory per device. matplotlib is an extra (`pip install 'fitplan[plot]'`)."""
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from fitplan.errors import BadValueError, RuntimeMissingError
+
+
+def plot(document: dict[str, Any], path: str) -> None:
+    if not path.lower().endswith((".png", ".svg")):
+        raise BadValueError(f"--plot {path}: the file must end in .png or .svg")
+    if importlib.util.find_spec("matplotlib") is None:
+        raise RuntimeMissingError("--plot needs matplotlib: pip install 'fitplan[plot]'")
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    figure, (front, memory) = plt.subplots(1, 2, figsize=(12, 4.5))
+    plans = [document, *document.get("alternatives", [])]
+    for plan, mark in ((p, "o") for p in plans if "decode_tokens_per_s" in p["predicted"]):
+        loss = plan["quality"]["ppl_increase"]
+        if loss is None:
+            continue
+        front.scatter(loss, plan["predicted"]["decode_tokens_per_s"], marker=mark, color="0.7")
+    pareto = _speed_quality_front(plans)
+    front.plot([p["quality"]["ppl_increase"] for p in pareto],
+               [p["predicted"]["decode_tokens_per_s"] for p in pareto], "o-", color="tab:blue",
+               label="Pareto front (speed, quality)")
+    for p in pareto:
+        front.annotate(f"{p['plan']['weights']} ({p['plan']['placement']})",
+                       (p["quality"]["ppl_increase"], p["predicted"]["decode_tokens_per_s"]), fontsize=7)
+    if "decode_tokens_per_s" in document["predicted"]:
+        front.scatter([document["quality"]["ppl_increase"] or 0], [document["predicted"]["decode_tokens_per_s"]],
+                      s=120, facecolors="none", edgecolors="tab:red", label="chosen")
+    front.set_xlabel("perplexity increase (lower is better)")
+    front.set_ylabel(f"decode tokens/s ({document['predicted'].get('provenance', {}).get('speed', 'estimated')})")
+    front.set_title(f"{document['model']['name']} on {document['hardware']['name']}")
+    front.legend()
+    parts = ("weights", "kv_cache", "activations", "overhead", "load_transient")
+    devices = list(document["predicted"]["memory"])
+    bottom = [0.0] * len(devices)
+    for part in parts:
+        values = [document["predicted"]["memory"][d].get(part, 0) / 1e9 for d in devices]
+        memory.bar(devices, values, bottom=bottom, label=part)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    memory.set_ylabel("GB")
+    memory.set_title(f"chosen: {document['plan']['runtime']} {document['plan']['weights']}")
+    memory.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def _speed_quality_front(plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The plans no other plan beats on both decode speed and loss, by increasing loss."""
+    known = [p for p in plans if p["quality"]["ppl_increase"] is not None and "decode_tokens_per_s" in p["predicted"]]
+    front: list[dict[str, Any]] = []
+    for plan in sorted(known, key=lambda p: (p["quality"]["ppl_increase"], -p["predicted"]["decode_tokens_per_s"])):
+        if not front or plan["predicted"]["decode_tokens_per_s"] > front[-1]["predicted"]["decode_tokens_per_s"]:
+            front.append(plan)
+    return front
