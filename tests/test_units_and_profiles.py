@@ -75,3 +75,13 @@ def test_mla_cache_differs_by_runtime() -> None:
     spec = catalog_spec("deepseek-v2-lite")
     assert layer_kv_bytes(spec, 0, 1, "f16", "llama.cpp") == 576 * 2
     assert layer_kv_bytes(spec, 0, 1, "bf16", "transformers") == 16 * (192 + 128) * 2
+
+
+def test_gguf_file_type_table_equals_gguf_py() -> None:
+    """general.file_type ids map to the names gguf-py's LlamaFileType gives them."""
+    from fitplan.datafiles import load_table
+
+    table = load_table("fitplan.strategies.data", "gguf_file_types.toml")
+    for file_type in gguf.LlamaFileType:
+        if file_type.name != "GUESSED":
+            assert table[str(int(file_type))] == file_type.name.replace("MOSTLY_", "").replace("ALL_", "")

@@ -14,7 +14,6 @@ from fitplan.model_spec import ModelSpec, Role, TensorInfo
 MAX_CONFIG_BYTES = 4 * 2**20
 _HF_LAYER = re.compile(r"\.(?:layers|h|blocks)\.(\d+)\.")
 _GGUF_LAYER = re.compile(r"^blk\.(\d+)\.")
-_FILE_TYPES = {0: "F32", 1: "F16", 32: "BF16"}  # GGUF general.file_type ids of unquantized files
 
 
 def stored_tensors(headers: dict[str, tuple[str, tuple[int, ...], int]]) -> tuple[TensorInfo, ...]:
@@ -162,9 +161,13 @@ def _vocab_from(header: GGUFHeader, tensors: tuple[TensorInfo, ...]) -> int:
 
 
 def _gguf_file_type(file_type: Any, tensors: tuple[TensorInfo, ...]) -> str:
-    """The name of the file's main type: the type holding most bytes among the matrices."""
-    if file_type in _FILE_TYPES:
-        return _FILE_TYPES[file_type]
+    """The file type's name from general.file_type (llama.h llama_ftype), else the type holding most
+    bytes among the matrices (older files without the key)."""
+    from fitplan.datafiles import load_table
+
+    names = load_table("fitplan.strategies.data", "gguf_file_types.toml")
+    if isinstance(file_type, int) and str(file_type) in names:
+        return names[str(file_type)]
     weight: dict[str, int] = {}
     for t in tensors:
         if t.is_matrix and t.dtype:
