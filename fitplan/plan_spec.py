@@ -36,10 +36,14 @@ class DeviceMemory:
     overhead: int = 0
     # stored weights mapped while a runtime converts them to another dtype (peak during loading)
     load_transient: int = 0
+    # speculative decoding: the draft model's own weights and KV cache (weights/kv_cache stay the target's)
+    draft_weights: int = 0
+    draft_kv_cache: int = 0
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv_cache + self.activations + self.overhead + self.load_transient
+        return (self.weights + self.kv_cache + self.activations + self.overhead + self.load_transient
+                + self.draft_weights + self.draft_kv_cache)
 
     def as_dict(self) -> dict[str, int]:
         out = {f.name: int(getattr(self, f.name)) for f in fields(self)}

@@ -41,6 +41,9 @@ def advise_command(
     top: Optional[str] = typer.Option(None, "--top", help="list at most K alternatives (default: all in --json, 8 in the table)"),
     flash_attn: Optional[bool] = typer.Option(None, "--flash-attn/--no-flash-attn", help="llama.cpp flash attention (default on)"),
     plot: Optional[str] = typer.Option(None, "--plot", help="draw the Pareto front and memory to FILE.png or .svg (matplotlib)"),
+    draft: Optional[str] = typer.Option(None, "--draft", help="speculative decoding: a smaller model of the same tokenizer, or prompt-lookup"),
+    acceptance: Optional[str] = typer.Option(None, "--acceptance", help="the draft's measured acceptance rate, e.g. 0.7"),
+    draft_tokens: Optional[str] = typer.Option(None, "--draft-tokens", help="tokens the draft proposes per step (default 4)"),
 ) -> None:
     """Recommend how to run MODEL on this machine or a named profile, with exact memory per device."""
     from fitplan.advisor.report import advice_document, render
@@ -59,7 +62,9 @@ def advise_command(
         kv_cache=kv_cache,
         max_vram=parse_size(max_vram, source="--max-vram") if max_vram is not None else None,
         max_ram=parse_size(max_ram, source="--max-ram") if max_ram is not None else None,
-        objective=objective, flash_attn=flash_attn,
+        objective=objective, flash_attn=flash_attn, draft=draft,
+        acceptance=_parse_fraction(acceptance) if acceptance is not None else None,
+        draft_tokens=parse_count(draft_tokens, source="--draft-tokens") if draft_tokens is not None else None,
         min_tokens_per_s=parse_rate(min_tokens_per_s, source="--min-tokens-per-s") if min_tokens_per_s else None,
         max_ttft_s=parse_duration(max_ttft, source="--max-ttft") if max_ttft else None,
         max_ppl_increase=_parse_loss(max_ppl_increase) if max_ppl_increase is not None else None,
@@ -158,6 +163,16 @@ def verify_command(
         from fitplan.advisor.verify_command import render_verify
 
         render_verify(document, _console())
+
+
+def _parse_fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise BadValueError(f"bad --acceptance {text!r}: expected a rate in [0, 1), e.g. 0.7")
+    return value
 
 
 def _parse_loss(text: str) -> float:

@@ -21,6 +21,8 @@ def plan_dict(c: Candidate, context_note: str = "", spec: ModelSpec | None = Non
 
         plan["layer_map"], plan["expert_map"] = list(s.layer_map), list(s.expert_map)
         plan["tensor_overrides"] = overrides(spec, s) if spec is not None else []
+    if c.speculation:
+        plan["speculative"] = c.speculation
     if context_note:
         plan["context_note"] = context_note
     if spec is not None:
