@@ -16,12 +16,11 @@ from fitplan.errors import BadValueError
 from fitplan.hardware_spec import HardwareSpec
 from fitplan.model_spec import ModelSpec
 from fitplan.plan_spec import DeviceMemory, Setup
-from fitplan.strategies import runtime_llamacpp, runtime_transformers
 from fitplan.strategies.kv_cache import kv_bytes_per_element
 from fitplan.strategies.quantization import WeightFormat, all_formats, tensor_bytes, weight_format
+from fitplan.strategies.runtimes import runtime_model
 from fitplan.units import format_bytes
 
-RUNTIMES = {"llama.cpp": runtime_llamacpp, "transformers": runtime_transformers}
 DEFAULT_CONTEXT = 8192
 QUALITY_BOUND_FORMAT = "Q4_K_M"  # the default loss bound: about Q4_K_M's on the model
 OBJECTIVES = ("balanced", "quality", "speed", "throughput")
@@ -185,7 +184,7 @@ def _add_draft_memory(c: Candidate, spec: ModelSpec, drafting: tuple[Any, ModelS
         return
     from fitplan.strategies.kv_cache import layer_kv_bytes
 
-    runtime = RUNTIMES[c.setup.runtime]
+    runtime = runtime_model(c.setup.runtime)
     device = runtime.layer_device(spec, c.setup, spec.layers - 1)
     fmt = c.fmt if c.fmt.family in ("gguf", "dense", "bnb8", "bnb4") else weight_format("bf16")
     memory = c.memory[device]
@@ -208,7 +207,7 @@ def _speculate(c: Candidate, spec: ModelSpec, drafting: tuple[Any, ModelSpec | N
     spec_info, draft = drafting
     cost, draft_prefill_s = 0.0, 0.0
     if draft is not None:
-        on_gpu = RUNTIMES[c.setup.runtime].layer_device(spec, c.setup, spec.layers - 1) != "cpu"  # beside the last block
+        on_gpu = runtime_model(c.setup.runtime).layer_device(spec, c.setup, spec.layers - 1) != "cpu"  # beside the last block
         draft_setup = copy(c.setup, gpu_layers=draft.layers if on_gpu else 0, layer_map=(), expert_map=(),
                            cpu_moe_layers=0)
         draft_candidate = Candidate(draft_setup, c.fmt if c.fmt.family in ("gguf", "dense", "bnb8", "bnb4")
@@ -289,7 +288,7 @@ def _milp_candidate(spec, hw, req, fmt, weights, base: Setup) -> Candidate | Non
     setup = milp_setup(spec, base, weights, lambda d: _capacity(d, hw, req), device_bandwidth(hw, base.threads))
     if setup is None or setup.gpu_layers == 0:
         return None
-    memory = RUNTIMES[fmt.runtime].memory(spec, setup, weights)
+    memory = runtime_model(fmt.runtime).memory(spec, setup, weights)
     problems = [f"needs {format_bytes(m.total)} on {d} > {format_bytes(_capacity(d, hw, req))} available"
                 for d, m in memory.items() if m.total > _capacity(d, hw, req)]
     source_loss, converted = _source(spec, fmt)
@@ -316,7 +315,7 @@ def _candidate(spec, hw, req, fmt, weights, context, gpu_layers, gpus, cpu_moe_l
     kv = _kv_dtype(req, fmt, hw, gpu_layers)
     setup = Setup(fmt.runtime, fmt.name, kv, context, req.batch, threads, gpu_layers, gpus if gpu_layers else 0,
                   cpu_moe_layers, _flash_attn(req, fmt, kv))
-    memory = RUNTIMES[fmt.runtime].memory(spec, setup, weights)
+    memory = runtime_model(fmt.runtime).memory(spec, setup, weights)
     problems = [f"needs {format_bytes(mem.total)} on {dev} > {format_bytes(cap)} available"
                 for dev, mem in memory.items() if mem.total > (cap := _capacity(dev, hw, req))]
     source_loss, converted = _source(spec, fmt)

@@ -160,10 +160,10 @@ def plan_speed(
     probes: Any | None = None, efficiency: Efficiency | None = None, prompt_tokens: int = 512,
 ) -> SpeedPrediction:
     """The speed of one plan on `hw`, with the runtime's own placement of every tensor."""
-    from fitplan.strategies import runtime_llamacpp, runtime_transformers
     from fitplan.strategies.kv_cache import kv_bytes_per_element, kv_widths
+    from fitplan.strategies.runtimes import runtime_model
 
-    runtime = {"llama.cpp": runtime_llamacpp, "transformers": runtime_transformers}[setup.runtime]
+    runtime = runtime_model(setup.runtime)
     placed = runtime.place(spec, setup, weights)
     rates = {"cpu": cpu_rates(hw, setup.threads, probes, setup.weights)}
     for i, gpu in enumerate(hw.gpus):

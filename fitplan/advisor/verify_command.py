@@ -12,10 +12,9 @@ from fitplan.advisor.verify import measure, ratio, summarize_runs
 from fitplan.errors import BadValueError, FitplanError
 from fitplan.model_spec import ModelSpec
 from fitplan.plan_spec import Setup
-from fitplan.strategies import runtime_llamacpp, runtime_transformers
+from fitplan.strategies.runtimes import runtime_model
 from fitplan.strategies.quantization import tensor_bytes, weight_format
 
-RUNTIMES = {"llama.cpp": runtime_llamacpp, "transformers": runtime_transformers}
 # a prompt long enough that prefill is compute-bound, as it is at real prompt lengths
 PROBE_PROMPT_TOKENS, PROBE_GEN_TOKENS = 128, 16
 
@@ -79,7 +78,7 @@ def predicted_for_run(spec: ModelSpec, hw: Any, setup: Setup, *, prompt_tokens: 
     from fitplan.profiles.probes import load_cached
 
     weights = tensor_bytes(spec, weight_format(setup.weights))
-    runtime = RUNTIMES[setup.runtime]
+    runtime = runtime_model(setup.runtime)
     # transformers has no fixed context: its cache holds the tokens of the run
     memory_setup = setup if setup.runtime == "llama.cpp" else replace(setup, context=prompt_tokens + gen_tokens)
     memory = runtime.memory(spec, memory_setup, weights, prompt_tokens=prompt_tokens)

@@ -1,0 +1,16 @@
+"""The cost model of each runtime (placement, memory), by the name plans use."""
+from __future__ import annotations
+
+from types import ModuleType
+
+from fitplan.errors import BadValueError
+from fitplan.strategies import runtime_llamacpp, runtime_transformers
+
+_MODELS: dict[str, ModuleType] = {"llama.cpp": runtime_llamacpp, "transformers": runtime_transformers}
+
+
+def runtime_model(name: str) -> ModuleType:
+    """The module with `place`, `layer_device` and `memory` for runtime `name`."""
+    if name not in _MODELS:
+        raise BadValueError(f"no cost model for runtime {name!r}; known: {', '.join(_MODELS)}")
+    return _MODELS[name]
