@@ -261,6 +261,7 @@ def _use_more_bits(i_layer: int, n_layers: int) -> bool:
     )
 
 
+@lru_cache(maxsize=65536)  # pure in its argument; the solver asks per tensor for every format
 def _parse_layer(name: str) -> int | None:
     """sscanf(name, "blk.%d.", &il): the block index, or None."""
     if not name.startswith("blk."):
@@ -287,6 +288,7 @@ def _ne(shape: tuple[int, ...], i: int) -> int:
     return shape[i] if i < len(shape) else 1
 
 
+@lru_cache(maxsize=65536)  # pure in its argument; the solver asks per tensor for every format
 def _tensor_category(name: str) -> str:
     """tensor_get_category()."""
     if name == "output.weight":
@@ -314,6 +316,7 @@ def _category_is_attn_v(cat: str) -> bool:
     return cat in (ATTENTION_V, ATTENTION_QKV, ATTENTION_KV_B)
 
 
+@lru_cache(maxsize=65536)  # pure in its argument; the solver asks per tensor for every format
 def _allows_quantization(t: RecipeTensor) -> bool:
     """tensor_allows_quantization() with default params (only_copy=false, quantize_output_tensor=true)."""
     if _n_dims(t.shape) < 2:  # quantize only 2D and 3D tensors (experts)
