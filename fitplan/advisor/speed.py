@@ -83,11 +83,13 @@ def predict_speed(
     *, prompt_tokens: int, ubatch: int = 512,
 ) -> SpeedPrediction:
     """Decode, prefill, TTFT and batch throughput of a plan (batch = setup.batch for the last)."""
-    layers_on = {d: sum(1 for i in range(spec.layers) if layer_device(i) == d) for d in placed}
+    devices_of_layers = [layer_device(i) for i in range(spec.layers)]
+    layers_on = {d: devices_of_layers.count(d) for d in placed}
+    single = _reads(spec, placed, 1)  # decode and prefill of one sequence share these
 
     def step_seconds(batch: int, position: int) -> float:
         total = 0.0
-        for device, (nbytes, flops) in _reads(spec, placed, batch).items():
+        for device, (nbytes, flops) in (single if batch == 1 else _reads(spec, placed, batch)).items():
             kv_bytes, attn_flops = _attention(spec, layers_on[device], position, kv_bytes_per_token_layer)
             rate = rates[device]
             memory_s = (nbytes + kv_bytes * batch) / (rate.bandwidth_GB_per_s * 1e9 * efficiency.decode)
@@ -98,7 +100,7 @@ def predict_speed(
     def prefill_seconds(tokens: int) -> float:
         chunks = -(-tokens // ubatch)
         total = 0.0
-        for device, (nbytes, flops) in _reads(spec, placed, 1).items():
+        for device, (nbytes, flops) in single.items():
             _, attn_flops = _attention(spec, layers_on[device], tokens // 2, 0)
             rate = rates[device]
             compute_s = (flops * tokens + attn_flops * tokens) / (rate.matmul_GFLOP_per_s * 1e9 * efficiency.prefill)
@@ -109,7 +111,7 @@ def predict_speed(
     position = prompt_tokens + 64  # a typical point of a short answer
     decode = 1 / step_seconds(1, position)
     prefill_s = prefill_seconds(prompt_tokens)
-    batch = setup.batch * 1 / step_seconds(setup.batch, position)
+    batch = decode if setup.batch == 1 else setup.batch / step_seconds(setup.batch, position)
     basis = ", ".join(sorted({f"{d}: {r.source}" for d, r in rates.items() if d in placed and placed[d]}))
     return SpeedPrediction(decode, prompt_tokens / prefill_s, prefill_s + 1 / decode, batch,
                            efficiency.provenance, basis)

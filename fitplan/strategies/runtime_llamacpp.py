@@ -45,11 +45,13 @@ def place(spec: ModelSpec, setup: Setup, weights: WeightBytes) -> dict[str, list
     for i in range(setup.gpus if setup.gpu_layers else 0):
         devices[gpu_name(i)] = []
     head = head_device(spec, setup)
+    blocks = [layer_device(spec, setup, i) for i in range(spec.layers)]  # once per layer, not per tensor
+    experts = [expert_device(spec, setup, i) for i in range(spec.layers)] if spec.is_moe else blocks
     for tensor, nbytes in weights:
         if tensor.experts:
-            devices[expert_device(spec, setup, tensor.layer or 0)].append((tensor, nbytes))
+            devices[experts[tensor.layer or 0]].append((tensor, nbytes))
         elif tensor.role == "block":
-            devices[layer_device(spec, setup, tensor.layer or 0)].append((tensor, nbytes))
+            devices[blocks[tensor.layer or 0]].append((tensor, nbytes))
         elif tensor.role == "embed":
             devices["cpu"].append((tensor, nbytes))
             if spec.tied_embeddings and head != "cpu":
