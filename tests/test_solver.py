@@ -152,3 +152,11 @@ def test_pareto_front_is_not_dominated() -> None:
 
     for c in front:
         assert not any(all(a < b for a, b in zip(point(o), point(c))) for o in plans)
+
+
+def test_long_context_takes_a_q8_0_kv_cache_to_stay_on_the_gpu() -> None:
+    """Llama-3.1-8B at 64K on a 12 GB card: an f16 KV cache (8 GiB) would force a CPU split; a q8_0
+    cache (measured lossless, kv_dtypes.toml) keeps every layer on the GPU, with flash attention."""
+    advice = solve("llama-3.1-8b", "rtx-3060-12gb", context=65536)
+    chosen = advice.chosen
+    assert (chosen.placement, chosen.setup.kv_cache, chosen.setup.flash_attn) == ("gpu", "q8_0", True)

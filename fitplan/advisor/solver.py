@@ -9,7 +9,7 @@ filter first. "Nothing fits" is a result with reasons, never an exception.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fitplan.errors import BadValueError
@@ -251,6 +251,11 @@ def _placements(spec: ModelSpec, hw: HardwareSpec, req: Request, fmt: WeightForm
     if gpus and "gpu" in fmt.devices:
         full = _candidate(spec, hw, req, fmt, weights, context, spec.layers, gpus)
         out.append(full)
+        if not full.fits and fmt.runtime == "llama.cpp" and req.kv_cache is None:
+            # a q8_0 KV cache (measured lossless, kv_dtypes.toml) may keep every layer on the GPU
+            smaller = _candidate(spec, hw, replace(req, kv_cache="q8_0"), fmt, weights, context, spec.layers, gpus)
+            if smaller.fits:
+                out.append(smaller)
         if not full.fits and "cpu" in fmt.devices:
             split = _largest_split(spec, hw, req, fmt, weights, context, gpus)
             if split:
