@@ -130,3 +130,12 @@ def test_plot_draws_a_png(tmp_path: Path) -> None:
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = advise("llama-3.1-8b", "--hardware", "rtx-3060-12gb", "--plot", str(tmp_path / "plan.jpg"))
     assert bad.returncode == 2 and ".png or .svg" in bad.stderr
+
+
+def test_prune_reports_its_cost_and_no_gain() -> None:
+    """--prune shows that dense kernels gain nothing and the measured perplexity cost; bad patterns exit 2."""
+    doc = advise_json("smollm2-135m", "--hardware", "gha-ubuntu-4core", "--prune", "unstructured:0.5")
+    pruning = doc["plan"]["pruning"]
+    assert pruning["memory"].startswith("none") and pruning["quality"]["perplexity_ratio"] == 30.6
+    bad = advise("smollm2-135m", "--hardware", "gha-ubuntu-4core", "--prune", "3:4")
+    assert bad.returncode == 2 and "--prune" in bad.stderr

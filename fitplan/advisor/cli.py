@@ -44,6 +44,7 @@ def advise_command(
     draft: Optional[str] = typer.Option(None, "--draft", help="speculative decoding: a smaller model of the same tokenizer, or prompt-lookup"),
     acceptance: Optional[str] = typer.Option(None, "--acceptance", help="the draft's measured acceptance rate, e.g. 0.7"),
     draft_tokens: Optional[str] = typer.Option(None, "--draft-tokens", help="tokens the draft proposes per step (default 4)"),
+    prune: Optional[str] = typer.Option(None, "--prune", help="2:4 or unstructured:RATIO: see what pruning changes here"),
 ) -> None:
     """Recommend how to run MODEL on this machine or a named profile, with exact memory per device."""
     from fitplan.advisor.report import advice_document, render
@@ -70,6 +71,11 @@ def advise_command(
         max_ppl_increase=_parse_loss(max_ppl_increase) if max_ppl_increase is not None else None,
     )
     ram_bytes = parse_size(ram, source="--ram") if ram is not None else None
+    pruning = None
+    if prune is not None:
+        from fitplan.strategies.pruning import effects, parse_prune
+
+        pruning = effects(*parse_prune(prune))
     if output and os.path.exists(output):
         raise BadValueError(f"{output} exists (-o); fitplan never overwrites a file: pick another name")
     spec = resolve_model(model)
@@ -81,6 +87,8 @@ def advise_command(
         advice = advise(spec, hw, request, probes=probes, calibration=calibration)
     top_k = parse_count(top, source="--top", minimum=0) if top is not None else None
     document = advice_document(spec, hw, advice, top=top_k)
+    if pruning is not None:
+        document["plan"]["pruning"] = pruning
     if output:
         _write_new_file(output, json.dumps(document, indent=2) + "\n")
     if plot:
