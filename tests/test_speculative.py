@@ -55,3 +55,33 @@ def test_bad_drafts_are_refused(request_kwargs: dict, message: str) -> None:
     """Another tokenizer, a bigger draft, or prompt lookup without a measured acceptance."""
     with pytest.raises(BadValueError, match=message):
         plan(**request_kwargs)
+
+
+def test_acceptance_probe_on_lower_precision_copies(smollm2_gguf: str, tmp_path, monkeypatch, capsys) -> None:
+    """The probe measures how often a copy picks the Q4_1 target's greedy token (a Q8_0 copy nearly
+    always), and advise --probe --draft uses the measured rate of a smaller (Q2_K) copy, saying so."""
+    import ctypes
+    import json
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from fitplan.advisor.acceptance import measure_acceptance
+    from fitplan.advisor.cli import advise_main
+
+    def copy(file_type: str):
+        path = tmp_path / f"draft-{file_type}.gguf"
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype, params.allow_requantize = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{file_type}"), True
+        assert llama_cpp.llama_model_quantize(smollm2_gguf.encode(), str(path).encode(), ctypes.byref(params)) == 0
+        return str(path)
+
+    found = measure_acceptance(smollm2_gguf, copy("Q8_0"), gen_tokens=64)
+    assert found["positions"] == 64 and found["acceptance"] > 0.9
+
+    monkeypatch.setenv("FITPLAN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr("fitplan.profiles.probes.DEFAULT_PROBES", ("host_read_1thread",))
+    with pytest.raises(SystemExit):
+        advise_main([smollm2_gguf, "--draft", copy("Q2_K"), "--probe", "--threads", "1", "--json"])
+    out, err = capsys.readouterr()
+    assert out, err
+    speculative = json.loads(out)["plan"]["speculative"]
+    assert speculative["acceptance_source"].startswith("measured") and 0 < speculative["acceptance"] < 1

@@ -80,6 +80,8 @@ def advise_command(
         raise BadValueError(f"{output} exists (-o); fitplan never overwrites a file: pick another name")
     spec = resolve_model(model)
     hw = _hardware(hardware, ram_bytes, model_path=model)
+    if probe and draft and request.acceptance is None:
+        request = _measured_acceptance(spec, draft, request)
     probes, calibration = _speed_context(hw, spec, probe=False)
     advice = advise(spec, hw, request, probes=probes, calibration=calibration)
     if probe:  # measure, calibrate the runtime the first answer chose, then answer again
@@ -171,6 +173,25 @@ def verify_command(
         from fitplan.advisor.verify_command import render_verify
 
         render_verify(document, _console())
+
+
+def _measured_acceptance(spec: Any, draft: str, request: Any) -> Any:
+    """--probe with --draft: measure the draft's acceptance on this pair (local GGUF files) instead of
+    assuming it; anything else keeps the stated default, and says why on stderr."""
+    import dataclasses
+
+    if spec.source != "gguf" or not draft.lower().endswith(".gguf"):
+        sys.stderr.write("acceptance probe skipped: it runs two local GGUF files (target and draft)\n")
+        return request
+    from fitplan.advisor.acceptance import measure_acceptance
+
+    try:
+        found = measure_acceptance(spec.location, draft)
+    except FitplanError as exc:
+        sys.stderr.write(f"{exc}; the stated default acceptance stays\n")
+        return request
+    source = f"measured (acceptance probe, {found['positions']} greedy positions)"
+    return dataclasses.replace(request, acceptance=found["acceptance"], acceptance_source=source)
 
 
 def _parse_fraction(text: str) -> float:

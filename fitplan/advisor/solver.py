@@ -43,6 +43,7 @@ class Request:
     flash_attn: bool | None = None  # None: on for llama.cpp (exact attention, less memory); off for transformers (SDPA)
     draft: str | None = None  # speculative decoding: a draft model (catalog name or local file) or "prompt-lookup"
     acceptance: float | None = None  # the draft's acceptance rate; None: the stated default
+    acceptance_source: str | None = None  # how the rate was obtained, e.g. by the acceptance probe
     draft_tokens: int | None = None  # tokens the draft proposes per step
     min_tokens_per_s: float | None = None
     max_ttft_s: float | None = None
@@ -172,7 +173,7 @@ def _drafting(spec: ModelSpec, req: Request) -> tuple[Any, ModelSpec | None] | N
 
     draft = resolve_model(req.draft)
     speculative.check_pair(spec, draft)
-    acceptance, source = speculative.parse_acceptance(req.acceptance)
+    acceptance, source = speculative.parse_acceptance(req.acceptance, req.acceptance_source)
     return speculative.Speculation(draft.name, acceptance, source, tokens), draft
 
 
@@ -186,7 +187,7 @@ def _add_draft_memory(c: Candidate, spec: ModelSpec, drafting: tuple[Any, ModelS
 
     runtime = runtime_model(c.setup.runtime)
     device = runtime.layer_device(spec, c.setup, spec.layers - 1)
-    fmt = c.fmt if c.fmt.family in ("gguf", "dense", "bnb8", "bnb4") else weight_format("bf16")
+    fmt = _draft_format(c, draft)
     memory = c.memory[device]
     memory.draft_weights = sum(b for _, b in tensor_bytes(draft, fmt))
     memory.draft_kv_cache = sum(layer_kv_bytes(draft, i, c.setup.context, c.setup.kv_cache, c.setup.runtime,
@@ -194,6 +195,16 @@ def _add_draft_memory(c: Candidate, spec: ModelSpec, drafting: tuple[Any, ModelS
     if memory.total > _capacity(device, hw, req):
         c.fits = False
         c.reason = f"needs {format_bytes(memory.total)} on {device} with the draft > {format_bytes(_capacity(device, hw, req))} available"
+
+
+def _draft_format(c: Candidate, draft: ModelSpec) -> WeightFormat:
+    """A local GGUF draft runs as its file is; any other draft in the target's format where that applies."""
+    if draft.source == "gguf" and c.setup.runtime == "llama.cpp":
+        try:
+            return weight_format(draft.native_dtype, runtime="llama.cpp")
+        except BadValueError:
+            pass
+    return c.fmt if c.fmt.family in ("gguf", "dense", "bnb8", "bnb4") else weight_format("bf16")
 
 
 def _speculate(c: Candidate, spec: ModelSpec, drafting: tuple[Any, ModelSpec | None], hw: HardwareSpec,
@@ -210,8 +221,8 @@ def _speculate(c: Candidate, spec: ModelSpec, drafting: tuple[Any, ModelSpec | N
         on_gpu = runtime_model(c.setup.runtime).layer_device(spec, c.setup, spec.layers - 1) != "cpu"  # beside the last block
         draft_setup = copy(c.setup, gpu_layers=draft.layers if on_gpu else 0, layer_map=(), expert_map=(),
                            cpu_moe_layers=0)
-        draft_candidate = Candidate(draft_setup, c.fmt if c.fmt.family in ("gguf", "dense", "bnb8", "bnb4")
-                                    else weight_format("bf16"), {}, True, draft.layers)
+        draft_candidate = Candidate(copy(draft_setup, weights=_draft_format(c, draft).name), _draft_format(c, draft),
+                                    {}, True, draft.layers)
         draft_speed = candidate_speed(draft, draft_candidate, hw, probes, calibration)
         cost = c.speed.decode_tokens_per_s / draft_speed.decode_tokens_per_s
         draft_prefill_s = draft_speed.ttft_s - 1 / draft_speed.decode_tokens_per_s
@@ -219,6 +230,9 @@ def _speculate(c: Candidate, spec: ModelSpec, drafting: tuple[Any, ModelSpec | N
     c.speculation = {"draft": spec_info.draft, "acceptance": spec_info.acceptance,
                      "acceptance_source": spec_info.acceptance_source, "draft_tokens": spec_info.draft_tokens,
                      "cost_ratio": round(cost, 4), "speedup": round(gain, 3), "used": gain > 1}
+    if gain <= 1:  # not used: the plan carries no draft
+        for memory in c.memory.values():
+            memory.draft_weights = memory.draft_kv_cache = 0
     if gain > 1:
         speed = c.speed
         c.speed = copy(speed, decode_tokens_per_s=speed.decode_tokens_per_s * gain,

@@ -40,15 +40,19 @@ def speedup(acceptance: float, draft_tokens: int, cost_ratio: float) -> float:
 
 
 def check_pair(target: ModelSpec, draft: ModelSpec) -> None:
-    """A draft must share the target's tokenizer: same vocabulary size, smaller model."""
+    """A draft must share the target's tokenizer (same vocabulary size) and be smaller: fewer
+    parameters, or the same model in fewer bytes (a lower-precision copy)."""
     if draft.vocab_size != target.vocab_size:
         raise BadValueError(f"draft {draft.name} has a vocabulary of {draft.vocab_size}, the target "
                             f"{target.name} {target.vocab_size}: they cannot share tokens")
-    if draft.parameters >= target.parameters:
+    smaller_copy = draft.parameters == target.parameters and (draft.stored_bytes or 0) < (target.stored_bytes or 0)
+    if draft.parameters > target.parameters or (draft.parameters == target.parameters and not smaller_copy):
         raise BadValueError(f"draft {draft.name} is not smaller than the target {target.name}")
 
 
-def parse_acceptance(value: float | None) -> tuple[float, str]:
+def parse_acceptance(value: float | None, source: str | None = None) -> tuple[float, str]:
+    if value is not None and source:
+        return value, source
     if value is None:
         return float(defaults()["default_acceptance"]), "stated default (runtimes.toml [speculative]; measure yours)"
     if not 0 <= value < 1:
