@@ -72,7 +72,7 @@ def main() -> None:
 
 
 def report(objective: str, advice, rows) -> None:
-    from fitplan.advisor.solver import Request, _loss, weight_format  # noqa: F401
+    from fitplan.advisor.solver import _loss, weight_format
 
     measured = {id(c): m for c, m in rows}
     by_label = {c.label: m for c, m in rows}

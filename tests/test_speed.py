@@ -1,7 +1,6 @@
 """The speed model's arithmetic on named profiles (pure functions, no runtime)."""
 from __future__ import annotations
 
-from dataclasses import replace
 
 import pytest
 

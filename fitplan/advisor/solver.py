@@ -122,14 +122,16 @@ def advise(spec: ModelSpec, hardware: HardwareSpec, request: Request, *, probes:
         raise BadValueError(f"no plan to weigh: {', '.join(f.name for f in formats) or 'no format'} cannot run on {where}")
     from fitplan.advisor.estimate import candidate_speed
 
-    drafting = _drafting(spec, request)
+    from fitplan.advisor import speculation
+
+    drafting = speculation.drafting(spec, request)
     for c in candidates:
         if drafting:
-            _add_draft_memory(c, spec, drafting, hardware, request)
+            speculation.add_draft_memory(c, spec, drafting, lambda d: _capacity(d, hardware, request))
         if c.fits:
             c.speed = candidate_speed(spec, c, hardware, probes, calibration)
             if drafting:
-                _speculate(c, spec, drafting, hardware, probes, calibration)
+                speculation.speculate(c, spec, drafting, hardware, probes, calibration)
     fitting = [c for c in candidates if c.fits and not _breaks_constraints(c, request)]
     best = _best(fitting, request)
     if best is None:
@@ -155,89 +157,6 @@ def _scale_out(spec: ModelSpec, hw: HardwareSpec, pinned: WeightFormat | None, c
     gpu = hw.gpus[0] if hw.gpus else load_profile("h100-80gb").gpus[0]
     fmt = pinned if pinned is not None and pinned.runtime == "transformers" else weight_format("bf16")
     return scale_out(spec, tensor_bytes(spec, fmt), fmt.name, context, gpu, constants()["gpu_context_bytes"])
-
-
-def _drafting(spec: ModelSpec, req: Request) -> tuple[Any, ModelSpec | None] | None:
-    """(Speculation, the draft's spec or None for prompt lookup), when --draft asks for it."""
-    if not req.draft:
-        return None
-    from fitplan.strategies import speculative
-
-    tokens = req.draft_tokens or int(speculative.defaults()["default_draft_tokens"])
-    if req.draft == speculative.PROMPT_LOOKUP:
-        if req.acceptance is None:
-            raise BadValueError("prompt-lookup acceptance depends on how much the output repeats the prompt: "
-                                "pass --acceptance (measured on your workload)")
-        return speculative.Speculation(req.draft, req.acceptance, "given", tokens), None
-    from fitplan.advisor.resolve import resolve_model
-
-    draft = resolve_model(req.draft)
-    speculative.check_pair(spec, draft)
-    acceptance, source = speculative.parse_acceptance(req.acceptance, req.acceptance_source)
-    return speculative.Speculation(draft.name, acceptance, source, tokens), draft
-
-
-def _add_draft_memory(c: Candidate, spec: ModelSpec, drafting: tuple[Any, ModelSpec | None], hw: HardwareSpec,
-                      req: Request) -> None:
-    """The draft lives beside the target's last block, in the target's format where it applies."""
-    _, draft = drafting
-    if draft is None:
-        return
-    from fitplan.strategies.kv_cache import layer_kv_bytes
-
-    runtime = runtime_model(c.setup.runtime)
-    device = runtime.layer_device(spec, c.setup, spec.layers - 1)
-    fmt = _draft_format(c, draft)
-    memory = c.memory[device]
-    memory.draft_weights = sum(b for _, b in tensor_bytes(draft, fmt))
-    memory.draft_kv_cache = sum(layer_kv_bytes(draft, i, c.setup.context, c.setup.kv_cache, c.setup.runtime,
-                                               c.setup.batch) for i in range(draft.layers))
-    if memory.total > _capacity(device, hw, req):
-        c.fits = False
-        c.reason = f"needs {format_bytes(memory.total)} on {device} with the draft > {format_bytes(_capacity(device, hw, req))} available"
-
-
-def _draft_format(c: Candidate, draft: ModelSpec) -> WeightFormat:
-    """A local GGUF draft runs as its file is; any other draft in the target's format where that applies."""
-    if draft.source == "gguf" and c.setup.runtime == "llama.cpp":
-        try:
-            return weight_format(draft.native_dtype, runtime="llama.cpp")
-        except BadValueError:
-            pass
-    return c.fmt if c.fmt.family in ("gguf", "dense", "bnb8", "bnb4") else weight_format("bf16")
-
-
-def _speculate(c: Candidate, spec: ModelSpec, drafting: tuple[Any, ModelSpec | None], hw: HardwareSpec,
-               probes: Any, calibration: Any) -> None:
-    """Decode and TTFT with the draft; a draft that would slow the plan is reported, not used."""
-    from dataclasses import replace as copy
-
-    from fitplan.advisor.estimate import candidate_speed
-    from fitplan.strategies import speculative
-
-    spec_info, draft = drafting
-    cost, draft_prefill_s = 0.0, 0.0
-    if draft is not None:
-        on_gpu = runtime_model(c.setup.runtime).layer_device(spec, c.setup, spec.layers - 1) != "cpu"  # beside the last block
-        draft_setup = copy(c.setup, gpu_layers=draft.layers if on_gpu else 0, layer_map=(), expert_map=(),
-                           cpu_moe_layers=0)
-        draft_candidate = Candidate(copy(draft_setup, weights=_draft_format(c, draft).name), _draft_format(c, draft),
-                                    {}, True, draft.layers)
-        draft_speed = candidate_speed(draft, draft_candidate, hw, probes, calibration)
-        cost = c.speed.decode_tokens_per_s / draft_speed.decode_tokens_per_s
-        draft_prefill_s = draft_speed.ttft_s - 1 / draft_speed.decode_tokens_per_s
-    gain = speculative.speedup(spec_info.acceptance, spec_info.draft_tokens, cost)
-    c.speculation = {"draft": spec_info.draft, "acceptance": spec_info.acceptance,
-                     "acceptance_source": spec_info.acceptance_source, "draft_tokens": spec_info.draft_tokens,
-                     "cost_ratio": round(cost, 4), "speedup": round(gain, 3), "used": gain > 1}
-    if gain <= 1:  # not used: the plan carries no draft
-        for memory in c.memory.values():
-            memory.draft_weights = memory.draft_kv_cache = 0
-    if gain > 1:
-        speed = c.speed
-        c.speed = copy(speed, decode_tokens_per_s=speed.decode_tokens_per_s * gain,
-                       ttft_s=speed.ttft_s + draft_prefill_s,
-                       basis=f"{speed.basis}; speculative x{gain:.2f} at acceptance {spec_info.acceptance:g}")
 
 
 def _breaks_constraints(c: Candidate, req: Request) -> str:

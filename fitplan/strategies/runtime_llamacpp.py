@@ -18,7 +18,7 @@ from fitplan.errors import BadValueError
 from fitplan.model_spec import ModelSpec, TensorInfo
 from fitplan.plan_spec import DeviceMemory, ModelSource, RunTiming, Setup, WeightBytes, gpu_name
 from fitplan.strategies.hookspecs import hookimpl
-from fitplan.strategies.kv_cache import kv_bytes_per_element, layer_kv_bytes
+from fitplan.strategies.kv_cache import layer_kv_bytes
 
 RUNTIME = "llama.cpp"
 _F32 = 4
