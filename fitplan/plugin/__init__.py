@@ -1,1 +1,1 @@
-"""The pytest plugin's room: budgets as markers and fixtures (issue 4). Nothing is registered yet."""
+"""The pytest plugin: budgets as markers and fixtures (entry point pytest11 `fitplan` -> pytest_plugin)."""
