@@ -14,6 +14,7 @@ import sys
 import textwrap
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -492,3 +493,23 @@ def test_plugin_imports_nothing_heavy() -> None:
             f"print(sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+def test_budgets_of_a_failing_test_are_still_reported(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """A test that fails on its own keeps its own failure, and its budget figures still reach the report."""
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.fits_ram("500MB")
+        def test_fails_itself():
+            data = bytearray(10_000_000)
+            assert False, "the test's own failure"
+        """
+    )
+    report = tmp_path / "report.json"
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--fitplan-report", str(report))
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*the test's own failure*"])
+    budgets = json.loads(report.read_text())["budgets"]
+    assert len(budgets) == 1 and budgets[0]["passed"] and budgets[0]["value"] > 9_000_000

@@ -120,16 +120,22 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     meter.start()
     try:
         result = yield
-    finally:
-        peak = meter.stop()
+    except BaseException:
+        _record(item, budgets, meter.stop())  # the test failed on its own: its figures still count
+        raise
+    broken = _record(item, budgets, meter.stop())
+    if broken:
+        pytest.fail("; ".join(broken), pytrace=False)
+    return result
+
+
+def _record(item: pytest.Item, budgets: list[Budget], peak: PeakResult) -> list[str]:
+    """Put every budget's verdict in user_properties; the messages of the broken ones."""
     settings = item.config.stash[SETTINGS_KEY]
     verdicts = [_verdict(b, peak, item, settings) for b in budgets]
     for verdict in verdicts:
         item.user_properties.append((PROPERTY, json.dumps(verdict)))
-    broken = [v["message"] for v in verdicts if not v["passed"]]
-    if broken:
-        pytest.fail("; ".join(broken), pytrace=False)
-    return result
+    return [v["message"] for v in verdicts if not v["passed"]]
 
 
 def _verdict(budget: Budget, peak: PeakResult, item: pytest.Item, settings: Settings) -> dict[str, Any]:
