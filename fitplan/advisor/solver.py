@@ -103,27 +103,21 @@ def normalize_runtime(name: str) -> str:
 
 def advise(spec: ModelSpec, hardware: HardwareSpec, request: Request, *, probes: Any = None,
            calibration: Any = None) -> Advice:
+    """Size, time and rank every candidate; the best that fits, or the nearest miss with reasons."""
+    from fitplan.advisor import speculation
+    from fitplan.advisor.estimate import candidate_speed
+
     if request.objective not in OBJECTIVES:
         raise BadValueError(f"unknown objective {request.objective!r} (--objective); known: {', '.join(OBJECTIVES)}")
     context = request.context or min(spec.max_context, DEFAULT_CONTEXT)
     note = "" if request.context else f"default: min(model maximum {spec.max_context}, {DEFAULT_CONTEXT}); pass --context"
-    runtime = normalize_runtime(request.runtime) if request.runtime else None
-    pinned = weight_format(request.weights, runtime=runtime) if request.weights else None
-    if pinned and runtime and pinned.runtime != runtime:
-        raise BadValueError(f"--weights {pinned.name} runs on {pinned.runtime}, not on --runtime {runtime}")
-    formats = [pinned] if pinned else [f for f in all_formats().values() if f.auto or _is_files_format(spec, f)]
-    formats = [f for f in formats if runtime in (None, f.runtime)]
-
+    pinned, formats = _formats(spec, request)
     candidates = []
     for fmt in formats:
         candidates += _placements(spec, hardware, request, fmt, context)
     if not candidates:
         where = f"{hardware.name} ({'GPU' if hardware.gpus else 'CPU only'})"
         raise BadValueError(f"no plan to weigh: {', '.join(f.name for f in formats) or 'no format'} cannot run on {where}")
-    from fitplan.advisor.estimate import candidate_speed
-
-    from fitplan.advisor import speculation
-
     drafting = speculation.drafting(spec, request)
     for c in candidates:
         if drafting:
@@ -145,6 +139,16 @@ def advise(spec: ModelSpec, hardware: HardwareSpec, request: Request, *, probes:
     alternatives = sorted((c for c in fitting if c is not best), key=lambda c: _rank(c, request))
     rejected = [c for c in candidates if c not in fitting]
     return Advice(best, True, alternatives, rejected, note)
+
+
+def _formats(spec: ModelSpec, request: Request) -> tuple[WeightFormat | None, list[WeightFormat]]:
+    """(the pinned format, the formats to weigh): auto ones and the files' own, of the pinned runtime."""
+    runtime = normalize_runtime(request.runtime) if request.runtime else None
+    pinned = weight_format(request.weights, runtime=runtime) if request.weights else None
+    if pinned and runtime and pinned.runtime != runtime:
+        raise BadValueError(f"--weights {pinned.name} runs on {pinned.runtime}, not on --runtime {runtime}")
+    formats = [pinned] if pinned else [f for f in all_formats().values() if f.auto or _is_files_format(spec, f)]
+    return pinned, [f for f in formats if runtime in (None, f.runtime)]
 
 
 def _scale_out(spec: ModelSpec, hw: HardwareSpec, pinned: WeightFormat | None, context: int) -> Any:
