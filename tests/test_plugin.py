@@ -513,3 +513,28 @@ def test_budgets_of_a_failing_test_are_still_reported(pytester: pytest.Pytester,
     result.stdout.fnmatch_lines(["*the test's own failure*"])
     budgets = json.loads(report.read_text())["budgets"]
     assert len(budgets) == 1 and budgets[0]["passed"] and budgets[0]["value"] > 9_000_000
+
+
+def test_a_pin_of_the_wrong_type_is_one_error_line(pytester: pytest.Pytester) -> None:
+    """gpu_layers="all" or a list-valued pin errors that test with one line; the session goes on."""
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.fits_vram("12GB", model="llama-3.1-8b", hardware="rtx-3060-12gb", gpu_layers="all")
+        def test_text_layers():
+            pass
+
+        @pytest.mark.fits_vram("12GB", model="llama-3.1-8b", hardware="rtx-3060-12gb", weights=["Q4_K_M"])
+        def test_list_pin():
+            pass
+
+        def test_other():
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1, errors=1)
+    assert "Traceback" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["*test_list_pin: weights=*must be a string, a number or true/false*",
+                                 "*gpu_layers='all' must be a whole number*"])

@@ -160,3 +160,15 @@ def test_long_context_takes_a_q8_0_kv_cache_to_stay_on_the_gpu() -> None:
     advice = solve("llama-3.1-8b", "rtx-3060-12gb", context=65536)
     chosen = advice.chosen
     assert (chosen.placement, chosen.setup.kv_cache, chosen.setup.flash_attn) == ("gpu", "q8_0", True)
+
+
+def test_a_pinned_kv_type_picks_the_runtimes_that_offer_it() -> None:
+    """--kv-cache q8_0 without --runtime keeps to llama.cpp instead of failing on transformers' formats."""
+    chosen = solve("llama-3.1-8b", "a100-40gb", kv_cache="q8_0").chosen
+    assert (chosen.setup.runtime, chosen.setup.kv_cache) == ("llama.cpp", "q8_0")
+
+
+def test_no_flash_attn_never_trips_the_q8_0_retry() -> None:
+    """With flash attention off, a model that needs the CPU is split, not refused (q8_0 V needs flash)."""
+    chosen = solve("llama-3.1-70b", "l4-24gb", flash_attn=False).chosen
+    assert chosen.setup.flash_attn is False and chosen.setup.kv_cache == "f16"

@@ -55,7 +55,11 @@ def measure_acceptance(target: str, draft: str, *, prompt_tokens: int = 64, gen_
     except subprocess.TimeoutExpired:
         raise RunFailedError(f"acceptance probe timed out after {timeout_s:.0f} s") from None
     lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
+    try:
+        result = json.loads(lines[-1]) if done.returncode == 0 and lines else None
+    except ValueError:
+        result = None
+    if not isinstance(result, dict) or "acceptance" not in result:
         why = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
         raise RunFailedError(f"acceptance probe failed: {why}")
-    return json.loads(lines[-1])
+    return result

@@ -6,7 +6,6 @@ ratio measured / predicted is the efficiency. Keyed by runtime and device kind (
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from fitplan.atomic_file import write_atomic
 from fitplan.cachedir import cache_dir
+from fitplan.errors import RunFailedError
 
 
 class CalibrationEntry(BaseModel):
@@ -64,6 +64,8 @@ def fit_entry(spec: Any, setup: Any, predicted_at_one: Any, measured: dict[str, 
     from fitplan.advisor.verify import summarize_runs
 
     summary = summarize_runs(measured["runs"])
+    if "decode_tokens_per_s" not in summary or "prefill_tokens_per_s" not in summary:
+        raise RunFailedError("the runtime probe's run generated no tokens to time")
     decode = summary["decode_tokens_per_s"]["median"]
     prefill = summary["prefill_tokens_per_s"]["median"]
     return CalibrationEntry(
@@ -71,7 +73,3 @@ def fit_entry(spec: Any, setup: Any, predicted_at_one: Any, measured: dict[str, 
         model=spec.name, weights=setup.weights, threads=setup.threads,
         measured_decode_tokens_per_s=decode, measured_prefill_tokens_per_s=prefill, created_unix=time.time(),
     )
-
-
-def describe(entry: CalibrationEntry) -> str:
-    return json.dumps({"model": entry.model, "weights": entry.weights, "threads": entry.threads})

@@ -148,7 +148,19 @@ def _formats(spec: ModelSpec, request: Request) -> tuple[WeightFormat | None, li
     if pinned and runtime and pinned.runtime != runtime:
         raise BadValueError(f"--weights {pinned.name} runs on {pinned.runtime}, not on --runtime {runtime}")
     formats = [pinned] if pinned else [f for f in all_formats().values() if f.auto or _is_files_format(spec, f)]
-    return pinned, [f for f in formats if runtime in (None, f.runtime)]
+    formats = [f for f in formats if runtime in (None, f.runtime)]
+    if request.kv_cache and not pinned:  # a pinned KV type narrows the runtimes (q8_0 is llama.cpp's)
+        offered = [f for f in formats if _offers_kv(request.kv_cache, f.runtime)]
+        formats = offered or formats  # none offer it: the error names the type and the runtimes
+    return pinned, formats
+
+
+def _offers_kv(kv: str, runtime: str) -> bool:
+    try:
+        kv_bytes_per_element(kv.lower(), runtime)
+        return True
+    except BadValueError:
+        return False
 
 
 def _scale_out(spec: ModelSpec, hw: HardwareSpec, pinned: WeightFormat | None, context: int) -> Any:
@@ -188,7 +200,7 @@ def _placements(spec: ModelSpec, hw: HardwareSpec, req: Request, fmt: WeightForm
     if gpus and "gpu" in fmt.devices:
         full = _candidate(spec, hw, req, fmt, weights, context, spec.layers, gpus)
         out.append(full)
-        if not full.fits and fmt.runtime == "llama.cpp" and req.kv_cache is None:
+        if not full.fits and fmt.runtime == "llama.cpp" and req.kv_cache is None and req.flash_attn is not False:
             # a q8_0 KV cache (measured lossless, kv_dtypes.toml) may keep every layer on the GPU
             smaller = _candidate(spec, hw, replace(req, kv_cache="q8_0"), fmt, weights, context, spec.layers, gpus)
             if smaller.fits:
@@ -274,13 +286,13 @@ def _is_files_format(spec: ModelSpec, fmt: WeightFormat) -> bool:
 
 def _source(spec: ModelSpec, fmt: WeightFormat) -> tuple[float, bool]:
     """(the loss the files already carry, whether this format means converting them)."""
+    carried = 0.0
     if spec.source == "gguf":
         try:
             carried = weight_format(spec.native_dtype).ppl_increase or 0.0
         except BadValueError:  # a file type without a published figure
-            carried = 0.0
-        return carried, not _is_files_format(spec, fmt)
-    return 0.0, not _is_files_format(spec, fmt)
+            pass
+    return carried, not _is_files_format(spec, fmt)
 
 
 def _flash_attn(req: Request, fmt: WeightFormat, kv: str) -> bool:

@@ -20,7 +20,8 @@ PROBE_PROMPT_TOKENS, PROBE_GEN_TOKENS = 128, 16
 
 
 def default_setup(spec: ModelSpec, hw: Any, *, runtime: str | None = None, weights: str | None = None,
-                  context: int | None = None, threads: int | None = None, flash_attn: bool | None = None) -> Setup:
+                  context: int | None = None, threads: int | None = None, flash_attn: bool | None = None,
+                  gpu_layers: int | None = None, kv_cache: str | None = None) -> Setup:
     """The plan verify runs when nothing is pinned: the model's own weights, all layers on the GPUs."""
     from fitplan.advisor.solver import normalize_runtime
 
@@ -30,11 +31,12 @@ def default_setup(spec: ModelSpec, hw: Any, *, runtime: str | None = None, weigh
     fmt = weight_format(weights, runtime=runtime)
     if fmt.runtime != runtime:
         raise BadValueError(f"--weights {fmt.name} runs on {fmt.runtime}, not on {runtime}")
-    kv = "f16" if runtime == "llama.cpp" else {"fp32": "f32", "bf16": "bf16"}.get(fmt.name, "f16")
+    kv = kv_cache or ("f16" if runtime == "llama.cpp" else {"fp32": "f32", "bf16": "bf16"}.get(fmt.name, "f16"))
     gpus = len(hw.gpus)
+    layers = (spec.layers if gpus else 0) if gpu_layers is None else min(gpu_layers, spec.layers if gpus else 0)
     flash = runtime == "llama.cpp" if flash_attn is None else (flash_attn and runtime == "llama.cpp")
     return Setup(runtime, fmt.name, kv, context or min(spec.max_context, 2048), 1, threads or hw.cpu.cores,
-                 spec.layers if gpus else 0, gpus, flash_attn=flash)
+                 layers, gpus if layers else 0, flash_attn=flash)
 
 
 def _plan_from_file(path: str) -> tuple[ModelSpec, dict[str, Any]]:
@@ -49,9 +51,13 @@ def _plan_from_file(path: str) -> tuple[ModelSpec, dict[str, Any]]:
     try:
         location, plan = doc["model"]["location"], doc["plan"]
         pins = {"runtime": plan["runtime"], "weights": plan["weights"], "context": int(plan["context"]),
-                "threads": int(plan["threads"]), "flash_attn": bool(plan.get("flash_attn", False))}
+                "threads": int(plan["threads"]), "flash_attn": bool(plan.get("flash_attn", False)),
+                "gpu_layers": int(plan.get("gpu_layers", 0)), "kv_cache": plan.get("kv_cache")}
     except (KeyError, TypeError, ValueError):
         raise BadValueError(f"{path} is not a fitplan plan (needs model.location and plan.runtime/weights/context/threads)") from None
+    if plan.get("placement") in ("exact", "experts-cpu"):
+        raise BadValueError(f"{path}: verify cannot run a plan with {plan['placement']!r} placement yet (it needs "
+                            "llama.cpp tensor overrides, which llama-cpp-python does not expose)")
     return resolve_model(location), pins
 
 
@@ -91,8 +97,9 @@ def verify_document(spec: ModelSpec, hw: Any, setup: Setup, measured: dict[str, 
                     prompt_tokens: int, gen_tokens: int) -> dict[str, Any]:
     from fitplan.profiles.probes import fingerprint
 
-    entry = load_calibration(fingerprint(hw)).entries.get(key(setup.runtime, setup.gpu_layers))
-    calibrated = Efficiency(entry.decode, entry.prefill, "calibrated") if entry else None
+    from fitplan.advisor.estimate import efficiency_for
+
+    calibrated = efficiency_for(load_calibration(fingerprint(hw)), setup.runtime, setup.gpu_layers)
     memory, speed = predicted_for_run(spec, hw, setup, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens,
                                       efficiency=calibrated)
     _, estimated = predicted_for_run(spec, hw, setup, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens,

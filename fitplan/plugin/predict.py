@@ -55,7 +55,7 @@ def _plan(model: str, hardware_name: str, pins: tuple[tuple[str, Any], ...], all
     p = dict(pins)
     runtime = normalize_runtime(p["runtime"]) if "runtime" in p else None
     weights = p.get("weights") or _native_format(spec, runtime)
-    gpu_layers = p.get("gpu_layers")
+    gpu_layers = _count(p, "gpu_layers", minimum=0)
     if gpu_layers is None and all_on_gpu and not p.get("offload"):
         gpu_layers = spec.layers
     request = Request(
@@ -77,12 +77,12 @@ def speed_context(hw: Any) -> tuple[Any, Any]:
     return load_cached(hw), load_calibration(fingerprint(hw))
 
 
-def _count(pins: dict[str, Any], key: str) -> int | None:
+def _count(pins: dict[str, Any], key: str, minimum: int = 1) -> int | None:
     value = pins.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise BadValueError(f"{key}={value!r} must be a whole number >= 1")
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise BadValueError(f"{key}={value!r} must be a whole number >= {minimum}")
     return value
 
 
