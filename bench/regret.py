@@ -72,7 +72,7 @@ def main() -> None:
 
 
 def report(objective: str, advice, rows) -> None:
-    from fitplan.advisor.solver import _loss, weight_format
+    from fitplan.advisor.solver import plan_loss_of, weight_format
 
     measured = {id(c): m for c, m in rows}
     by_label = {c.label: m for c, m in rows}
@@ -80,8 +80,8 @@ def report(objective: str, advice, rows) -> None:
     pool = rows
     if objective == "balanced":
         bound = weight_format("Q4_K_M").ppl_increase
-        within = [(c, m) for c, m in rows if _loss(c) <= bound]
-        pool = within or [(c, m) for c, m in rows if _loss(c) == min(_loss(x) for x, _ in rows)]
+        within = [(c, m) for c, m in rows if plan_loss_of(c) <= bound]
+        pool = within or [(c, m) for c, m in rows if plan_loss_of(c) == min(plan_loss_of(x) for x, _ in rows)]
     best_label, best = max(((c.label, m) for c, m in pool), key=lambda x: x[1])
     got = measured.get(id(chosen), by_label.get(chosen.label))
     print(f"\n## objective {objective}: {len(rows)} candidates measured ({len(pool)} eligible)")
@@ -89,7 +89,7 @@ def report(objective: str, advice, rows) -> None:
     print("|---|---|---|---|")
     for c, m in sorted(rows, key=lambda r: -r[1]):
         mark = " **chosen**" if c.label == chosen.label else ""
-        print(f"| {c.label}{mark} | {c.speed.decode_tokens_per_s:.1f} | {m:.1f} | {_loss(c):.3f} |")
+        print(f"| {c.label}{mark} | {c.speed.decode_tokens_per_s:.1f} | {m:.1f} | {plan_loss_of(c):.3f} |")
     print(f"chosen: {chosen.label} measured {got:.1f} tok/s; fastest eligible measured: {best_label} {best:.1f} tok/s; "
           f"regret {1 - got / best:.1%} (target <= 5%)")
 

@@ -216,15 +216,15 @@ def _parse_loss(text: str) -> float:
 
 def _speed_context(hw: Any, spec: Any, *, probe: bool, chosen: Any = None) -> tuple[Any, Any]:
     """(probes, calibration) of this machine where it is the target: cached, or measured with --probe."""
-    if not hw.detected:
-        if probe:
-            raise BadValueError("--probe measures this machine: use it with --hardware auto")
-        return None, None
-    from fitplan.advisor.calibration import load_calibration
-    from fitplan.profiles.probes import fingerprint, load_cached, probes_or_cached
-
+    if not hw.detected and probe:
+        raise BadValueError("--probe measures this machine: use it with --hardware auto")
     if not probe:
-        return load_cached(hw), load_calibration(fingerprint(hw))
+        from fitplan.advisor.estimate import machine_context
+
+        return machine_context(hw)
+    from fitplan.advisor.calibration import load_calibration
+    from fitplan.profiles.probes import fingerprint, probes_or_cached
+
     files = [spec.location] if spec.source == "gguf" else []
     probes = probes_or_cached(hw, model_files=files, progress=True)
     from fitplan.advisor.verify_command import calibrate_runtime

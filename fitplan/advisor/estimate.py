@@ -21,3 +21,13 @@ def candidate_speed(spec: ModelSpec, c: Any, hw: Any, probes: Any | None,
     eff = efficiency_for(calibration, c.setup.runtime, c.setup.gpu_layers)
     return plan_speed(spec, c.setup, tensor_bytes(spec, c.fmt), hw, probes=probes, efficiency=eff,
                       prompt_tokens=TTFT_PROMPT_TOKENS)
+
+
+def machine_context(hw: Any) -> tuple[Any, Calibration | None]:
+    """This machine's cached probes and calibration when it is the target; none for a named profile."""
+    if not hw.detected:
+        return None, None
+    from fitplan.advisor.calibration import load_calibration
+    from fitplan.profiles.probes import fingerprint, load_cached
+
+    return load_cached(hw), load_calibration(fingerprint(hw))

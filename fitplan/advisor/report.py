@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fitplan.advisor.solver import Advice, Candidate, plan_loss
+from fitplan.advisor.solver import Advice, Candidate, plan_loss_of
 from fitplan.hardware_spec import HardwareSpec
 from fitplan.model_spec import ModelSpec
 from fitplan.units import format_bytes
@@ -37,7 +37,7 @@ def quality_dict(c: Candidate) -> dict[str, Any]:
     own = c.fmt.ppl_increase
     if own is None or not c.source_loss or not c.converted:
         return {"ppl_increase": own, "source": c.fmt.quality_source}
-    return {"ppl_increase": plan_loss(own, c.source_loss),
+    return {"ppl_increase": plan_loss_of(c),
             "source": f"{c.fmt.quality_source}, plus the source file's own {c.source_loss:g} (it carries over)"}
 
 
@@ -66,7 +66,7 @@ def candidate_dict(c: Candidate, spec: ModelSpec | None = None) -> dict[str, Any
 def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
     """The plans no other plan beats on all of speed, quality and memory (largest device total)."""
     def point(c: Candidate) -> tuple[float, float, int]:
-        loss = plan_loss(c.fmt.ppl_increase, c.source_loss if c.converted else 0.0)
+        loss = plan_loss_of(c)
         return (-c.speed.decode_tokens_per_s, loss, max(m.total for m in c.memory.values()))
 
     points = [(c, point(c)) for c in candidates if c.speed is not None]

@@ -178,8 +178,8 @@ def _scale_out(spec: ModelSpec, hw: HardwareSpec, pinned: WeightFormat | None, c
 def _breaks_constraints(c: Candidate, req: Request) -> str:
     """Why a fitting candidate misses the user's speed/quality constraints ('' when it meets them)."""
     why = []
-    if req.max_ppl_increase is not None and _loss(c) > req.max_ppl_increase:
-        why.append(f"perplexity +{_loss(c):.3f} > --max-ppl-increase {req.max_ppl_increase:g}")
+    if req.max_ppl_increase is not None and plan_loss_of(c) > req.max_ppl_increase:
+        why.append(f"perplexity +{plan_loss_of(c):.3f} > --max-ppl-increase {req.max_ppl_increase:g}")
     if req.min_tokens_per_s is not None and c.speed.decode_tokens_per_s < req.min_tokens_per_s:
         why.append(f"decode {c.speed.decode_tokens_per_s:.1f} tok/s < --min-tokens-per-s {req.min_tokens_per_s:g}")
     if req.max_ttft_s is not None and c.speed.ttft_s > req.max_ttft_s:
@@ -242,12 +242,7 @@ def _milp_candidate(spec, hw, req, fmt, weights, base: Setup) -> Candidate | Non
     setup = milp_setup(spec, base, weights, lambda d: _capacity(d, hw, req), device_bandwidth(hw, base.threads))
     if setup is None or setup.gpu_layers == 0:
         return None
-    memory = runtime_model(fmt.runtime).memory(spec, setup, weights)
-    problems = [f"needs {format_bytes(m.total)} on {d} > {format_bytes(_capacity(d, hw, req))} available"
-                for d, m in memory.items() if m.total > _capacity(d, hw, req)]
-    source_loss, converted = _source(spec, fmt)
-    return Candidate(setup, fmt, memory, not problems, spec.layers, "; ".join(problems), source_loss=source_loss,
-                     converted=converted)
+    return _sized(spec, hw, req, fmt, weights, setup)
 
 
 def _fewest_cpu_expert_layers(spec, hw, req, fmt, weights, context, gpus) -> Candidate | None:
@@ -269,6 +264,11 @@ def _candidate(spec, hw, req, fmt, weights, context, gpu_layers, gpus, cpu_moe_l
     kv = _kv_dtype(req, fmt, hw, gpu_layers)
     setup = Setup(fmt.runtime, fmt.name, kv, context, req.batch, threads, gpu_layers, gpus if gpu_layers else 0,
                   cpu_moe_layers, _flash_attn(req, fmt, kv))
+    return _sized(spec, hw, req, fmt, weights, setup)
+
+
+def _sized(spec, hw, req, fmt, weights, setup: Setup) -> Candidate:
+    """A candidate with its exact memory per device and, where a device overflows, why."""
     memory = runtime_model(fmt.runtime).memory(spec, setup, weights)
     problems = [f"needs {format_bytes(mem.total)} on {dev} > {format_bytes(cap)} available"
                 for dev, mem in memory.items() if mem.total > (cap := _capacity(dev, hw, req))]
@@ -343,7 +343,7 @@ def _over_by(c: Candidate, hw: HardwareSpec, req: Request) -> float:
     return max(m.total / max(1, _capacity(d, hw, req)) for d, m in c.memory.items())
 
 
-def _loss(c: Candidate) -> float:
+def plan_loss_of(c: Candidate) -> float:
     """The plan's perplexity increase: requantizing a quantized file adds its format's loss to the
     file's own (errors compound; a first-order estimate), and dequantizing keeps the file's."""
     return plan_loss(c.fmt.ppl_increase, c.source_loss if c.converted else 0.0)
@@ -357,10 +357,10 @@ def _rank(c: Candidate, req: Request) -> tuple[float, ...]:
     """Sort key of the objective: smaller is better."""
     speed = c.speed
     if req.objective == "quality":
-        return (_loss(c), -speed.decode_tokens_per_s, c.converted)
+        return (plan_loss_of(c), -speed.decode_tokens_per_s, c.converted)
     if req.objective == "throughput":
-        return (-speed.batch_tokens_per_s, _loss(c), c.converted)
-    return (-speed.decode_tokens_per_s, _loss(c), c.converted)
+        return (-speed.batch_tokens_per_s, plan_loss_of(c), c.converted)
+    return (-speed.decode_tokens_per_s, plan_loss_of(c), c.converted)
 
 
 def _best(fitting: list[Candidate], req: Request) -> Candidate | None:
@@ -369,8 +369,8 @@ def _best(fitting: list[Candidate], req: Request) -> Candidate | None:
     if req.objective == "balanced":
         bound = req.max_ppl_increase if req.max_ppl_increase is not None else \
             weight_format(QUALITY_BOUND_FORMAT).ppl_increase or 0.0
-        within = [c for c in fitting if _loss(c) <= bound]
+        within = [c for c in fitting if plan_loss_of(c) <= bound]
         if within:
             return min(within, key=lambda c: _rank(c, req))
-        return min(fitting, key=lambda c: (_loss(c), -c.speed.decode_tokens_per_s, c.converted))
+        return min(fitting, key=lambda c: (plan_loss_of(c), -c.speed.decode_tokens_per_s, c.converted))
     return min(fitting, key=lambda c: _rank(c, req))

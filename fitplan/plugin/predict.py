@@ -68,13 +68,9 @@ def _plan(model: str, hardware_name: str, pins: tuple[tuple[str, Any], ...], all
 
 
 def speed_context(hw: Any) -> tuple[Any, Any]:
-    """This machine's cached probes and calibration when it is the target; none for a named profile."""
-    if not hw.detected:
-        return None, None
-    from fitplan.advisor.calibration import load_calibration
-    from fitplan.profiles.probes import fingerprint, load_cached
+    from fitplan.advisor.estimate import machine_context
 
-    return load_cached(hw), load_calibration(fingerprint(hw))
+    return machine_context(hw)
 
 
 def _count(pins: dict[str, Any], key: str, minimum: int = 1) -> int | None:
