@@ -23,12 +23,11 @@ class RuntimeExecutor(Protocol):
 def _executors() -> dict[str, RuntimeExecutor]:
     import pluggy
 
-    from fitplan.strategies import hookspecs, runtime_llamacpp, runtime_transformers
+    from fitplan.strategies import builtin_runtimes, hookspecs
 
     manager = pluggy.PluginManager("fitplan")
     manager.add_hookspecs(hookspecs)
-    manager.register(runtime_llamacpp)
-    manager.register(runtime_transformers)
+    manager.register(builtin_runtimes)
     manager.load_setuptools_entrypoints("fitplan")
     found: dict[str, RuntimeExecutor] = {}
     manager.hook.fitplan_register_runtimes(register=lambda e: found.setdefault(e.name, e))

@@ -11,13 +11,12 @@ from __future__ import annotations
 import importlib.util
 import time
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 from fitplan.datafiles import load_table
 from fitplan.errors import BadValueError
 from fitplan.model_spec import ModelSpec, TensorInfo
 from fitplan.plan_spec import DeviceMemory, ModelSource, RunTiming, Setup, WeightBytes, gpu_name
-from fitplan.strategies.hookspecs import hookimpl
 from fitplan.strategies.kv_cache import layer_kv_bytes
 
 RUNTIME = "llama.cpp"
@@ -229,8 +228,3 @@ class LlamaCppModel:
 
     def close(self) -> None:
         self.llm.close()
-
-
-@hookimpl
-def fitplan_register_runtimes(register: Callable[[Any], None]) -> None:
-    register(LlamaCppExecutor())

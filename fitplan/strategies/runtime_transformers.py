@@ -14,14 +14,13 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fitplan.cachedir import cache_dir
 from fitplan.datafiles import load_table
 from fitplan.errors import BadValueError
 from fitplan.model_spec import ModelSpec, TensorInfo
 from fitplan.plan_spec import DeviceMemory, ModelSource, RunTiming, Setup, WeightBytes, gpu_name
-from fitplan.strategies.hookspecs import hookimpl
 from fitplan.strategies.kv_cache import kv_bytes_per_element, layer_kv_bytes
 
 RUNTIME = "transformers"
@@ -223,8 +222,3 @@ def _convert_gguf(path: str, folder: Path) -> None:
         os.replace(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-@hookimpl
-def fitplan_register_runtimes(register: Callable[[Any], None]) -> None:
-    register(TransformersExecutor())
