@@ -24,6 +24,8 @@ class Setup:
     # an explicit placement (the MILP's): the device of each block, and of each block's routed experts
     layer_map: tuple[str, ...] = ()
     expert_map: tuple[str, ...] = ()
+    prune: str = ""  # "2:4" or "unstructured:RATIO" (strategies/pruning.py); "" when not pruned
+    sparse_kernels: bool = False  # 2:4 weights held in torch's semi-structured layout (GPU, cc >= 8.0)
 
 
 @dataclass

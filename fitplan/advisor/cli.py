@@ -69,13 +69,13 @@ def advise_command(
         min_tokens_per_s=parse_rate(min_tokens_per_s, source="--min-tokens-per-s") if min_tokens_per_s else None,
         max_ttft_s=parse_duration(max_ttft, source="--max-ttft") if max_ttft else None,
         max_ppl_increase=_parse_loss(max_ppl_increase) if max_ppl_increase is not None else None,
+        prune=prune,
     )
     ram_bytes = parse_size(ram, source="--ram") if ram is not None else None
-    pruning = None
     if prune is not None:
-        from fitplan.strategies.pruning import effects, parse_prune
+        from fitplan.strategies.pruning import parse_prune
 
-        pruning = effects(*parse_prune(prune))
+        parse_prune(prune)  # a bad value fails before any model is read
     if output and os.path.exists(output):
         raise BadValueError(f"{output} exists (-o); fitplan never overwrites a file: pick another name")
     spec = resolve_model(model)
@@ -89,8 +89,8 @@ def advise_command(
         advice = advise(spec, hw, request, probes=probes, calibration=calibration)
     top_k = parse_count(top, source="--top", minimum=0) if top is not None else None
     document = advice_document(spec, hw, advice, top=top_k)
-    if pruning is not None:
-        document["plan"]["pruning"] = pruning
+    if prune is not None:
+        document["plan"]["pruning"] = _pruning_effects(prune, advice.chosen, hw)
     if output:
         _write_new_file(output, json.dumps(document, indent=2) + "\n")
     if plot:
@@ -101,6 +101,16 @@ def advise_command(
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
         render(document, _console(), top=8 if top_k is None else top_k)
+
+
+def _pruning_effects(prune: str, chosen: Any, hw: Any) -> dict[str, Any]:
+    from fitplan.strategies.pruning import effects, parse_prune, sparse_kernel_unmet
+
+    pattern, ratio = parse_prune(prune)
+    setup = chosen.setup
+    unmet = None if setup.sparse_kernels else sparse_kernel_unmet(
+        pattern, setup.weights, hw, setup.gpu_layers == chosen.layers and setup.gpus > 0)
+    return effects(pattern, ratio, unmet)
 
 
 @app.command("profile")
@@ -142,6 +152,53 @@ def models_command() -> None:
     from fitplan.advisor.catalog import catalog_names
 
     sys.stdout.write("\n".join(catalog_names()) + "\n")
+
+
+@app.command("strategies")
+def strategies_command(
+    hardware: Optional[str] = typer.Option(None, "--hardware", help="say which options run on this profile"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """List every strategy's options (built-in and from plugins), what each needs and how it runs."""
+    from fitplan.strategies.registry import strategies
+
+    hw = _hardware(hardware, None) if hardware else None
+    rows = [_option_row(o, hw) for s in strategies().values() for o in s.options()]
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    from rich.table import Table
+
+    table = Table(title=f"strategies{f' on {hw.name}' if hw else ''}", title_justify="left")
+    for column in ("strategy", "option", "needs", *(["here"] if hw else [])):
+        table.add_column(column)
+    for r in rows:
+        here = ["yes" if r["runs_on"] else f"no: {r['unmet']}"] if hw else []
+        table.add_row(r["strategy"], r["option"], r["needs"], *here)
+    _console().print(table)
+    sys.stdout.write("how each option runs, its effects and sources: fitplan strategies --json\n")
+
+
+def _option_row(option: Any, hw: Any) -> dict[str, Any]:
+    req = option.requirement
+    needs = [f"devices {'/'.join(req.devices)}"]
+    if req.gpu_vendors:
+        needs.append(f"{'/'.join(req.gpu_vendors)} GPU")
+    if req.min_compute_capability is not None:
+        needs.append(f"compute capability >= {req.min_compute_capability:.1f}")
+    if req.runtimes:
+        needs.append(f"runtime {'/'.join(req.runtimes)}")
+    if req.packages:
+        needs.append(f"packages {', '.join(req.packages)}")
+    row = {"strategy": option.strategy, "option": option.name, "needs": "; ".join(needs), "execute": option.execute,
+           "effects": option.effects, "source": req.source}
+    if hw is not None:
+        unmet = [req.unmet(hw, d) for d in req.devices]
+        row["runs_on"] = [d for d, u in zip(req.devices, unmet) if u is None]
+        row["unmet"] = "; ".join(dict.fromkeys(u for u in unmet if u)) if not row["runs_on"] else None
+        if hw.detected:
+            row["missing_packages"] = req.missing_packages()
+    return row
 
 
 @app.command("verify")

@@ -21,6 +21,8 @@ def plan_dict(c: Candidate, context_note: str = "", spec: ModelSpec | None = Non
 
         plan["layer_map"], plan["expert_map"] = list(s.layer_map), list(s.expert_map)
         plan["tensor_overrides"] = overrides(spec, s) if spec is not None else []
+    if s.prune:
+        plan["prune"], plan["sparse_kernels"] = s.prune, s.sparse_kernels
     if c.speculation:
         plan["speculative"] = c.speculation
     if context_note:
@@ -102,6 +104,7 @@ def advice_document(spec: ModelSpec, hw: HardwareSpec, advice: Advice, *, top: i
         "alternatives": [candidate_dict(c, spec) for c in advice.alternatives[:top]],
         "pareto": [candidate_dict(c, spec) for c in pareto_front([advice.chosen, *advice.alternatives] if advice.fits else [])],
         "rejected": [{"candidate": c.label, "reason": c.reason} for c in advice.rejected],
+        "excluded": [{"weights": name, "reason": why} for name, why in advice.excluded],
         "scale_out": advice.scale_out.as_dict() if advice.scale_out else None,
     }
 
@@ -157,3 +160,8 @@ def render(doc: dict[str, Any], console: Any, *, top: int = 8) -> None:
         console.print(f"  [dim]rejected[/] {r['candidate']}: {r['reason']}")
     if len(doc["rejected"]) > top:
         console.print(f"  [dim]... and {len(doc['rejected']) - top} more rejected (see --json)[/]")
+    by_reason: dict[str, list[str]] = {}
+    for e in doc.get("excluded", []):
+        by_reason.setdefault(e["reason"], []).append(e["weights"])
+    for reason, names in by_reason.items():
+        console.print(f"  [dim]not weighed here[/] {', '.join(names)}: {reason}")

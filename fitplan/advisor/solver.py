@@ -16,7 +16,9 @@ from fitplan.errors import BadValueError
 from fitplan.hardware_spec import HardwareSpec
 from fitplan.model_spec import ModelSpec
 from fitplan.plan_spec import DeviceMemory, Setup
+from fitplan.strategies.attention import FLASH_ATTENTION_2
 from fitplan.strategies.kv_cache import kv_bytes_per_element
+from fitplan.strategies.pruning import parse_prune, sparse_kernel_unmet, sparse_weight_bytes
 from fitplan.strategies.quantization import WeightFormat, all_formats, tensor_bytes, weight_format
 from fitplan.strategies.runtimes import runtime_model
 from fitplan.units import format_bytes
@@ -48,6 +50,7 @@ class Request:
     min_tokens_per_s: float | None = None
     max_ttft_s: float | None = None
     max_ppl_increase: float | None = None
+    prune: str | None = None  # "2:4" or "unstructured:RATIO": pinned only, the solver never proposes it
 
 
 @dataclass
@@ -90,6 +93,7 @@ class Advice:
     rejected: list[Candidate] = field(default_factory=list)
     context_note: str = ""
     scale_out: Any = None  # where nothing fits: the fewest GPUs that would hold it (vLLM)
+    excluded: list[tuple[str, str]] = field(default_factory=list)  # (format, why this machine cannot run it)
 
 
 def normalize_runtime(name: str) -> str:
@@ -111,7 +115,7 @@ def advise(spec: ModelSpec, hardware: HardwareSpec, request: Request, *, probes:
         raise BadValueError(f"unknown objective {request.objective!r} (--objective); known: {', '.join(OBJECTIVES)}")
     context = request.context or min(spec.max_context, DEFAULT_CONTEXT)
     note = "" if request.context else f"default: min(model maximum {spec.max_context}, {DEFAULT_CONTEXT}); pass --context"
-    pinned, formats = _formats(spec, request)
+    pinned, formats, excluded = _formats(spec, request, hardware)
     candidates = []
     for fmt in formats:
         candidates += _placements(spec, hardware, request, fmt, context)
@@ -133,16 +137,18 @@ def advise(spec: ModelSpec, hardware: HardwareSpec, request: Request, *, probes:
         best.speed = best.speed or candidate_speed(spec, best, hardware, probes, calibration)
         if best.fits:
             best.reason = _breaks_constraints(best, request)
-        advice = Advice(best, False, [], [c for c in candidates if c is not best], note)
+        advice = Advice(best, False, [], [c for c in candidates if c is not best], note, excluded=excluded)
         advice.scale_out = _scale_out(spec, hardware, pinned, context) if not best.fits else None
         return advice
     alternatives = sorted((c for c in fitting if c is not best), key=lambda c: _rank(c, request))
     rejected = [c for c in candidates if c not in fitting]
-    return Advice(best, True, alternatives, rejected, note)
+    return Advice(best, True, alternatives, rejected, note, excluded=excluded)
 
 
-def _formats(spec: ModelSpec, request: Request) -> tuple[WeightFormat | None, list[WeightFormat]]:
-    """(the pinned format, the formats to weigh): auto ones and the files' own, of the pinned runtime."""
+def _formats(spec: ModelSpec, request: Request, hw: HardwareSpec
+             ) -> tuple[WeightFormat | None, list[WeightFormat], list[tuple[str, str]]]:
+    """(the pinned format, the formats to weigh, the formats this machine cannot run and why):
+    auto ones and the files' own, of the pinned runtime, narrowed by the pinned strategies."""
     runtime = normalize_runtime(request.runtime) if request.runtime else None
     pinned = weight_format(request.weights, runtime=runtime) if request.weights else None
     if pinned and runtime and pinned.runtime != runtime:
@@ -152,7 +158,40 @@ def _formats(spec: ModelSpec, request: Request) -> tuple[WeightFormat | None, li
     if request.kv_cache and not pinned:  # a pinned KV type narrows the runtimes (q8_0 is llama.cpp's)
         offered = [f for f in formats if _offers_kv(request.kv_cache, f.runtime)]
         formats = offered or formats  # none offer it: the error names the type and the runtimes
-    return pinned, formats
+    formats = _narrow_by_pins(formats, request, hw)
+    excluded = [(f.name, why) for f in formats if (why := _format_unmet(f, hw))]
+    if pinned and excluded:
+        raise BadValueError(f"--weights {pinned.name} cannot run on {hw.name}: {excluded[0][1]}")
+    return pinned, [f for f in formats if not _format_unmet(f, hw)], excluded
+
+
+def _narrow_by_pins(formats: list[WeightFormat], req: Request, hw: HardwareSpec) -> list[WeightFormat]:
+    """Pruning runs on transformers; FlashAttention-2 on transformers needs its GPU."""
+    from fitplan.strategies.registry import option
+
+    if req.prune:
+        formats = [f for f in formats if f.runtime == "transformers"]
+        if not formats:
+            raise BadValueError(f"--prune {req.prune} {option('pruning', 'unstructured').requirement.unmet(hw, 'cpu', 'llama.cpp')}")
+    if req.flash_attn and req.runtime and normalize_runtime(req.runtime) == "transformers":
+        why = option("attention", FLASH_ATTENTION_2).requirement.unmet(hw, "gpu", "transformers")
+        if why:
+            raise BadValueError(f"--flash-attn on transformers means {FLASH_ATTENTION_2}, which {why}")
+    return formats
+
+
+def _format_unmet(fmt: WeightFormat, hw: HardwareSpec) -> str:
+    """'' when some device of `hw` can run `fmt`, else why none can."""
+    on_gpu, on_cpu = _device_unmet(fmt, hw, "gpu"), _device_unmet(fmt, hw, "cpu")
+    if on_gpu is None or on_cpu is None:
+        return ""
+    return on_gpu if "cpu" not in fmt.devices else f"GPU: {on_gpu}; CPU: {on_cpu}"
+
+
+def _device_unmet(fmt: WeightFormat, hw: HardwareSpec, device: str) -> str | None:
+    from fitplan.strategies.registry import option
+
+    return option("quantization", fmt.name).requirement.unmet(hw, device, fmt.runtime)
 
 
 def _offers_kv(kv: str, runtime: str) -> bool:
@@ -192,12 +231,13 @@ def _breaks_constraints(c: Candidate, req: Request) -> str:
 def _placements(spec: ModelSpec, hw: HardwareSpec, req: Request, fmt: WeightFormat, context: int) -> list[Candidate]:
     """GPU-only, then the largest GPU+CPU split that fits, then CPU-only, as the format allows."""
     weights = tensor_bytes(spec, fmt)
-    gpus = len(hw.gpus) if hw.gpus and req.max_vram != 0 else 0
+    gpus = len(hw.gpus) if hw.gpus and req.max_vram != 0 and _device_unmet(fmt, hw, "gpu") is None else 0
+    on_cpu = _device_unmet(fmt, hw, "cpu") is None
     if req.gpu_layers is not None:  # a pinned placement: exactly that one
-        layers = min(req.gpu_layers, spec.layers) if gpus and "gpu" in fmt.devices else 0
+        layers = min(req.gpu_layers, spec.layers) if gpus else 0
         return [_candidate(spec, hw, req, fmt, weights, context, layers, gpus if layers else 0)]
     out: list[Candidate] = []
-    if gpus and "gpu" in fmt.devices:
+    if gpus:
         full = _candidate(spec, hw, req, fmt, weights, context, spec.layers, gpus)
         out.append(full)
         if not full.fits and fmt.runtime == "llama.cpp" and req.kv_cache is None and req.flash_attn is not False:
@@ -205,7 +245,7 @@ def _placements(spec: ModelSpec, hw: HardwareSpec, req: Request, fmt: WeightForm
             smaller = _candidate(spec, hw, replace(req, kv_cache="q8_0"), fmt, weights, context, spec.layers, gpus)
             if smaller.fits:
                 out.append(smaller)
-        if not full.fits and "cpu" in fmt.devices:
+        if not full.fits and on_cpu:
             split = _largest_split(spec, hw, req, fmt, weights, context, gpus)
             if split:
                 out.append(split)
@@ -217,7 +257,7 @@ def _placements(spec: ModelSpec, hw: HardwareSpec, req: Request, fmt: WeightForm
                 exact = _milp_candidate(spec, hw, req, fmt, weights, full.setup)
                 if exact:
                     out.append(exact)
-    if "cpu" in fmt.devices:
+    if on_cpu:
         out.append(_candidate(spec, hw, req, fmt, weights, context, 0, 0))
     return out
 
@@ -262,9 +302,19 @@ def _fewest_cpu_expert_layers(spec, hw, req, fmt, weights, context, gpus) -> Can
 def _candidate(spec, hw, req, fmt, weights, context, gpu_layers, gpus, cpu_moe_layers: int = 0) -> Candidate:
     threads = req.threads or hw.cpu.cores
     kv = _kv_dtype(req, fmt, hw, gpu_layers)
+    all_on_gpu = gpu_layers == spec.layers and gpus > 0
+    sparse = bool(req.prune) and sparse_kernel_unmet(req.prune, fmt.name, hw, all_on_gpu) is None
     setup = Setup(fmt.runtime, fmt.name, kv, context, req.batch, threads, gpu_layers, gpus if gpu_layers else 0,
-                  cpu_moe_layers, _flash_attn(req, fmt, kv))
-    return _sized(spec, hw, req, fmt, weights, setup)
+                  cpu_moe_layers, _flash_attn(req, fmt, kv, hw, all_on_gpu), prune=_prune_label(req.prune),
+                  sparse_kernels=sparse)
+    return _sized(spec, hw, req, fmt, sparse_weight_bytes(weights, fmt.name) if sparse else weights, setup)
+
+
+def _prune_label(prune: str | None) -> str:
+    if not prune:
+        return ""
+    pattern, ratio = parse_prune(prune)
+    return pattern if pattern == "2:4" else f"{pattern}:{ratio:g}"
 
 
 def _sized(spec, hw, req, fmt, weights, setup: Setup) -> Candidate:
@@ -295,11 +345,16 @@ def _source(spec: ModelSpec, fmt: WeightFormat) -> tuple[float, bool]:
     return carried, not _is_files_format(spec, fmt)
 
 
-def _flash_attn(req: Request, fmt: WeightFormat, kv: str) -> bool:
+def _flash_attn(req: Request, fmt: WeightFormat, kv: str, hw: HardwareSpec, all_on_gpu: bool) -> bool:
     """llama.cpp: on unless the user turned it off; a quantized V cache needs it (llama.cpp refuses
-    q8_0/q4_0 V without it)."""
+    q8_0/q4_0 V without it). transformers: FlashAttention-2 only when asked for, with every block on
+    GPUs that meet its requirement (else sdpa)."""
     if fmt.runtime != "llama.cpp":
-        return False
+        if not req.flash_attn or not all_on_gpu:
+            return False
+        from fitplan.strategies.registry import option
+
+        return option("attention", FLASH_ATTENTION_2).requirement.unmet(hw, "gpu", "transformers") is None
     if kv in ("q8_0", "q4_0"):
         if req.flash_attn is False:
             raise BadValueError(f"a {kv} KV cache needs flash attention in llama.cpp; drop --no-flash-attn")

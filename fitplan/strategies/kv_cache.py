@@ -12,6 +12,7 @@ from functools import lru_cache
 from fitplan.datafiles import load_table
 from fitplan.errors import BadValueError
 from fitplan.model_spec import ModelSpec
+from fitplan.strategies.strategy import Option, TableStrategy, requirement_from
 
 
 @lru_cache(maxsize=None)
@@ -49,3 +50,15 @@ def layer_kv_bytes(
     k, v = kv_widths(spec, runtime)
     tokens = cached_tokens(spec, layer, context, swa_extra=swa_extra, pad=pad)
     return int((k + v) * tokens * kv_bytes_per_element(kv_dtype, runtime) * sequences)
+
+
+def _options() -> list[Option]:
+    """One option per cache type: bytes and runtimes from kv_dtypes.toml, execution from strategies.toml."""
+    types = load_table("fitplan.strategies.data", "kv_dtypes.toml")
+    rows = load_table("fitplan.strategies.data", "strategies.toml")["kv_cache"]
+    return [Option("kv_cache", name, requirement_from(rows.get(name, {}), runtimes=row["runtimes"]),
+                   {"memory": {"bytes_per_element": row["bytes_per_element"]}}, rows.get(name, {}).get("execute", ""))
+            for name, row in types.items()]
+
+
+STRATEGY = TableStrategy("kv_cache", "KV-cache element type: f16 / bf16 / f32, q8_0 / q4_0 (llama.cpp), fp8 (vLLM)", _options)

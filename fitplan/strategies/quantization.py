@@ -13,6 +13,7 @@ from fitplan.errors import BadValueError
 from fitplan.model_spec import ModelSpec, TensorInfo
 from fitplan.strategies.ggml_types import ggml_tensor_bytes
 from fitplan.strategies.gguf_recipe import RecipeTensor, assign_types
+from fitplan.strategies.strategy import Option, TableStrategy, requirement_from
 
 
 @dataclass(frozen=True)
@@ -112,3 +113,19 @@ def _hf_tensor_bytes(t: TensorInfo, fmt: WeightFormat) -> int:
     if fmt.family == "awq":  # qweight + qzeros packed 8 per int32, fp16 scales (AutoAWQ GEMM layout)
         return numel // 2 + groups * out // 2 + groups * out * 2
     raise AssertionError(f"unknown format family {fmt.family!r}")
+
+
+def _options() -> list[Option]:
+    """One option per format: devices and runtime from formats.toml, the rest from its family."""
+    families = load_table("fitplan.strategies.data", "strategies.toml")["quantization"]
+    out = []
+    for fmt in all_formats().values():
+        row = families[fmt.family]
+        effects = {"memory": "exact bytes per tensor (llama.cpp's type recipe, or the format's packing)",
+                   "quality": {"ppl_increase": fmt.ppl_increase, "source": fmt.quality_source}}
+        out.append(Option("quantization", fmt.name, requirement_from(row, devices=fmt.devices, runtimes=(fmt.runtime,)),
+                          effects, row["execute"]))
+    return out
+
+
+STRATEGY = TableStrategy("quantization", "weight formats: 16/32-bit, GGUF types, bitsandbytes, GPTQ, AWQ", _options)

@@ -1,10 +1,11 @@
-"""The cost model of each runtime (placement, memory), by the name plans use."""
+"""The runtimes: their cost models by the name plans use, and the runtime strategy's options."""
 from __future__ import annotations
 
 from types import ModuleType
 
 from fitplan.errors import BadValueError
 from fitplan.strategies import runtime_llamacpp, runtime_transformers
+from fitplan.strategies.strategy import TableStrategy, table_options
 
 _MODELS: dict[str, ModuleType] = {"llama.cpp": runtime_llamacpp, "transformers": runtime_transformers}
 
@@ -14,3 +15,7 @@ def runtime_model(name: str) -> ModuleType:
     if name not in _MODELS:
         raise BadValueError(f"no cost model for runtime {name!r}; known: {', '.join(_MODELS)}")
     return _MODELS[name]
+
+
+STRATEGY = TableStrategy("runtime", "llama.cpp, transformers (+accelerate), vLLM for multi-GPU / multi-node",
+                         lambda: table_options("runtime", "runtime"))

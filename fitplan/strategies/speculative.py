@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from fitplan.datafiles import load_table
 from fitplan.errors import BadValueError
 from fitplan.model_spec import ModelSpec
+from fitplan.strategies.strategy import TableStrategy, table_options
 
 PROMPT_LOOKUP = "prompt-lookup"
 
@@ -58,3 +59,7 @@ def parse_acceptance(value: float | None, source: str | None = None) -> tuple[fl
     if not 0 <= value < 1:
         raise BadValueError(f"bad --acceptance {value!r}: a rate in [0, 1)")
     return value, "given"
+
+
+STRATEGY = TableStrategy("speculative", "speculative decoding: a draft model or prompt lookup (Leviathan et al. 2023)",
+                         lambda: table_options("speculative", "speculative"))
