@@ -97,13 +97,17 @@ def test_real_gguf_on_this_machine(smollm2_gguf: str) -> None:
 
 
 def test_plan_file_is_written_and_never_overwritten(tmp_path: Path) -> None:
-    """-o writes the same document as --json, and refuses to replace an existing file."""
+    """-o writes the plan file of the --json answer (its chosen plan), and refuses to replace an existing file."""
     target = tmp_path / "plan.json"
     run = advise("smollm2-135m", "--hardware", "gha-ubuntu-4core", "-o", str(target), "--json")
-    assert run.returncode == 0 and json.loads(target.read_text()) == json.loads(run.stdout)
+    assert run.returncode == 0, run.stderr
+    answer, written = json.loads(run.stdout), target.read_text()
+    plan = json.loads(written)
+    assert plan["kind"] == "fitplan-plan" and plan["predicted"] == answer["predicted"]
+    assert {k: plan["plan"][k] for k in answer["plan"]} == answer["plan"]
     again = advise("smollm2-135m", "--hardware", "gha-ubuntu-4core", "-o", str(target))
     assert again.returncode == 2 and "exists" in again.stderr
-    assert json.loads(target.read_text()) == json.loads(run.stdout)
+    assert target.read_text() == written
 
 
 def test_table_output_names_the_default_context() -> None:

@@ -107,8 +107,11 @@ def test_crashing_probes_are_reported_and_advise_still_answers(smollm2_gguf: str
 def test_verify_refuses_a_placement_it_cannot_run(smollm2_gguf: str, tmp_path: Path) -> None:
     """A plan placing experts or tensors by overrides is refused in one line, not run as something else."""
     plan = tmp_path / "plan.json"
-    plan.write_text(json.dumps({"model": {"location": smollm2_gguf}, "plan": {
-        "runtime": "llama.cpp", "weights": "Q4_1", "context": 512, "threads": 1, "gpu_layers": 30,
-        "placement": "exact"}}))
+    made = subprocess.run([FITPLAN, "advise", smollm2_gguf, "--context", "512", "-o", str(plan)], capture_output=True,
+                          text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    doc = json.loads(plan.read_text())
+    doc["plan"].update(placement="exact", gpu_layers=30, gpus=1, layer_map=["gpu0"] * 30)
+    plan.write_text(json.dumps(doc))
     done = subprocess.run([FITPLAN, "verify", str(plan)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "placement" in done.stderr

@@ -92,7 +92,9 @@ def advise_command(
     if prune is not None:
         document["plan"]["pruning"] = _pruning_effects(prune, advice.chosen, hw)
     if output:
-        _write_new_file(output, json.dumps(document, indent=2) + "\n")
+        from fitplan.advisor.plan_file import plan_from_advice
+
+        _write_new_file(output, plan_from_advice(document).model_dump_json(indent=2) + "\n")
     if plot:
         from fitplan.advisor.plot import plot as draw
 
@@ -152,6 +154,103 @@ def models_command() -> None:
     from fitplan.advisor.catalog import catalog_names
 
     sys.stdout.write("\n".join(catalog_names()) + "\n")
+
+
+@app.command("run")
+def run_command(
+    source: str = typer.Argument(..., help="a plan file (advise -o) or a MODEL to plan for this machine"),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="the prompt text"),
+    prompt_file: Optional[str] = typer.Option(None, "--prompt-file", help="read the prompt from this file"),
+    max_tokens: str = typer.Option("128", "--max-tokens", help="generate at most N tokens"),
+    stop: Optional[list[str]] = typer.Option(None, "--stop", help="stop at this text (repeatable)"),
+    serve: bool = typer.Option(False, "--serve", help="start the runtime's OpenAI-compatible server instead"),
+    port: str = typer.Option("8000", "--port", help="with --serve: the port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="with --serve: the address (loopback by default)"),
+) -> None:
+    """Load as planned and stream the generated text as it comes (Ctrl-C stops cleanly)."""
+    from fitplan.advisor.handle import load, resolve_plan
+    from fitplan.units import parse_count
+
+    tokens = parse_count(max_tokens, source="--max-tokens")
+    if serve:
+        _serve(resolve_plan(source), parse_count(port, source="--port", minimum=1), host)
+        return
+    text = _prompt_text(prompt, prompt_file)
+    handle = load(source)
+    try:
+        for piece in handle.stream(text, max_tokens=tokens, stop=stop or ()):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        sys.stdout.write("\n")
+        sys.stderr.write("fitplan: stopped\n")
+        handle.close()
+        raise typer.Exit(130) from None
+    handle.close()
+    m = handle.metering
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    sys.stderr.write(f"[{handle.plan.plan.runtime} {handle.plan.plan.weights}: {m['prompt_tokens']} prompt tokens, "
+                     f"{m['generated_tokens']} generated in {m['seconds']:.2f} s ({m['generated_tokens_per_s']:.1f} tok/s)]\n")
+
+
+def _prompt_text(prompt: str | None, prompt_file: str | None) -> str:
+    if prompt is not None and prompt_file is not None:
+        raise BadValueError("give --prompt or --prompt-file, not both")
+    if prompt_file is not None:
+        try:
+            with open(prompt_file, encoding="utf-8") as handle:
+                return handle.read(2**24)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadValueError(f"cannot read --prompt-file {prompt_file}: {getattr(exc, 'strerror', None) or exc}") from None
+    if prompt is None:
+        raise BadValueError("no prompt: pass --prompt TEXT or --prompt-file FILE")
+    return prompt
+
+
+def _serve(plan: Any, port: int, host: str) -> None:
+    """Run the runtime's own server in the foreground until it exits or Ctrl-C."""
+    import subprocess
+
+    from fitplan.advisor.export import serve_args
+    from fitplan.advisor.plan_file import check_fingerprint
+
+    check_fingerprint(plan)
+    args = serve_args(plan, port=port, host=host)
+    sys.stderr.write(f"fitplan: serving {plan.model.name} on http://{host}:{port}/v1 ({' '.join(args[1:4])} ...)\n")
+    try:
+        code = subprocess.call(args)
+    except KeyboardInterrupt:
+        code = 0
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command("export")
+def export_command(
+    plan_path: str = typer.Argument(..., help="a plan file written by advise -o"),
+    to: str = typer.Option("python", "--to", help="python | shell | llama-server | vllm"),
+    max_tokens: str = typer.Option("128", "--max-tokens", help="tokens the exported code generates"),
+) -> None:
+    """Print the plan as Python code or a command line that runs it."""
+    from fitplan.advisor.export import export
+    from fitplan.advisor.plan_file import load_plan
+    from fitplan.units import parse_count
+
+    text = export(load_plan(plan_path), to, max_tokens=parse_count(max_tokens, source="--max-tokens"))
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+@app.command("schema")
+def schema_command(
+    what: str = typer.Argument(..., help="plan: the plan file's JSON Schema"),
+) -> None:
+    """Print a published JSON Schema (plan files)."""
+    if what != "plan":
+        raise BadValueError(f"unknown schema {what!r}; known: plan")
+    from fitplan.advisor.plan_file import plan_json_schema
+
+    sys.stdout.write(json.dumps(plan_json_schema(), indent=2) + "\n")
 
 
 @app.command("strategies")
@@ -369,8 +468,8 @@ def _run(command: Any, prog: str, args: list[str] | None) -> int:
     ships its own copy of click, whose exception classes are not the `click` package's.
     """
     try:
-        command.main(args=args, prog_name=prog, standalone_mode=False)
-        return 0
+        code = command.main(args=args, prog_name=prog, standalone_mode=False)
+        return code if isinstance(code, int) else 0  # typer.Exit(n) comes back as n
     except FitplanError as exc:
         message = str(exc)
     except typer.Abort:

@@ -40,25 +40,18 @@ def default_setup(spec: ModelSpec, hw: Any, *, runtime: str | None = None, weigh
 
 
 def _plan_from_file(path: str) -> tuple[ModelSpec, dict[str, Any]]:
+    from fitplan.advisor.plan_file import check_fingerprint, load_plan
     from fitplan.advisor.resolve import resolve_model
-    from fitplan.advisor.safetensors_header import strict_json
 
-    try:
-        with open(path, "rb") as handle:
-            doc = strict_json(handle.read(2**22), path)
-    except OSError as exc:
-        raise BadValueError(f"cannot read plan file {path}: {exc.strerror}") from None
-    try:
-        location, plan = doc["model"]["location"], doc["plan"]
-        pins = {"runtime": plan["runtime"], "weights": plan["weights"], "context": int(plan["context"]),
-                "threads": int(plan["threads"]), "flash_attn": bool(plan.get("flash_attn", False)),
-                "gpu_layers": int(plan.get("gpu_layers", 0)), "kv_cache": plan.get("kv_cache")}
-    except (KeyError, TypeError, ValueError):
-        raise BadValueError(f"{path} is not a fitplan plan (needs model.location and plan.runtime/weights/context/threads)") from None
-    if plan.get("placement") in ("exact", "experts-cpu"):
-        raise BadValueError(f"{path}: verify cannot run a plan with {plan['placement']!r} placement yet (it needs "
+    plan = load_plan(path)
+    check_fingerprint(plan)
+    setup = plan.plan
+    if setup.placement in ("exact", "experts-cpu"):
+        raise BadValueError(f"{path}: verify cannot run a plan with {setup.placement!r} placement yet (it needs "
                             "llama.cpp tensor overrides, which llama-cpp-python does not expose)")
-    return resolve_model(location), pins
+    pins = {"runtime": setup.runtime, "weights": setup.weights, "context": setup.context, "threads": setup.threads,
+            "flash_attn": setup.flash_attn, "gpu_layers": setup.gpu_layers, "kv_cache": setup.kv_cache}
+    return resolve_model(plan.model.location), pins
 
 
 def verify_plan(model: str, *, prompt_tokens: int, gen_tokens: int, repeat: int, **pins: Any) -> dict[str, Any]:

@@ -183,14 +183,29 @@ class LlamaCppExecutor:
             raise BadValueError(f"llama.cpp runs GGUF files; {source.path} is a {source.kind}")
         import llama_cpp
 
-        llm = llama_cpp.Llama(
-            source.path, n_ctx=setup.context * setup.batch, n_batch=constants()["n_ubatch"],
-            # -1 offloads the output head too, as a plan with every block on the GPU assumes
-            n_gpu_layers=-1 if setup.gpus and setup.gpu_layers >= layers else setup.gpu_layers if setup.gpus else 0,
-            n_threads=setup.threads, n_threads_batch=setup.threads, type_k=_GGML_KV_TYPES[setup.kv_cache],
-            type_v=_GGML_KV_TYPES[setup.kv_cache], flash_attn=setup.flash_attn, seed=0, verbose=False,
-        )
+        llm = llama_cpp.Llama(**llama_kwargs(source.path, setup, layers=layers))
         return LlamaCppModel(llm)
+
+    def session(self, plan: Any) -> Any:
+        """A generating session for `fitplan run` / `fitplan.load` (strategies/session_llamacpp.py)."""
+        from fitplan.advisor.plan_file import local_weights
+        from fitplan.strategies.session_llamacpp import LlamaCppSession
+
+        path = local_weights(plan)
+        if plan.model.source != "gguf":
+            raise BadValueError(f"llama.cpp runs GGUF files; the plan's model is a {plan.model.source} ({path})")
+        return LlamaCppSession(path, plan.plan, layers=plan.model.layers)
+
+
+def llama_kwargs(path: str, setup: Any, *, layers: int) -> dict[str, Any]:
+    """llama_cpp.Llama's arguments for a plan: `fitplan run`, verify and the exported code share them."""
+    return {
+        "model_path": path, "n_ctx": setup.context * setup.batch, "n_batch": constants()["n_ubatch"],
+        # -1 offloads the output head too, as a plan with every block on the GPU assumes
+        "n_gpu_layers": -1 if setup.gpus and setup.gpu_layers >= layers else setup.gpu_layers if setup.gpus else 0,
+        "n_threads": setup.threads, "n_threads_batch": setup.threads, "type_k": _GGML_KV_TYPES[setup.kv_cache],
+        "type_v": _GGML_KV_TYPES[setup.kv_cache], "flash_attn": setup.flash_attn, "seed": 0, "verbose": False,
+    }
 
 
 class LlamaCppModel:

@@ -154,6 +154,25 @@ class TransformersExecutor:
         return TransformersModel(model, AutoTokenizer.from_pretrained(source.path))
 
 
+    def session(self, plan: Any) -> Any:
+        """A generating session for `fitplan run` / `fitplan.load` (strategies/session_transformers.py);
+        a GGUF is dequantized once into a cached folder, as for verify."""
+        from fitplan.advisor.plan_file import local_weights
+        from fitplan.strategies.session_transformers import TransformersSession
+        from fitplan.strategies.speculative import PROMPT_LOOKUP
+
+        path = local_weights(plan)
+        folder = self.prepare(ModelSource(plan.model.source, path)).path
+        draft, draft_folder = plan.plan.speculative, None
+        if draft is not None and draft.used and draft.draft != PROMPT_LOOKUP:
+            if not os.path.exists(draft.draft):
+                raise BadValueError(f"the plan's draft {draft.draft} is not a local file or folder")
+            kind = "folder" if os.path.isdir(draft.draft) else "gguf"
+            draft_folder = self.prepare(ModelSource(kind, draft.draft)).path
+        return TransformersSession(folder, plan.plan, draft_folder=draft_folder,
+                                   draft_weights=draft.draft_weights if draft is not None else None)
+
+
 class TransformersModel:
     def __init__(self, model: Any, tokenizer: Any) -> None:
         self.model, self.tokenizer = model, tokenizer

@@ -46,7 +46,7 @@ def _from_gguf(spec: ModelSpec, fmt: WeightFormat, weight_bytes: int) -> dict[st
         return {"kind": "convert locally", "bytes": weight_bytes,
                 "how": f"llama-quantize --allow-requantize {spec.location} model-{fmt.name}.gguf {fmt.name}"
                        f" (requantizing from {spec.native_dtype} keeps its losses; a 16-bit source is better)"}
-    return {"kind": "convert locally", "how": f"transformers dequantizes the GGUF ({spec.native_dtype}) at load "
+    return {"kind": "dequantized at load", "how": f"transformers dequantizes the GGUF ({spec.native_dtype}) at load "
             f"(gguf_file=) into {fmt.name}; the quantization loss of the file stays", "bytes": weight_bytes}
 
 

@@ -1,0 +1,141 @@
+"""`fitplan export PLAN --to python|shell|llama-server|vllm`: the plan as code or a command line.
+
+The Python and shell forms are built from the same argument builders the executors use
+(`llama_kwargs`, `from_pretrained_kwargs`, `generate_kwargs`), so they load and generate exactly as
+`fitplan run` does; the tests run them and compare the first tokens.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+from fitplan.advisor.plan_file import PlanFile, local_weights
+from fitplan.errors import BadValueError
+from fitplan.strategies.speculative import PROMPT_LOOKUP
+
+TARGETS = ("python", "shell", "llama-server", "vllm")
+DEFAULT_PORT = 8000
+
+
+def export(plan: PlanFile, to: str, *, max_tokens: int = 128, port: int = DEFAULT_PORT) -> str:
+    if to not in TARGETS:
+        raise BadValueError(f"unknown export target {to!r} (--to); known: {', '.join(TARGETS)}")
+    if to == "vllm":
+        return vllm_command(plan, port=port)
+    if plan.plan.runtime == "llama.cpp":
+        if to == "python":
+            return _llamacpp_python(plan, max_tokens)
+        return shlex.join(llama_server_args(plan, port=port, binary=to == "llama-server"))
+    if to == "llama-server":
+        raise BadValueError("--to llama-server takes a llama.cpp plan (GGUF); this plan runs on transformers")
+    code = _transformers_python(plan, max_tokens)
+    return code if to == "python" else f"python - \"${{1:-Hello}}\" <<'PY'\n{code}PY"
+
+
+def _llamacpp_python(plan: PlanFile, max_tokens: int) -> str:
+    from fitplan.strategies.runtime_llamacpp import llama_kwargs
+
+    kwargs = llama_kwargs(local_weights(plan), plan.plan, layers=plan.model.layers)
+    lines = ["import sys", "", "from llama_cpp import Llama", ""]
+    draft = ""
+    spec = plan.plan.speculative
+    if spec is not None and spec.used and spec.draft == PROMPT_LOOKUP:
+        lines.insert(2, "from llama_cpp.llama_speculative import LlamaPromptLookupDecoding")
+        draft = f", draft_model=LlamaPromptLookupDecoding(num_pred_tokens={spec.draft_tokens})"
+    lines += [f"llm = Llama(**{kwargs!r}{draft})",
+              'prompt = sys.argv[1] if len(sys.argv) > 1 else "Hello"',
+              f"for chunk in llm.create_completion(prompt, max_tokens={max_tokens}, temperature=0.0, top_k=1, repeat_penalty=1.0, "
+              "stream=True, seed=0):",
+              '    print(chunk["choices"][0]["text"], end="", flush=True)',
+              "print()", ""]
+    return "\n".join(lines)
+
+
+def _transformers_python(plan: PlanFile, max_tokens: int) -> str:
+    from fitplan.strategies.session_transformers import from_pretrained_kwargs, generate_kwargs
+
+    path = local_weights(plan)
+    kwargs = from_pretrained_kwargs(plan.plan)
+    dtype = kwargs.pop("dtype")
+    where = repr(path)
+    if plan.model.source == "gguf":  # transformers dequantizes the GGUF itself
+        where = f"{os.path.dirname(os.path.abspath(path))!r}, gguf_file={os.path.basename(path)!r}"
+    extra = generate_kwargs(plan.plan)
+    spec = plan.plan.speculative
+    lines = ["import sys", "", "import torch", "from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer", "",
+             f"torch.set_num_threads({plan.plan.threads})",
+             f"model = AutoModelForCausalLM.from_pretrained({where}, dtype=torch.{dtype}, "
+             + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ").eval()",
+             f"tokenizer = AutoTokenizer.from_pretrained({where})"]
+    if spec is not None and spec.used and spec.draft != PROMPT_LOOKUP:
+        draft_where = repr(spec.draft) if os.path.isdir(spec.draft) else \
+            f"{os.path.dirname(os.path.abspath(spec.draft))!r}, gguf_file={os.path.basename(spec.draft)!r}"
+        from fitplan.strategies.session_transformers import TORCH_DTYPES
+
+        lines.append(f"draft = AutoModelForCausalLM.from_pretrained({draft_where}, "
+                     f"dtype=torch.{TORCH_DTYPES[spec.draft_weights or plan.plan.weights]}, attn_implementation='sdpa', "
+                     f"device_map={kwargs['device_map']!r}).eval()")
+        extra_text = ", assistant_model=draft"
+    else:
+        extra_text = "".join(f", {k}={v!r}" for k, v in extra.items())
+    lines += ['prompt = sys.argv[1] if len(sys.argv) > 1 else "Hello"',
+              'inputs = tokenizer(prompt, return_tensors="pt").to(model.device)',
+              "with torch.inference_mode():",
+              f"    model.generate(**inputs, max_new_tokens={max_tokens}, do_sample=False, "
+              f"pad_token_id=tokenizer.eos_token_id, streamer=TextStreamer(tokenizer, skip_prompt=True, "
+              f"skip_special_tokens=True){extra_text})", ""]
+    return "\n".join(lines)
+
+
+def llama_server_args(plan: PlanFile, *, port: int = DEFAULT_PORT, host: str = "127.0.0.1",
+                      binary: bool = False) -> list[str]:
+    """llama-cpp-python's server (`python -m llama_cpp.server`), or with binary=True the upstream
+    llama-server's flags (tools/server/README.md): the same settings either way."""
+    from fitplan.strategies.runtime_llamacpp import llama_kwargs
+
+    k = llama_kwargs(local_weights(plan), plan.plan, layers=plan.model.layers)
+    s, spec = plan.plan, plan.plan.speculative
+    lookup = spec is not None and spec.used and spec.draft == PROMPT_LOOKUP
+    if not binary:
+        args = ["python", "-m", "llama_cpp.server", "--model", k["model_path"], "--n_ctx", str(k["n_ctx"]),
+                "--n_batch", str(k["n_batch"]), "--n_gpu_layers", str(k["n_gpu_layers"]), "--n_threads",
+                str(k["n_threads"]), "--n_threads_batch", str(k["n_threads_batch"]), "--flash_attn",
+                str(k["flash_attn"]), "--type_k", str(k["type_k"]), "--type_v", str(k["type_v"]), "--seed", "0",
+                "--verbose", "False"]
+        if lookup:
+            args += ["--draft_model", "prompt-lookup-decoding", "--draft_model_num_pred_tokens", str(spec.draft_tokens)]
+        return [*args, "--host", host, "--port", str(port)]
+    args = ["llama-server", "--model", k["model_path"], "--ctx-size", str(k["n_ctx"]), "--batch-size",
+            str(k["n_batch"]), "--n-gpu-layers", "all" if k["n_gpu_layers"] == -1 else str(k["n_gpu_layers"]),
+            "--threads", str(k["n_threads"]), "--threads-batch", str(k["n_threads_batch"]),
+            "--flash-attn", "on" if k["flash_attn"] else "off", "--cache-type-k", s.kv_cache,
+            "--cache-type-v", s.kv_cache, "--parallel", str(s.batch), "--seed", "0"]
+    if s.cpu_moe_layers:
+        args += ["--n-cpu-moe", str(s.cpu_moe_layers)]
+    for rule in s.tensor_overrides:
+        args += ["--override-tensor", rule]
+    return [*args, "--host", host, "--port", str(port)]
+
+
+def vllm_command(plan: PlanFile, *, port: int = DEFAULT_PORT) -> str:
+    """vLLM on one machine's GPUs: the Hugging Face weights of the plan's model (vLLM's GGUF loading
+    is experimental, so a GGUF plan points at the original repository when one is known)."""
+    m, s = plan.model, plan.plan
+    target = m.hub_id or (m.location if m.source == "folder" else None)
+    if target is None:
+        raise BadValueError(f"no Hugging Face repository is known for {m.name}: vLLM needs one (or a local folder)")
+    dtype = {"fp16": "float16", "fp32": "float32"}.get(s.weights, "bfloat16")
+    args = ["vllm", "serve", target, "--dtype", dtype, "--max-model-len", str(s.context),
+            "--tensor-parallel-size", str(max(1, s.gpus)), "--max-num-seqs", str(s.batch),
+            "--host", "127.0.0.1", "--port", str(port)]
+    return shlex.join(args)
+
+
+def serve_args(plan: PlanFile, *, port: int, host: str) -> list[str]:
+    """What `fitplan run --serve` starts: the runtime's own OpenAI-compatible server."""
+    if plan.plan.runtime != "llama.cpp":
+        raise BadValueError("--serve starts llama-cpp-python's server for llama.cpp plans; for a transformers plan run "
+                            "`transformers serve` (it serves hub models by name)")
+    import sys
+
+    args = llama_server_args(plan, port=port, host=host)
+    return [sys.executable, *args[1:]]

@@ -1,0 +1,234 @@
+"""Executable plans on the real runtimes and the real SmolLM2 GGUF: the plan file, `fitplan run`,
+`fitplan.load`, streaming, speculative decoding, exports and `--serve`."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+import fitplan
+
+FITPLAN = Path(sys.executable).with_name("fitplan")
+PROMPT = "The capital of France is"
+REPEAT_PROMPT = "one two three four five six seven eight nine ten. one two three four five six seven eight nine ten. one two"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One fitplan cache for the module: the GGUF is converted for transformers once."""
+    path = tmp_path_factory.mktemp("fitplan-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FITPLAN_CACHE_DIR", str(path))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield path
+
+
+def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(FITPLAN), *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+
+
+def write_plan(gguf: str, folder: Path, name: str, *extra: str, edit: Any = None) -> Path:
+    """advise -o on this machine (one thread, context 1024), optionally edited as data."""
+    path = folder / name
+    run = cli("advise", gguf, "--context", "1024", "--threads", "1", *extra, "-o", str(path))
+    assert run.returncode == 0, run.stderr
+    if edit is not None:
+        doc = json.loads(path.read_text())
+        edit(doc)
+        path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.fixture(scope="module")
+def llama_plan(smollm2_gguf: str, cache: Path) -> Path:
+    return write_plan(smollm2_gguf, cache, "llama.json", "--runtime", "llama.cpp")
+
+
+def test_plan_file_is_versioned_data_with_a_schema(llama_plan: Path) -> None:
+    """advise -o writes a versioned plan with the file's fingerprint; `fitplan schema plan` publishes its schema."""
+    doc = json.loads(llama_plan.read_text())
+    assert doc["kind"] == "fitplan-plan" and doc["schema_version"] == 1
+    assert doc["model"]["fingerprint"].startswith("sha256-ends:") and doc["plan"]["weights"] == "Q4_1"
+    schema = json.loads(cli("schema", "plan").stdout)
+    assert schema["properties"]["schema_version"] and schema["$defs"]["PlanSetup"]["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda d: d.update(schema_version=2), "plan schema version 2; this fitplan reads version 1: upgrade fitplan"),
+    (lambda d: d.update(schema_version=0), "write the plan again with advise -o"),
+    (lambda d: d["plan"].update(temperature=0.7), "plan.temperature: Extra inputs are not permitted"),
+    (lambda d: d["plan"].update(kv_cache="q8_0", flash_attn=False), "a q8_0 KV cache needs flash_attn in llama.cpp"),
+    (lambda d: d["plan"].update(weights="nf4"), "weights nf4 run on transformers, not on llama.cpp"),
+    (lambda d: d["plan"].update(runtime="__import__('os')"), "plan.runtime: Input should be 'llama.cpp' or 'transformers'"),
+    (lambda d: d.pop("kind"), "is not a fitplan plan file"),
+    (lambda d: d["model"].update(fingerprint="sha256-ends:0"), "changed since the plan was made"),
+])
+def test_bad_plans_are_one_line_errors(llama_plan: Path, tmp_path: Path, edit: Any, message: str) -> None:
+    """A plan of another schema version, with an unknown field, an impossible combination or changed
+    weights: one line, exit 2, nothing run."""
+    doc = json.loads(llama_plan.read_text())
+    edit(doc)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    run = cli("run", str(bad), "--prompt", "x", "--max-tokens", "2")
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and message in run.stderr, run.stderr
+
+
+def test_run_streams_and_matches_load_and_the_exported_python(llama_plan: Path, tmp_path: Path) -> None:
+    """`fitplan run`, `fitplan.load(...).generate` and the exported Python snippet give the same greedy text."""
+    run = cli("run", str(llama_plan), "--prompt", PROMPT, "--max-tokens", "16")
+    assert run.returncode == 0, run.stderr
+    assert "16 generated" in run.stderr
+    with fitplan.load(str(llama_plan)) as handle:
+        text = handle.generate(PROMPT, max_tokens=16)
+        assert handle.metering["generated_tokens"] == 16 and handle.metering["prompt_tokens"] == 5
+    assert run.stdout == text + "\n" and len(text) > 10
+    snippet = tmp_path / "plan.py"
+    snippet.write_text(cli("export", str(llama_plan), "--to", "python", "--max-tokens", "16").stdout)
+    exported = subprocess.run([sys.executable, str(snippet), PROMPT], capture_output=True, text=True, timeout=120)
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout == text + "\n"
+
+
+def test_first_piece_arrives_before_generation_ends(llama_plan: Path) -> None:
+    """Streaming: the first piece comes long before the last (64 tokens), stop strings end the stream."""
+    with fitplan.load(str(llama_plan)) as handle:
+        start = time.perf_counter()
+        arrivals = [time.perf_counter() - start for _ in handle.stream(PROMPT, max_tokens=64)]
+        assert len(arrivals) > 10 and arrivals[0] < arrivals[-1] / 2
+        assert handle.generate(PROMPT, max_tokens=32, stop=["."]) == " Paris"
+        assert handle.generate_batch([PROMPT, "1, 2, 3,"], max_tokens=4) == [handle.generate(PROMPT, max_tokens=4),
+                                                                           handle.generate("1, 2, 3,", max_tokens=4)]
+
+
+def test_prompt_lookup_keeps_greedy_output_llamacpp(smollm2_gguf: str, cache: Path, llama_plan: Path) -> None:
+    """llama.cpp with prompt-lookup drafting returns exactly the plain greedy text."""
+    def lookup(doc: dict) -> None:
+        doc["plan"]["speculative"] = {"draft": "prompt-lookup", "draft_tokens": 4, "acceptance": 0.5}
+
+    plan = write_plan(smollm2_gguf, cache, "lookup.json", "--runtime", "llama.cpp", edit=lookup)
+    with fitplan.load(str(llama_plan)) as plain, fitplan.load(str(plan)) as drafted:
+        assert drafted.generate(REPEAT_PROMPT, max_tokens=24) == plain.generate(REPEAT_PROMPT, max_tokens=24)
+
+
+def test_ctrl_c_stops_cleanly(llama_plan: Path) -> None:
+    """SIGINT during a long generation: exit 130, a 'stopped' line, no traceback."""
+    proc = subprocess.Popen([str(FITPLAN), "run", str(llama_plan), "--prompt", PROMPT, "--max-tokens", "900"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    proc.stdout.read(8)  # generation has started
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "stopped" in err and "Traceback" not in err, err
+
+
+def test_a_plan_without_local_weights_is_refused(tmp_path: Path) -> None:
+    """A catalog model has no local file: run says where the weights would come from, exit 2."""
+    run = cli("run", "llama-3.1-8b", "--prompt", "x")
+    assert run.returncode == 2 and "no local weights" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sse_chunks(port: int, body: dict, deadline: float) -> list[dict]:
+    while True:
+        try:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{body.pop('_path')}", json.dumps(body).encode(),
+                                             {"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=60) as response:
+                lines = response.read().decode().splitlines()
+            return [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+        except (ConnectionError, urllib.error.URLError):
+            if time.monotonic() > deadline:
+                raise
+            body["_path"] = request.selector
+            time.sleep(0.5)
+
+
+def _served(args: list[str], port: int, body: dict) -> list[dict]:
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        return _sse_chunks(port, body, time.monotonic() + 120)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_serve_answers_a_streaming_chat_request(llama_plan: Path) -> None:
+    """`fitplan run --serve` on loopback answers a streaming chat completion with SSE chunks."""
+    pytest.importorskip("uvicorn")
+    port = _free_port()
+    chunks = _served([str(FITPLAN), "run", str(llama_plan), "--serve", "--port", str(port)], port,
+                     {"_path": "/v1/chat/completions", "messages": [{"role": "user", "content": "Say hello."}],
+                      "max_tokens": 8, "stream": True, "temperature": 0})
+    assert len(chunks) > 2 and any(c["choices"][0]["delta"].get("content") for c in chunks)
+
+
+def test_exported_shell_command_gives_the_same_first_tokens(llama_plan: Path) -> None:
+    """The exported `python -m llama_cpp.server ...` command serves the same greedy text as fitplan run."""
+    pytest.importorskip("uvicorn")
+    port = _free_port()
+    command = cli("export", str(llama_plan), "--to", "shell").stdout.strip().replace("--port 8000", f"--port {port}")
+    assert command.startswith("python -m llama_cpp.server ")
+    args = [sys.executable, *command.split()[1:]]
+    chunks = _served(args, port, {"_path": "/v1/completions", "prompt": PROMPT, "max_tokens": 8, "stream": True,
+                                  "temperature": 0, "top_k": 1, "repeat_penalty": 1.0})
+    with fitplan.load(str(llama_plan)) as handle:
+        assert "".join(c["choices"][0]["text"] for c in chunks) == handle.generate(PROMPT, max_tokens=8)
+
+
+@pytest.fixture(scope="module")
+def transformers_plans(smollm2_gguf: str, cache: Path) -> dict[str, Path]:
+    pytest.importorskip("transformers")
+    return {w: write_plan(smollm2_gguf, cache, f"hf-{w}.json", "--runtime", "transformers", "--weights", w)
+            for w in ("fp32", "bf16")}
+
+
+@pytest.mark.parametrize("weights", ["fp32", "bf16"])
+def test_transformers_runs_the_gguf_and_matches_its_export(transformers_plans: dict[str, Path], weights: str,
+                                                           tmp_path: Path) -> None:
+    """transformers fp32/bf16 loaded from the GGUF: `fitplan run` and the exported Python give the same text."""
+    plan = transformers_plans[weights]
+    run = cli("run", str(plan), "--prompt", PROMPT, "--max-tokens", "12")
+    assert run.returncode == 0, run.stderr
+    assert f"transformers {weights}" in run.stderr and len(run.stdout.strip()) > 5
+    snippet = tmp_path / "plan.py"
+    snippet.write_text(cli("export", str(plan), "--to", "python", "--max-tokens", "12").stdout)
+    exported = subprocess.run([sys.executable, str(snippet), PROMPT], capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout.strip() == run.stdout.strip()
+
+
+def test_transformers_speculation_keeps_greedy_output(smollm2_gguf: str, cache: Path,
+                                                      transformers_plans: dict[str, Path]) -> None:
+    """fp32 target: prompt lookup and a bf16 draft of the same model both return the plain greedy tokens."""
+    def drafted(draft: str, weights: str | None) -> Any:
+        def edit(doc: dict) -> None:
+            doc["plan"]["speculative"] = {"draft": draft, "draft_weights": weights, "draft_tokens": 4, "acceptance": 0.5}
+        return edit
+
+    lookup = write_plan(smollm2_gguf, cache, "hf-lookup.json", "--runtime", "transformers", "--weights", "fp32",
+                        edit=drafted("prompt-lookup", None))
+    copy = write_plan(smollm2_gguf, cache, "hf-draft.json", "--runtime", "transformers", "--weights", "fp32",
+                      edit=drafted(smollm2_gguf, "bf16"))
+    with fitplan.load(str(transformers_plans["fp32"])) as plain:
+        expected = plain.generate(REPEAT_PROMPT, max_tokens=16)
+        assert plain.metering["generated_tokens"] == 16
+    for plan in (lookup, copy):
+        with fitplan.load(str(plan)) as handle:
+            assert handle.generate(REPEAT_PROMPT, max_tokens=16) == expected, plan.name
