@@ -43,22 +43,15 @@ def pruning_perplexities(path: str, text: str) -> dict[str, float]:
 
     from fitplan.plan_spec import ModelSource
     from fitplan.strategies.runtime_transformers import TransformersExecutor
+    from fitplan.strategies.session_transformers import apply_pruning
 
     folder = TransformersExecutor().prepare(ModelSource("gguf", path)).path
     ids = AutoTokenizer.from_pretrained(folder)(text, return_tensors="pt")["input_ids"][:, :TOKENS]
     out = {}
     for mode in ("dense", "unstructured 50%", "2:4"):
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-        for name, layer in model.named_modules():
-            if mode == "dense" or not isinstance(layer, torch.nn.Linear) or "lm_head" in name:
-                continue
-            weight = layer.weight.data
-            if mode == "2:4":  # keep the 2 largest of every 4 consecutive inputs
-                groups = weight.abs().reshape(-1, 4)
-                mask = torch.ones_like(groups).scatter_(1, groups.argsort(dim=1)[:, :2], 0)
-                weight.mul_(mask.reshape(weight.shape))
-            else:
-                weight[weight.abs() <= weight.abs().flatten().kthvalue(weight.numel() // 2).values] = 0
+        if mode != "dense":  # the executor's own pruning (strategies/session_transformers.py)
+            apply_pruning(model, "2:4" if mode == "2:4" else "unstructured:0.5", sparse_kernels=False)
         with torch.inference_mode():
             out[mode] = math.exp(model(ids, labels=ids).loss.item())
     return out

@@ -26,6 +26,7 @@ class Setup:
     expert_map: tuple[str, ...] = ()
     prune: str = ""  # "2:4" or "unstructured:RATIO" (strategies/pruning.py); "" when not pruned
     sparse_kernels: bool = False  # 2:4 weights held in torch's semi-structured layout (GPU, cc >= 8.0)
+    disk_layers: int = 0  # transformers: the last N blocks stay on disk (accelerate offload), read per token
 
 
 @dataclass

@@ -232,3 +232,37 @@ def test_transformers_speculation_keeps_greedy_output(smollm2_gguf: str, cache: 
     for plan in (lookup, copy):
         with fitplan.load(str(plan)) as handle:
             assert handle.generate(REPEAT_PROMPT, max_tokens=16) == expected, plan.name
+
+
+def test_disk_offload_plan_runs_through_accelerate(smollm2_gguf: str, cache: Path,
+                                                    transformers_plans: dict[str, Path]) -> None:
+    """--disk-layers 10: the last 10 blocks on disk (accelerate, offload_folder), the plan says so, and
+    the greedy text equals the all-in-RAM fp32 plan's."""
+    plan = write_plan(smollm2_gguf, cache, "hf-disk.json", "--runtime", "transformers", "--weights", "fp32",
+                      "--disk-layers", "10")
+    doc = json.loads(plan.read_text())
+    assert doc["plan"]["placement"] == "disk" and doc["plan"]["disk_layers"] == 10
+    assert doc["predicted"]["memory"]["disk"]["weights"] > 0
+    with fitplan.load(str(plan)) as handle:
+        placed = handle._session.model.hf_device_map
+        assert [placed[f"model.layers.{i}"] for i in (0, 19, 20, 29)] == ["cpu", "cpu", "disk", "disk"]
+        offloaded = handle.generate(PROMPT, max_tokens=12)
+    with fitplan.load(str(transformers_plans["fp32"])) as plain:
+        assert offloaded == plain.generate(PROMPT, max_tokens=12)
+
+
+@pytest.mark.parametrize(("prune", "zeros"), [("unstructured:0.5", 0.5), ("2:4", 0.5)])
+def test_pruned_plan_zeroes_block_weights_in_dense_storage(smollm2_gguf: str, cache: Path, prune: str,
+                                                           zeros: float) -> None:
+    """--prune: every block linear layer loses half its weights (magnitude), stored dense on the CPU:
+    the parameter bytes stay the dense model's (no sparse kernel here), as the plan says."""
+    plan = write_plan(smollm2_gguf, cache, f"hf-{prune.replace(':', '-')}.json", "--runtime", "transformers",
+                      "--weights", "fp32", "--prune", prune)
+    assert json.loads(plan.read_text())["plan"]["pruning"]["sparse_kernels"] is False
+    with fitplan.load(str(plan)) as handle:
+        model = handle._session.model
+        linears = [m.weight for n, m in model.named_modules() if type(m).__name__ == "Linear" and ".layers." in n]
+        zeroed = sum(int((w == 0).sum()) for w in linears) / sum(w.numel() for w in linears)
+        assert abs(zeroed - zeros) < 0.001 and len(linears) == 7 * 30
+        assert sum(p.numel() for p in model.parameters()) == 134_515_008
+        assert handle.generate(PROMPT, max_tokens=4)

@@ -45,6 +45,7 @@ def advise_command(
     acceptance: Optional[str] = typer.Option(None, "--acceptance", help="the draft's measured acceptance rate, e.g. 0.7"),
     draft_tokens: Optional[str] = typer.Option(None, "--draft-tokens", help="tokens the draft proposes per step (default 4)"),
     prune: Optional[str] = typer.Option(None, "--prune", help="2:4 or unstructured:RATIO: see what pruning changes here"),
+    disk_layers: Optional[str] = typer.Option(None, "--disk-layers", help="transformers: keep the last N blocks on disk (accelerate offload)"),
 ) -> None:
     """Recommend how to run MODEL on this machine or a named profile, with exact memory per device."""
     from fitplan.advisor.report import advice_document, render
@@ -70,6 +71,7 @@ def advise_command(
         max_ttft_s=parse_duration(max_ttft, source="--max-ttft") if max_ttft else None,
         max_ppl_increase=_parse_loss(max_ppl_increase) if max_ppl_increase is not None else None,
         prune=prune,
+        disk_layers=parse_count(disk_layers, source="--disk-layers") if disk_layers is not None else None,
     )
     ram_bytes = parse_size(ram, source="--ram") if ram is not None else None
     if prune is not None:

@@ -54,7 +54,7 @@ def _transformers_python(plan: PlanFile, max_tokens: int) -> str:
     from fitplan.strategies.session_transformers import from_pretrained_kwargs, generate_kwargs
 
     path = local_weights(plan)
-    kwargs = from_pretrained_kwargs(plan.plan)
+    kwargs = from_pretrained_kwargs(plan.plan, layers=plan.model.layers, tied=_tied_source(plan))
     dtype = kwargs.pop("dtype")
     where = repr(path)
     if plan.model.source == "gguf":  # transformers dequantizes the GGUF itself
@@ -71,9 +71,10 @@ def _transformers_python(plan: PlanFile, max_tokens: int) -> str:
             f"{os.path.dirname(os.path.abspath(spec.draft))!r}, gguf_file={os.path.basename(spec.draft)!r}"
         from fitplan.strategies.session_transformers import TORCH_DTYPES
 
+        draft_map = "auto" if plan.plan.gpus else "cpu"
         lines.append(f"draft = AutoModelForCausalLM.from_pretrained({draft_where}, "
                      f"dtype=torch.{TORCH_DTYPES[spec.draft_weights or plan.plan.weights]}, attn_implementation='sdpa', "
-                     f"device_map={kwargs['device_map']!r}).eval()")
+                     f"device_map={draft_map!r}).eval()")
         extra_text = ", assistant_model=draft"
     else:
         extra_text = "".join(f", {k}={v!r}" for k, v in extra.items())
@@ -84,6 +85,13 @@ def _transformers_python(plan: PlanFile, max_tokens: int) -> str:
               f"pad_token_id=tokenizer.eos_token_id, streamer=TextStreamer(tokenizer, skip_prompt=True, "
               f"skip_special_tokens=True){extra_text})", ""]
     return "\n".join(lines)
+
+
+def _tied_source(plan: PlanFile) -> bool:
+    """Whether the model ties lm_head to the embedding (a device map must keep them together)."""
+    from fitplan.advisor.resolve import resolve_model
+
+    return resolve_model(plan.model.location).tied_embeddings
 
 
 def llama_server_args(plan: PlanFile, *, port: int = DEFAULT_PORT, host: str = "127.0.0.1",

@@ -67,7 +67,8 @@ class PlanSetup(_Strict):
     gpus: int = Field(ge=0)
     cpu_moe_layers: int = Field(default=0, ge=0)
     flash_attn: bool = False
-    placement: Literal["gpu", "split", "cpu", "experts-cpu", "exact"]
+    placement: Literal["gpu", "split", "cpu", "experts-cpu", "exact", "disk"]
+    disk_layers: int = Field(default=0, ge=0)
     layer_map: list[str] = []
     expert_map: list[str] = []
     tensor_overrides: list[str] = []
@@ -99,6 +100,8 @@ class PlanSetup(_Strict):
             parse_prune(self.prune)
             if self.runtime != "transformers":
                 raise ValueError("pruning runs on transformers only")
+        if self.disk_layers and self.runtime != "transformers":
+            raise ValueError("disk_layers (accelerate's disk offload) runs on transformers only")
         if self.sparse_kernels and self.prune != "2:4":
             raise ValueError("sparse_kernels needs prune '2:4'")
         return self

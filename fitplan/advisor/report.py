@@ -23,6 +23,8 @@ def plan_dict(c: Candidate, context_note: str = "", spec: ModelSpec | None = Non
         plan["tensor_overrides"] = overrides(spec, s) if spec is not None else []
     if s.prune:
         plan["prune"], plan["sparse_kernels"] = s.prune, s.sparse_kernels
+    if s.disk_layers:
+        plan["disk_layers"] = s.disk_layers
     if c.speculation:
         plan["speculative"] = c.speculation
     if context_note:
@@ -121,6 +123,8 @@ def render(doc: dict[str, Any], console: Any, *, top: int = 8) -> None:
              "split": f"{plan['gpu_layers']} of {m['layers']} layers on GPU, rest on CPU",
              "experts-cpu": f"all layers on GPU, routed experts of the first {plan['cpu_moe_layers']} on CPU",
              "exact": "exact placement (MILP): " + ", ".join(plan.get("tensor_overrides", [])),
+             "disk": f"last {plan.get('disk_layers')} of {m['layers']} layers on disk (accelerate offload), "
+                     f"{plan['gpu_layers']} on GPU, the rest on CPU",
              }[plan["placement"]]
     console.print(f"{verdict}: {plan['runtime']} {plan['weights']}, KV cache {plan['kv_cache']}, "
                   f"context {plan['context']}, batch {plan['batch']}, {plan['threads']} threads, {where}")

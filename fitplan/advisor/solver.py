@@ -51,6 +51,7 @@ class Request:
     max_ttft_s: float | None = None
     max_ppl_increase: float | None = None
     prune: str | None = None  # "2:4" or "unstructured:RATIO": pinned only, the solver never proposes it
+    disk_layers: int | None = None  # transformers: keep the last N blocks on disk (accelerate offload); pinned only
 
 
 @dataclass
@@ -68,6 +69,8 @@ class Candidate:
 
     @property
     def placement(self) -> str:
+        if self.setup.disk_layers:
+            return "disk"
         if self.setup.gpu_layers == 0:
             return "cpu"
         if self.setup.layer_map:
@@ -79,6 +82,7 @@ class Candidate:
     @property
     def label(self) -> str:
         where = {"cpu": "CPU", "gpu": "GPU", "split": f"{self.setup.gpu_layers} layers on GPU, rest on CPU",
+                 "disk": f"{self.setup.disk_layers} layers on disk, {self.setup.gpu_layers} on GPU, rest on CPU",
                  "experts-cpu": f"GPU, experts of {self.setup.cpu_moe_layers} layers on CPU",
                  "exact": f"exact placement: {sum(d == 'cpu' for d in self.setup.layer_map)} blocks and "
                           f"{sum(d == 'cpu' for d in self.setup.expert_map)} expert sets on CPU"}
@@ -169,6 +173,10 @@ def _narrow_by_pins(formats: list[WeightFormat], req: Request, hw: HardwareSpec)
     """Pruning runs on transformers; FlashAttention-2 on transformers needs its GPU."""
     from fitplan.strategies.registry import option
 
+    if req.disk_layers:
+        formats = [f for f in formats if f.runtime == "transformers" and f.family == "dense"]
+        if not formats:
+            raise BadValueError("--disk-layers runs on transformers with fp32/bf16/fp16 weights (accelerate's disk offload)")
     if req.prune:
         formats = [f for f in formats if f.runtime == "transformers"]
         if not formats:
@@ -304,9 +312,10 @@ def _candidate(spec, hw, req, fmt, weights, context, gpu_layers, gpus, cpu_moe_l
     kv = _kv_dtype(req, fmt, hw, gpu_layers)
     all_on_gpu = gpu_layers == spec.layers and gpus > 0
     sparse = bool(req.prune) and sparse_kernel_unmet(req.prune, fmt.name, hw, all_on_gpu) is None
+    disk = min(req.disk_layers or 0, spec.layers - gpu_layers) if fmt.runtime == "transformers" else 0
     setup = Setup(fmt.runtime, fmt.name, kv, context, req.batch, threads, gpu_layers, gpus if gpu_layers else 0,
                   cpu_moe_layers, _flash_attn(req, fmt, kv, hw, all_on_gpu), prune=_prune_label(req.prune),
-                  sparse_kernels=sparse)
+                  sparse_kernels=sparse, disk_layers=disk)
     return _sized(spec, hw, req, fmt, sparse_weight_bytes(weights, fmt.name) if sparse else weights, setup)
 
 
@@ -383,6 +392,8 @@ def _bf16_gpu(capability: str | None) -> bool:
 
 
 def _capacity(device: str, hw: HardwareSpec, req: Request) -> int:
+    if device == "disk":
+        return hw.disk_free_bytes if hw.disk_free_bytes is not None else 2**62
     if device == "cpu":
         return min(hw.ram_usable_bytes, req.max_ram if req.max_ram is not None else hw.ram_usable_bytes)
     gpu = hw.gpus[int(device[3:])]
@@ -390,7 +401,7 @@ def _capacity(device: str, hw: HardwareSpec, req: Request) -> int:
 
 
 def _gpus_fit(c: Candidate, hw: HardwareSpec, req: Request) -> bool:
-    return all(m.total <= _capacity(d, hw, req) for d, m in c.memory.items() if d != "cpu")
+    return all(m.total <= _capacity(d, hw, req) for d, m in c.memory.items() if d not in ("cpu", "disk"))
 
 
 def _over_by(c: Candidate, hw: HardwareSpec, req: Request) -> float:

@@ -152,6 +152,15 @@ def gpu_rates(gpu: Any, probed: dict[str, Any] | None) -> DeviceRates:
     return DeviceRates(gpu.memory_bandwidth_GB_per_s or 100.0, (gpu.fp16_tflops or 10.0) * 1000, "assumed")
 
 
+def disk_rates(cpu: DeviceRates, probes: Any | None) -> DeviceRates:
+    """Blocks on disk are read every token and computed on the CPU: the disk's read rate (the model
+    file's cold read, probed), else a stated default."""
+    if probes is not None and probes.disk_read_GB_per_s:
+        slowest = min(p.value for p in probes.disk_read_GB_per_s.values())
+        return DeviceRates(slowest, cpu.matmul_GFLOP_per_s, "probe")
+    return DeviceRates(_table()["disk_GB_per_s"], cpu.matmul_GFLOP_per_s, "assumed")
+
+
 def default_efficiency() -> Efficiency:
     defaults = _table()
     return Efficiency(defaults["decode_efficiency"], defaults["prefill_efficiency"], "estimated")
@@ -168,6 +177,8 @@ def plan_speed(
     runtime = runtime_model(setup.runtime)
     placed = runtime.place(spec, setup, weights)
     rates = {"cpu": cpu_rates(hw, setup.threads, probes, setup.weights)}
+    if "disk" in placed:
+        rates["disk"] = disk_rates(rates["cpu"], probes)
     for i, gpu in enumerate(hw.gpus):
         rates[f"gpu{i}"] = gpu_rates(gpu, probes.gpus[i] if probes and i < len(probes.gpus) else None)
     k, v = kv_widths(spec, setup.runtime)

@@ -31,6 +31,9 @@ def constants() -> dict[str, int]:
 
 
 def layer_device(spec: ModelSpec, setup: Setup, layer: int) -> str:
+    """GPUs first, then the CPU; with disk offload the last `disk_layers` blocks stay on disk."""
+    if layer >= spec.layers - setup.disk_layers:
+        return "disk"
     if layer >= setup.gpu_layers:
         return "cpu"
     return gpu_name(layer * setup.gpus // setup.gpu_layers)
@@ -42,6 +45,8 @@ def place(spec: ModelSpec, setup: Setup, weights: WeightBytes) -> dict[str, list
     devices: dict[str, list[tuple[TensorInfo, int]]] = {"cpu": []}
     for i in range(used_gpus):
         devices[gpu_name(i)] = []
+    if setup.disk_layers:
+        devices["disk"] = []
     embed_device = gpu_name(0) if used_gpus else "cpu"
     for tensor, nbytes in weights:
         if tensor.role == "block":
@@ -52,8 +57,10 @@ def place(spec: ModelSpec, setup: Setup, weights: WeightBytes) -> dict[str, list
 
 
 def head_device(spec: ModelSpec, setup: Setup) -> str:
-    """Final norm and lm_head follow the last block; a tied lm_head shares the embedding's storage."""
-    return layer_device(spec, setup, spec.layers - 1)
+    """Final norm and lm_head follow the last block (the CPU when it is on disk); a tied lm_head
+    shares the embedding's storage."""
+    device = layer_device(spec, setup, spec.layers - 1)
+    return "cpu" if device == "disk" else device
 
 
 def memory(
@@ -66,12 +73,17 @@ def memory(
     devices = {name: DeviceMemory(weights=sum(b for _, b in items)) for name, items in placed.items()}
 
     for layer in range(spec.layers):
-        devices[layer_device(spec, setup, layer)].kv_cache += layer_kv_bytes(
+        device = layer_device(spec, setup, layer)
+        devices["cpu" if device == "disk" else device].kv_cache += layer_kv_bytes(
             spec, layer, setup.context, setup.kv_cache, RUNTIME, setup.batch)  # DynamicCache at its largest
 
     width = kv_bytes_per_element(setup.kv_cache, RUNTIME)  # the compute dtype's width
     for name, device in devices.items():
-        holds_layers = any(layer_device(spec, setup, i) == name for i in range(spec.layers))
+        if name == "disk":  # read into the CPU one block at a time (accelerate's disk offload hooks)
+            devices["cpu"].activations += _largest_block(placed["disk"])
+            continue
+        holds_layers = any(layer_device(spec, setup, i) in (name, "disk" if name == "cpu" else name)
+                           for i in range(spec.layers))
         if holds_layers:
             device.activations = _forward_bytes(spec, setup.batch, prompt, width)
         if name == head_device(spec, setup):
@@ -80,6 +92,13 @@ def memory(
             else c["gpu_context_bytes"]
     devices["cpu"].load_transient = _conversion_transient(spec, setup, placed["cpu"])
     return devices
+
+
+def _largest_block(weights: WeightBytes) -> int:
+    per_block: dict[int, int] = {}
+    for tensor, nbytes in weights:
+        per_block[tensor.layer or 0] = per_block.get(tensor.layer or 0, 0) + nbytes
+    return max(per_block.values(), default=0)
 
 
 def _conversion_transient(spec: ModelSpec, setup: Setup, on_cpu: WeightBytes) -> int:
@@ -169,7 +188,7 @@ class TransformersExecutor:
                 raise BadValueError(f"the plan's draft {draft.draft} is not a local file or folder")
             kind = "folder" if os.path.isdir(draft.draft) else "gguf"
             draft_folder = self.prepare(ModelSource(kind, draft.draft)).path
-        return TransformersSession(folder, plan.plan, draft_folder=draft_folder,
+        return TransformersSession(folder, plan.plan, layers=plan.model.layers, draft_folder=draft_folder,
                                    draft_weights=draft.draft_weights if draft is not None else None)
 
 

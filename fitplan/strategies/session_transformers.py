@@ -7,6 +7,10 @@ lower-precision copy) or `prompt_lookup_num_tokens`; greedy output equals plain 
 """
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -17,13 +21,37 @@ from fitplan.strategies.speculative import PROMPT_LOOKUP
 TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-def from_pretrained_kwargs(setup: Any) -> dict[str, Any]:
+def from_pretrained_kwargs(setup: Any, *, layers: int, tied: bool = False,
+                           offload_folder: str = "fitplan-offload") -> dict[str, Any]:
     """AutoModelForCausalLM.from_pretrained's arguments for a plan (dtype given by name)."""
     if setup.weights not in TORCH_DTYPES:
         raise BadValueError(f"the transformers executor runs fp32/bf16/fp16 plans here, not {setup.weights}")
     attention = "flash_attention_2" if setup.flash_attn else "sdpa"
-    device_map = "auto" if setup.gpus and setup.gpu_layers else "cpu"
-    return {"dtype": TORCH_DTYPES[setup.weights], "attn_implementation": attention, "device_map": device_map}
+    out = {"dtype": TORCH_DTYPES[setup.weights], "attn_implementation": attention,
+           "device_map": device_map(setup, layers, tied)}
+    if setup.disk_layers:
+        out["offload_folder"] = offload_folder
+    return out
+
+
+def device_map(setup: Any, layers: int, tied: bool) -> str | dict[str, Any]:
+    """accelerate's placement: whole-model strings where they say it all, else block by block as the
+    plan places them (GPUs first, then the CPU, the last `disk_layers` blocks on disk), for the
+    decoder layout of Llama-family models (model.embed_tokens, model.layers.N, model.norm, lm_head)."""
+    split = setup.gpus and 0 < setup.gpu_layers < layers
+    if not setup.disk_layers and not split:
+        return "auto" if setup.gpus and setup.gpu_layers else "cpu"
+
+    def device(i: int) -> Any:
+        if i >= layers - setup.disk_layers:
+            return "disk"
+        return i * setup.gpus // setup.gpu_layers if i < setup.gpu_layers else "cpu"
+
+    first = device(0) if device(0) != "disk" else "cpu"
+    last = first if tied or device(layers - 1) == "disk" else device(layers - 1)  # a tied head shares the embedding
+    placed: dict[str, Any] = {"model.embed_tokens": first, "model.rotary_emb": first, "model.norm": last, "lm_head": last}
+    placed.update({f"model.layers.{i}": device(i) for i in range(layers)})
+    return placed
 
 
 def generate_kwargs(setup: Any) -> dict[str, Any]:
@@ -34,20 +62,27 @@ def generate_kwargs(setup: Any) -> dict[str, Any]:
 
 
 class TransformersSession:
-    def __init__(self, folder: str, setup: Any, *, draft_folder: str | None = None, draft_weights: str | None = None) -> None:
+    def __init__(self, folder: str, setup: Any, *, layers: int, draft_folder: str | None = None,
+                 draft_weights: str | None = None) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.set_verbosity_error()  # the stream is the output: no progress bars or load notes
+        hf_logging.disable_progress_bar()
         torch.set_num_threads(setup.threads)
-        kwargs = from_pretrained_kwargs(setup)
+        self.offload = tempfile.mkdtemp(prefix="fitplan-offload-") if setup.disk_layers else None
+        kwargs = from_pretrained_kwargs(setup, layers=layers, tied=_tied(folder), offload_folder=self.offload or "")
         self.model = AutoModelForCausalLM.from_pretrained(folder, **{**kwargs, "dtype": getattr(torch, kwargs["dtype"])})
         self.model.eval()
+        if setup.prune:
+            apply_pruning(self.model, setup.prune, sparse_kernels=setup.sparse_kernels)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.extra = generate_kwargs(setup)
         if draft_folder is not None:
             dtype = getattr(torch, TORCH_DTYPES[draft_weights or setup.weights])
             self.extra["assistant_model"] = AutoModelForCausalLM.from_pretrained(
-                draft_folder, dtype=dtype, attn_implementation="sdpa", device_map=kwargs["device_map"]).eval()
+                draft_folder, dtype=dtype, attn_implementation="sdpa", device_map="auto" if setup.gpus else "cpu").eval()
 
     def count_tokens(self, text: str, *, prompt: bool) -> int:
         return len(self.tokenizer(text, add_special_tokens=prompt)["input_ids"])
@@ -89,3 +124,41 @@ class TransformersSession:
 
     def close(self) -> None:
         self.model = self.extra = None
+        if self.offload:
+            shutil.rmtree(self.offload, ignore_errors=True)
+
+
+def apply_pruning(model: Any, prune: str, *, sparse_kernels: bool) -> int:
+    """Zero weights of every block linear layer as the plan says (magnitude, no retraining) with
+    torch.nn.utils.prune, made permanent; with sparse kernels, 2:4 weights become torch's
+    semi-structured tensors. Returns the number of layers pruned."""
+    import torch
+    from torch.nn.utils import prune as torch_prune
+
+    from fitplan.strategies.pruning import parse_prune
+
+    pattern, ratio = parse_prune(prune)
+    layers = [m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".layers." in name]
+    for linear in layers:
+        if pattern == "unstructured":
+            torch_prune.l1_unstructured(linear, "weight", amount=ratio)
+            torch_prune.remove(linear, "weight")
+            continue
+        with torch.no_grad():  # 2:4: keep the 2 largest of every 4 consecutive inputs
+            weight = linear.weight
+            groups = weight.abs().reshape(-1, 4)
+            keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(1, groups.topk(2, dim=1).indices, True)
+            weight.mul_(keep.reshape(weight.shape))
+        if sparse_kernels:
+            from torch.sparse import to_sparse_semi_structured
+
+            linear.weight = torch.nn.Parameter(to_sparse_semi_structured(linear.weight))
+    return len(layers)
+
+
+def _tied(folder: str) -> bool:
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as handle:
+            return bool(json.load(handle).get("tie_word_embeddings", False))
+    except (OSError, ValueError):
+        return False
