@@ -266,3 +266,20 @@ def test_pruned_plan_zeroes_block_weights_in_dense_storage(smollm2_gguf: str, ca
         assert abs(zeroed - zeros) < 0.001 and len(linears) == 7 * 30
         assert sum(p.numel() for p in model.parameters()) == 134_515_008
         assert handle.generate(PROMPT, max_tokens=4)
+
+
+@pytest.mark.parametrize("weights", ["nf4", "bnb-int8"])
+def test_bitsandbytes_runs_on_the_cpu_when_pinned(smollm2_gguf: str, cache: Path, weights: str, tmp_path: Path) -> None:
+    """bitsandbytes 0.50 runs on the CPU: a pinned nf4 / int8 plan loads quantized (footprint under the
+    fp32 model's 538 MB) and the exported Python prints the same text."""
+    pytest.importorskip("bitsandbytes")
+    plan = write_plan(smollm2_gguf, cache, f"hf-{weights}.json", "--weights", weights)
+    assert json.loads(plan.read_text())["plan"]["placement"] == "cpu"
+    with fitplan.load(str(plan)) as handle:
+        assert handle._session.model.get_memory_footprint() < 0.35 * 538_060_032
+        text = handle.generate(PROMPT, max_tokens=12)
+    snippet = tmp_path / "plan.py"
+    snippet.write_text(cli("export", str(plan), "--to", "python", "--max-tokens", "12").stdout)
+    exported = subprocess.run([sys.executable, str(snippet), PROMPT], capture_output=True, text=True, timeout=600)
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout.strip() == text.strip() and len(text) > 5

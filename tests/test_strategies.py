@@ -50,11 +50,15 @@ def test_gpu_requirements_on_named_profiles(strategy: str, name: str, profile: s
 
 
 def test_formats_a_machine_cannot_run_are_excluded_with_the_reason() -> None:
-    """On a CPU-only runner the GPU-only bitsandbytes formats are not weighed, and the answer says why."""
+    """On a CPU-only runner bitsandbytes is not weighed unpinned (no GPU; its CPU speed is not modelled),
+    and the answer says why; a pinned nf4 on an Apple machine runs on its CPU; GPTQ without a GPU is refused."""
     advice = advise(catalog_spec("llama-3.1-8b"), load_profile("gha-ubuntu-4core"), Request())
-    assert dict(advice.excluded) == {"bnb-int8": "needs a GPU", "nf4": "needs a GPU"}
-    with pytest.raises(BadValueError, match=r"--weights nf4 cannot run on apple-m2-max-32gb: needs an NVIDIA GPU"):
-        advise(catalog_spec("llama-3.1-8b"), load_profile("apple-m2-max-32gb"), Request(weights="nf4"))
+    assert {name: why.split(";")[0] for name, why in advice.excluded} == {"bnb-int8": "GPU: needs a GPU", "nf4": "GPU: needs a GPU"}
+    assert all("only when pinned" in why for _, why in advice.excluded)
+    apple = advise(catalog_spec("llama-3.1-8b"), load_profile("apple-m2-max-32gb"), Request(weights="nf4")).chosen
+    assert apple.placement == "cpu"  # bitsandbytes' CUDA kernels cannot use the Apple GPU; its CPU backend can run
+    with pytest.raises(BadValueError, match=r"--weights gptq-4bit-g128 cannot run on gha-ubuntu-4core: needs a GPU$"):
+        advise(catalog_spec("llama-3.1-8b"), load_profile("gha-ubuntu-4core"), Request(weights="gptq-4bit-g128"))
 
 
 def test_flash_attention_2_follows_its_requirement() -> None:

@@ -56,14 +56,26 @@ def _transformers_python(plan: PlanFile, max_tokens: int) -> str:
     path = local_weights(plan)
     kwargs = from_pretrained_kwargs(plan.plan, layers=plan.model.layers, tied=_tied_source(plan))
     dtype = kwargs.pop("dtype")
+    bnb = kwargs.pop("bnb", None)
     where = repr(path)
-    if plan.model.source == "gguf":  # transformers dequantizes the GGUF itself
+    if plan.model.source == "gguf" and bnb is not None:  # bitsandbytes loads from safetensors, not a GGUF
+        from fitplan.plan_spec import ModelSource
+        from fitplan.strategies.runtime_transformers import TransformersExecutor
+
+        where = repr(TransformersExecutor().prepare(ModelSource("gguf", path)).path)
+    elif plan.model.source == "gguf":  # transformers dequantizes the GGUF itself
         where = f"{os.path.dirname(os.path.abspath(path))!r}, gguf_file={os.path.basename(path)!r}"
     extra = generate_kwargs(plan.plan)
     spec = plan.plan.speculative
-    lines = ["import sys", "", "import torch", "from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer", "",
+    quantized = ""
+    if bnb is not None:
+        settings = ", ".join(f"{k}=torch.{v}" if k == "bnb_4bit_compute_dtype" else f"{k}={v!r}" for k, v in bnb.items())
+        quantized = f"quantization_config=BitsAndBytesConfig({settings}), "
+    lines = ["import sys", "", "import torch",
+             "from transformers import AutoModelForCausalLM, AutoTokenizer, " + ("BitsAndBytesConfig, " if bnb else "")
+             + "TextStreamer", "",
              f"torch.set_num_threads({plan.plan.threads})",
-             f"model = AutoModelForCausalLM.from_pretrained({where}, dtype=torch.{dtype}, "
+             f"model = AutoModelForCausalLM.from_pretrained({where}, dtype=torch.{dtype}, {quantized}"
              + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ").eval()",
              f"tokenizer = AutoTokenizer.from_pretrained({where})"]
     if spec is not None and spec.used and spec.draft != PROMPT_LOOKUP:

@@ -163,10 +163,10 @@ def _formats(spec: ModelSpec, request: Request, hw: HardwareSpec
         offered = [f for f in formats if _offers_kv(request.kv_cache, f.runtime)]
         formats = offered or formats  # none offer it: the error names the type and the runtimes
     formats = _narrow_by_pins(formats, request, hw)
-    excluded = [(f.name, why) for f in formats if (why := _format_unmet(f, hw))]
+    excluded = [(f.name, why) for f in formats if (why := _format_unmet(f, hw, pinned=pinned is not None))]
     if pinned and excluded:
         raise BadValueError(f"--weights {pinned.name} cannot run on {hw.name}: {excluded[0][1]}")
-    return pinned, [f for f in formats if not _format_unmet(f, hw)], excluded
+    return pinned, [f for f in formats if f.name not in dict(excluded)], excluded
 
 
 def _narrow_by_pins(formats: list[WeightFormat], req: Request, hw: HardwareSpec) -> list[WeightFormat]:
@@ -188,17 +188,19 @@ def _narrow_by_pins(formats: list[WeightFormat], req: Request, hw: HardwareSpec)
     return formats
 
 
-def _format_unmet(fmt: WeightFormat, hw: HardwareSpec) -> str:
-    """'' when some device of `hw` can run `fmt`, else why none can."""
-    on_gpu, on_cpu = _device_unmet(fmt, hw, "gpu"), _device_unmet(fmt, hw, "cpu")
+def _format_unmet(fmt: WeightFormat, hw: HardwareSpec, *, pinned: bool = True) -> str:
+    """'' when some device of `hw` can run `fmt` (and may be proposed there), else why none can."""
+    on_gpu, on_cpu = _device_unmet(fmt, hw, "gpu"), _device_unmet(fmt, hw, "cpu", pinned=pinned)
     if on_gpu is None or on_cpu is None:
         return ""
     return on_gpu if "cpu" not in fmt.devices else f"GPU: {on_gpu}; CPU: {on_cpu}"
 
 
-def _device_unmet(fmt: WeightFormat, hw: HardwareSpec, device: str) -> str | None:
+def _device_unmet(fmt: WeightFormat, hw: HardwareSpec, device: str, *, pinned: bool = True) -> str | None:
     from fitplan.strategies.registry import option
 
+    if device in fmt.pinned_only_on and not pinned:
+        return f"used on the {device.upper()} only when pinned (--weights {fmt.name}): its {device.upper()} speed is not modelled"
     return option("quantization", fmt.name).requirement.unmet(hw, device, fmt.runtime)
 
 
@@ -240,7 +242,7 @@ def _placements(spec: ModelSpec, hw: HardwareSpec, req: Request, fmt: WeightForm
     """GPU-only, then the largest GPU+CPU split that fits, then CPU-only, as the format allows."""
     weights = tensor_bytes(spec, fmt)
     gpus = len(hw.gpus) if hw.gpus and req.max_vram != 0 and _device_unmet(fmt, hw, "gpu") is None else 0
-    on_cpu = _device_unmet(fmt, hw, "cpu") is None
+    on_cpu = _device_unmet(fmt, hw, "cpu", pinned=req.weights is not None) is None
     if req.gpu_layers is not None:  # a pinned placement: exactly that one
         layers = min(req.gpu_layers, spec.layers) if gpus else 0
         return [_candidate(spec, hw, req, fmt, weights, context, layers, gpus if layers else 0)]

@@ -29,6 +29,7 @@ class WeightFormat:
     group_size: int = 0
     bytes_per_weight: int = 0
     double_quant: bool = False
+    pinned_only_on: tuple[str, ...] = ()  # devices where it runs but is not proposed unpinned
 
 
 @lru_cache(maxsize=1)
@@ -41,6 +42,7 @@ def all_formats() -> dict[str, WeightFormat]:
             quality_source=row.get("quality_source", "no published figure"),
             bits=row.get("bits", 0), group_size=row.get("group_size", 0),
             bytes_per_weight=row.get("bytes_per_weight", 0), double_quant=row.get("double_quant", False),
+            pinned_only_on=tuple(row.get("pinned_only_on", ())),
         )
     return out
 

@@ -19,16 +19,28 @@ from fitplan.errors import BadValueError
 from fitplan.strategies.speculative import PROMPT_LOOKUP
 
 TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+_KV_DTYPES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
 
 
 def from_pretrained_kwargs(setup: Any, *, layers: int, tied: bool = False,
                            offload_folder: str = "fitplan-offload") -> dict[str, Any]:
-    """AutoModelForCausalLM.from_pretrained's arguments for a plan (dtype given by name)."""
-    if setup.weights not in TORCH_DTYPES:
-        raise BadValueError(f"the transformers executor runs fp32/bf16/fp16 plans here, not {setup.weights}")
+    """AutoModelForCausalLM.from_pretrained's arguments for a plan (dtypes given by name; `bnb`:
+    the BitsAndBytesConfig arguments of a bitsandbytes plan, quantized at load)."""
+    from fitplan.strategies.quantization import weight_format
+
+    fmt = weight_format(setup.weights, source="plan.weights", runtime="transformers")
     attention = "flash_attention_2" if setup.flash_attn else "sdpa"
-    out = {"dtype": TORCH_DTYPES[setup.weights], "attn_implementation": attention,
-           "device_map": device_map(setup, layers, tied)}
+    if fmt.family == "dense":
+        out: dict[str, Any] = {"dtype": TORCH_DTYPES[setup.weights]}
+    elif fmt.family in ("bnb8", "bnb4"):
+        compute = _KV_DTYPES.get(setup.kv_cache, "bfloat16")  # the dtype of what is not quantized
+        out = {"dtype": compute, "bnb": {"load_in_8bit": True} if fmt.family == "bnb8" else {
+            "load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": fmt.double_quant,
+            "bnb_4bit_compute_dtype": compute}}
+    else:
+        raise BadValueError(f"{setup.weights} needs a pre-quantized checkpoint (gptqmodel / AutoAWQ), which fitplan "
+                            "does not fetch; point advise at such a folder")
+    out.update(attn_implementation=attention, device_map=device_map(setup, layers, tied))
     if setup.disk_layers:
         out["offload_folder"] = offload_folder
     return out
@@ -73,7 +85,15 @@ class TransformersSession:
         torch.set_num_threads(setup.threads)
         self.offload = tempfile.mkdtemp(prefix="fitplan-offload-") if setup.disk_layers else None
         kwargs = from_pretrained_kwargs(setup, layers=layers, tied=_tied(folder), offload_folder=self.offload or "")
-        self.model = AutoModelForCausalLM.from_pretrained(folder, **{**kwargs, "dtype": getattr(torch, kwargs["dtype"])})
+        kwargs["dtype"] = getattr(torch, kwargs["dtype"])
+        if "bnb" in kwargs:
+            from transformers import BitsAndBytesConfig
+
+            bnb = kwargs.pop("bnb")
+            if "bnb_4bit_compute_dtype" in bnb:
+                bnb["bnb_4bit_compute_dtype"] = getattr(torch, bnb["bnb_4bit_compute_dtype"])
+            kwargs["quantization_config"] = BitsAndBytesConfig(**bnb)
+        self.model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
         self.model.eval()
         if setup.prune:
             apply_pruning(self.model, setup.prune, sparse_kernels=setup.sparse_kernels)
