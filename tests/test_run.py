@@ -283,3 +283,28 @@ def test_bitsandbytes_runs_on_the_cpu_when_pinned(smollm2_gguf: str, cache: Path
     exported = subprocess.run([sys.executable, str(snippet), PROMPT], capture_output=True, text=True, timeout=600)
     assert exported.returncode == 0, exported.stderr
     assert exported.stdout.strip() == text.strip() and len(text) > 5
+
+
+def test_serve_a_transformers_plan(transformers_plans: dict[str, Path]) -> None:
+    """`fitplan run --serve` on a transformers plan starts `transformers serve` with the model preloaded
+    (the name to request is on the first stderr line); a streaming chat request answers with SSE chunks."""
+    pytest.importorskip("uvicorn")
+    port = _free_port()
+    proc = subprocess.Popen([str(FITPLAN), "run", str(transformers_plans["fp32"]), "--serve", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:  # the announcement comes before the server starts, after any warnings
+            seen.append(line)
+            if "request model " in line:
+                break
+        announced = seen[-1] if seen else ""
+        assert "request model " in announced, "".join(seen)
+        model = announced.split("request model ")[1].strip().strip('"')
+        chunks = _sse_chunks(port, {"_path": "/v1/chat/completions", "model": model, "max_tokens": 8, "stream": True,
+                                    "messages": [{"role": "user", "content": "Say hello."}]}, time.monotonic() + 180)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert len(chunks) > 2 and any(c["choices"][0]["delta"].get("content") for c in chunks if c.get("choices"))

@@ -219,7 +219,9 @@ def _serve(plan: Any, port: int, host: str) -> None:
 
     check_fingerprint(plan)
     args = serve_args(plan, port=port, host=host)
-    sys.stderr.write(f"fitplan: serving {plan.model.name} on http://{host}:{port}/v1 ({' '.join(args[1:4])} ...)\n")
+    model = args[2] if plan.plan.runtime == "transformers" else plan.model.name  # transformers serve pins its model
+    sys.stderr.write(f"fitplan: serving {plan.model.name} on http://{host}:{port}/v1: request model \"{model}\"\n")
+    sys.stderr.flush()
     try:
         code = subprocess.call(args)
     except KeyboardInterrupt:

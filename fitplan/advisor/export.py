@@ -151,11 +151,35 @@ def vllm_command(plan: PlanFile, *, port: int = DEFAULT_PORT) -> str:
 
 
 def serve_args(plan: PlanFile, *, port: int, host: str) -> list[str]:
-    """What `fitplan run --serve` starts: the runtime's own OpenAI-compatible server."""
-    if plan.plan.runtime != "llama.cpp":
-        raise BadValueError("--serve starts llama-cpp-python's server for llama.cpp plans; for a transformers plan run "
-                            "`transformers serve` (it serves hub models by name)")
+    """What `fitplan run --serve` starts: the runtime's own OpenAI-compatible server (llama-cpp-python's
+    `llama_cpp.server`, or `transformers serve` with the plan's model preloaded)."""
     import sys
 
-    args = llama_server_args(plan, port=port, host=host)
-    return [sys.executable, *args[1:]]
+    if plan.plan.runtime == "llama.cpp":
+        return [sys.executable, *llama_server_args(plan, port=port, host=host)[1:]]
+    return transformers_serve_args(plan, port=port, host=host)
+
+
+def transformers_serve_args(plan: PlanFile, *, port: int, host: str) -> list[str]:
+    from pathlib import Path
+    import sys
+
+    from fitplan.plan_spec import ModelSource
+    from fitplan.strategies.runtime_transformers import TransformersExecutor
+    from fitplan.strategies.session_transformers import from_pretrained_kwargs
+
+    s = plan.plan
+    if s.disk_layers or s.prune or (s.gpus and s.gpu_layers < plan.model.layers) or \
+            (s.speculative is not None and s.speculative.used):
+        raise BadValueError("transformers serve loads the whole model on one device, unpruned and without a draft: "
+                            "this plan's placement / pruning / speculation is not expressible there; use fitplan.load")
+    kwargs = from_pretrained_kwargs(s, layers=plan.model.layers)
+    folder = local_weights(plan)
+    if plan.model.source == "gguf":  # the folder fitplan converts the GGUF into, as `fitplan run` loads it
+        folder = TransformersExecutor().prepare(ModelSource("gguf", folder)).path
+    args = [str(Path(sys.executable).with_name("transformers")), "serve", folder, "--device",
+            "cpu" if kwargs["device_map"] == "cpu" else "auto", "--dtype", kwargs["dtype"],
+            "--attn-implementation", kwargs["attn_implementation"]]
+    if "bnb" in kwargs:
+        args += ["--quantization", "bnb-8bit" if kwargs["bnb"].get("load_in_8bit") else "bnb-4bit"]
+    return [*args, "--host", host, "--port", str(port)]
