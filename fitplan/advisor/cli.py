@@ -211,9 +211,7 @@ def _prompt_text(prompt: str | None, prompt_file: str | None) -> str:
 
 
 def _serve(plan: Any, port: int, host: str) -> None:
-    """Run the runtime's own server in the foreground until it exits or Ctrl-C."""
-    import subprocess
-
+    """Replace this process with the runtime's own server (in the foreground until it exits or Ctrl-C)."""
     from fitplan.advisor.export import serve_args
     from fitplan.advisor.plan_file import check_fingerprint
 
@@ -222,12 +220,10 @@ def _serve(plan: Any, port: int, host: str) -> None:
     model = args[2] if plan.plan.runtime == "transformers" else plan.model.name  # transformers serve pins its model
     sys.stderr.write(f"fitplan: serving {plan.model.name} on http://{host}:{port}/v1: request model \"{model}\"\n")
     sys.stderr.flush()
-    try:
-        code = subprocess.call(args)
-    except KeyboardInterrupt:
-        code = 0
-    if code:
-        raise typer.Exit(code)
+    sys.stdout.flush()
+    # the server takes this process's place: Ctrl-C and a terminating supervisor reach it directly,
+    # and no server is left behind when fitplan is stopped
+    os.execv(args[0], args)
 
 
 @app.command("export")

@@ -26,8 +26,8 @@ def export(plan: PlanFile, to: str, *, max_tokens: int = 128, port: int = DEFAUL
             return _llamacpp_python(plan, max_tokens)
         return shlex.join(llama_server_args(plan, port=port, binary=to == "llama-server"))
     if to == "llama-server":
-        raise BadValueError("--to llama-server takes a llama.cpp plan (GGUF); this plan runs on transformers")
-    code = _transformers_python(plan, max_tokens)
+        raise BadValueError(f"--to llama-server takes a llama.cpp plan (GGUF); this plan runs on {plan.plan.runtime}")
+    code = _onnx_python(plan, max_tokens) if plan.plan.runtime == "onnxruntime" else _transformers_python(plan, max_tokens)
     return code if to == "python" else f"python - \"${{1:-Hello}}\" <<'PY'\n{code}PY"
 
 
@@ -99,6 +99,32 @@ def _transformers_python(plan: PlanFile, max_tokens: int) -> str:
     return "\n".join(lines)
 
 
+def _onnx_python(plan: PlanFile, max_tokens: int) -> str:
+    """ORTModelForCausalLM over fitplan's cached export (made now if missing) with the plan's threads."""
+    from fitplan.advisor.plan_file import fingerprint
+    from fitplan.plan_spec import ModelSource
+    from fitplan.strategies.runtime_transformers import TransformersExecutor
+    from fitplan.strategies.session_onnx import exported, providers
+
+    path = local_weights(plan)
+    folder = TransformersExecutor().prepare(ModelSource(plan.model.source, path)).path
+    onnx_dir = exported(folder, plan.model.fingerprint or fingerprint(path))
+    return "\n".join([
+        "import sys", "", "import onnxruntime", "from optimum.onnxruntime import ORTModelForCausalLM",
+        "from transformers import AutoTokenizer, TextStreamer", "",
+        "options = onnxruntime.SessionOptions()",
+        f"options.intra_op_num_threads = {plan.plan.threads}",
+        "options.inter_op_num_threads = 1",
+        "options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL",
+        f"model = ORTModelForCausalLM.from_pretrained({str(onnx_dir)!r}, provider={providers(plan.plan)[0]!r}, "
+        "session_options=options)",
+        f"tokenizer = AutoTokenizer.from_pretrained({folder!r})",
+        'prompt = sys.argv[1] if len(sys.argv) > 1 else "Hello"',
+        'inputs = tokenizer(prompt, return_tensors="pt")',
+        f"model.generate(**inputs, max_new_tokens={max_tokens}, do_sample=False, pad_token_id=tokenizer.eos_token_id, "
+        "streamer=TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True))", ""])
+
+
 def _tied_source(plan: PlanFile) -> bool:
     """Whether the model ties lm_head to the embedding (a device map must keep them together)."""
     from fitplan.advisor.resolve import resolve_model
@@ -157,6 +183,9 @@ def serve_args(plan: PlanFile, *, port: int, host: str) -> list[str]:
 
     if plan.plan.runtime == "llama.cpp":
         return [sys.executable, *llama_server_args(plan, port=port, host=host)[1:]]
+    if plan.plan.runtime == "onnxruntime":
+        raise BadValueError("--serve has no OpenAI-compatible server to start for ONNX Runtime plans; use fitplan.load "
+                            "or `fitplan export --to python`")
     return transformers_serve_args(plan, port=port, host=host)
 
 

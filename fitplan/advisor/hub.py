@@ -36,6 +36,11 @@ _HUB_DOWN = (429, 500, 502, 503, 504)  # answers after which huggingface_hub fal
 
 def hub_spec(repo_id: str, *, revision: str | None = None) -> ModelSpec:
     """The spec of a hub repository; its stored bytes are exact where it holds safetensors files."""
+    import huggingface_hub
+
+    if int(huggingface_hub.__version__.split(".")[0]) < 1:  # the ONNX environment's transformers 4.57 pins < 1.0
+        raise HubError(f"reading hub models needs huggingface_hub >= 1.0; this environment has "
+                       f"{huggingface_hub.__version__}: run advise from fitplan's main environment")
     from huggingface_hub import constants
     from huggingface_hub.errors import HFValidationError
 

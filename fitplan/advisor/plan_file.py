@@ -57,7 +57,7 @@ class Speculative(_Strict):
 class PlanSetup(_Strict):
     """Every chosen strategy option: what the executors carry out."""
 
-    runtime: Literal["llama.cpp", "transformers"]
+    runtime: Literal["llama.cpp", "transformers", "onnxruntime"]
     weights: str
     kv_cache: str
     context: int = Field(gt=0, le=2**24)
@@ -208,7 +208,8 @@ def check_fingerprint(plan: PlanFile) -> None:
         raise BadValueError(f"{m.location} changed since the plan was made (fingerprint differs): run advise -o again")
 
 
-LOCAL_KINDS = ("existing file", "existing files", "cast at load", "dequantized at load", "quantized at load time")
+LOCAL_KINDS = ("existing file", "existing files", "cast at load", "dequantized at load", "quantized at load time",
+               "exported locally")
 
 
 def local_weights(plan: PlanFile) -> str:

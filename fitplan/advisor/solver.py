@@ -102,10 +102,11 @@ class Advice:
 
 def normalize_runtime(name: str) -> str:
     aliases = {"llama.cpp": "llama.cpp", "llamacpp": "llama.cpp", "llama-cpp": "llama.cpp",
-               "llama_cpp": "llama.cpp", "transformers": "transformers", "hf": "transformers"}
+               "llama_cpp": "llama.cpp", "transformers": "transformers", "hf": "transformers",
+               "onnxruntime": "onnxruntime", "onnx": "onnxruntime", "ort": "onnxruntime"}
     runtime = aliases.get(name.strip().lower())
     if runtime is None:
-        raise BadValueError(f"unknown runtime {name!r} (--runtime); known: llama.cpp, transformers")
+        raise BadValueError(f"unknown runtime {name!r} (--runtime); known: llama.cpp, transformers, onnxruntime")
     return runtime
 
 
@@ -159,6 +160,8 @@ def _formats(spec: ModelSpec, request: Request, hw: HardwareSpec
         raise BadValueError(f"--weights {pinned.name} runs on {pinned.runtime}, not on --runtime {runtime}")
     formats = [pinned] if pinned else [f for f in all_formats().values() if f.auto or _is_files_format(spec, f)]
     formats = [f for f in formats if runtime in (None, f.runtime)]
+    if not formats and runtime:  # a runtime with pin-only formats (onnxruntime): its formats, all of them
+        formats = [f for f in all_formats().values() if f.runtime == runtime]
     if request.kv_cache and not pinned:  # a pinned KV type narrows the runtimes (q8_0 is llama.cpp's)
         offered = [f for f in formats if _offers_kv(request.kv_cache, f.runtime)]
         formats = offered or formats  # none offer it: the error names the type and the runtimes
@@ -361,7 +364,7 @@ def _flash_attn(req: Request, fmt: WeightFormat, kv: str, hw: HardwareSpec, all_
     q8_0/q4_0 V without it). transformers: FlashAttention-2 only when asked for, with every block on
     GPUs that meet its requirement (else sdpa)."""
     if fmt.runtime != "llama.cpp":
-        if not req.flash_attn or not all_on_gpu:
+        if not req.flash_attn or not all_on_gpu or fmt.runtime != "transformers":
             return False
         from fitplan.strategies.registry import option
 
@@ -380,7 +383,7 @@ def _kv_dtype(req: Request, fmt: WeightFormat, hw: HardwareSpec, gpu_layers: int
         return kv
     if fmt.runtime == "llama.cpp":
         return "f16"
-    if fmt.name == "fp32":
+    if fmt.name == "fp32" or fmt.runtime == "onnxruntime":
         return "f32"
     bf16 = gpu_layers == 0 or all(_bf16_gpu(g.compute_capability) for g in hw.gpus)
     return "bf16" if bf16 else "f16"

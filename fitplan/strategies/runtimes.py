@@ -4,10 +4,11 @@ from __future__ import annotations
 from types import ModuleType
 
 from fitplan.errors import BadValueError
-from fitplan.strategies import runtime_llamacpp, runtime_transformers
+from fitplan.strategies import runtime_llamacpp, runtime_onnx, runtime_transformers
 from fitplan.strategies.strategy import TableStrategy, table_options
 
-_MODELS: dict[str, ModuleType] = {"llama.cpp": runtime_llamacpp, "transformers": runtime_transformers}
+_MODELS: dict[str, ModuleType] = {"llama.cpp": runtime_llamacpp, "transformers": runtime_transformers,
+                                  "onnxruntime": runtime_onnx}
 
 
 def runtime_model(name: str) -> ModuleType:

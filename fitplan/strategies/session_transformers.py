@@ -73,36 +73,14 @@ def generate_kwargs(setup: Any) -> dict[str, Any]:
     return {}
 
 
-class TransformersSession:
-    def __init__(self, folder: str, setup: Any, *, layers: int, draft_folder: str | None = None,
-                 draft_weights: str | None = None) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+class GenerateSession:
+    """Greedy, streamed generation through Hugging Face's generate(): transformers models and
+    optimum's ONNX Runtime models alike (they share generate, the tokenizer and the streamer)."""
 
-        hf_logging.set_verbosity_error()  # the stream is the output: no progress bars or load notes
-        hf_logging.disable_progress_bar()
-        torch.set_num_threads(setup.threads)
-        self.offload = tempfile.mkdtemp(prefix="fitplan-offload-") if setup.disk_layers else None
-        kwargs = from_pretrained_kwargs(setup, layers=layers, tied=_tied(folder), offload_folder=self.offload or "")
-        kwargs["dtype"] = getattr(torch, kwargs["dtype"])
-        if "bnb" in kwargs:
-            from transformers import BitsAndBytesConfig
-
-            bnb = kwargs.pop("bnb")
-            if "bnb_4bit_compute_dtype" in bnb:
-                bnb["bnb_4bit_compute_dtype"] = getattr(torch, bnb["bnb_4bit_compute_dtype"])
-            kwargs["quantization_config"] = BitsAndBytesConfig(**bnb)
-        self.model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
-        self.model.eval()
-        if setup.prune:
-            apply_pruning(self.model, setup.prune, sparse_kernels=setup.sparse_kernels)
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.extra = generate_kwargs(setup)
-        if draft_folder is not None:
-            dtype = getattr(torch, TORCH_DTYPES[draft_weights or setup.weights])
-            self.extra["assistant_model"] = AutoModelForCausalLM.from_pretrained(
-                draft_folder, dtype=dtype, attn_implementation="sdpa", device_map="auto" if setup.gpus else "cpu").eval()
+    model: Any
+    tokenizer: Any
+    extra: dict[str, Any]
+    offload: str | None = None
 
     def count_tokens(self, text: str, *, prompt: bool) -> int:
         return len(self.tokenizer(text, add_special_tokens=prompt)["input_ids"])
@@ -146,6 +124,40 @@ class TransformersSession:
         self.model = self.extra = None
         if self.offload:
             shutil.rmtree(self.offload, ignore_errors=True)
+
+
+class TransformersSession(GenerateSession):
+    """A transformers model loaded as the plan says."""
+
+    def __init__(self, folder: str, setup: Any, *, layers: int, draft_folder: str | None = None,
+                 draft_weights: str | None = None) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # the stream is the output: no progress bars or load notes
+        hf_logging.disable_progress_bar()
+        torch.set_num_threads(setup.threads)
+        self.offload = tempfile.mkdtemp(prefix="fitplan-offload-") if setup.disk_layers else None
+        kwargs = from_pretrained_kwargs(setup, layers=layers, tied=_tied(folder), offload_folder=self.offload or "")
+        kwargs["dtype"] = getattr(torch, kwargs["dtype"])
+        if "bnb" in kwargs:
+            from transformers import BitsAndBytesConfig
+
+            bnb = kwargs.pop("bnb")
+            if "bnb_4bit_compute_dtype" in bnb:
+                bnb["bnb_4bit_compute_dtype"] = getattr(torch, bnb["bnb_4bit_compute_dtype"])
+            kwargs["quantization_config"] = BitsAndBytesConfig(**bnb)
+        self.model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+        self.model.eval()
+        if setup.prune:
+            apply_pruning(self.model, setup.prune, sparse_kernels=setup.sparse_kernels)
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.extra = generate_kwargs(setup)
+        if draft_folder is not None:
+            dtype = getattr(torch, TORCH_DTYPES[draft_weights or setup.weights])
+            self.extra["assistant_model"] = AutoModelForCausalLM.from_pretrained(
+                draft_folder, dtype=dtype, attn_implementation="sdpa", device_map="auto" if setup.gpus else "cpu").eval()
 
 
 def apply_pruning(model: Any, prune: str, *, sparse_kernels: bool) -> int:

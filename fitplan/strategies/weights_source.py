@@ -15,6 +15,11 @@ _LOAD_TIME = {"bnb8": "bitsandbytes int8", "bnb4": "bitsandbytes 4-bit"}
 
 def weights_source(spec: ModelSpec, fmt: WeightFormat, weight_bytes: int) -> dict[str, Any]:
     local = spec.source in ("gguf", "folder")
+    if fmt.runtime == "onnxruntime":
+        if local:
+            return {"kind": "exported locally", "bytes": weight_bytes,
+                    "how": "optimum exports the fp32 model to ONNX once (text-generation-with-past), cached by fingerprint"}
+        return _download(spec, f"the safetensors of {spec.hub_id}, then an ONNX export", weight_bytes)
     if spec.source == "gguf":
         return _from_gguf(spec, fmt, weight_bytes)
     if fmt.family == "dense":

@@ -1,0 +1,84 @@
+"""ONNX Runtime plans on the real SmolLM2 GGUF: exported once with optimum, run by onnxruntime.
+
+optimum-onnx needs transformers < 4.58, so these run in their own environment (.ci/run makes
+.venv-onnx with `pip install -e '.[dev,torch,onnx]'`); in the main environment they are skipped and
+the executor's one-line refusal is tested instead.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+import fitplan
+
+FITPLAN = Path(sys.executable).with_name("fitplan")
+PROMPT = "The capital of France is"
+HAS_ONNX = importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("optimum") is not None
+needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="onnxruntime/optimum-onnx live in their own environment "
+                                                   "(.venv-onnx: pip install -e '.[dev,torch,onnx]')")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("fitplan-onnx-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FITPLAN_CACHE_DIR", str(path))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield path
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(FITPLAN), *args], capture_output=True, text=True, timeout=900, env=os.environ.copy())
+
+
+def plan_for(gguf: str, folder: Path, name: str, *pins: str) -> Path:
+    path = folder / name
+    run = cli("advise", gguf, "--context", "1024", "--threads", "1", *pins, "-o", str(path))
+    assert run.returncode == 0, run.stderr
+    return path
+
+
+def test_onnx_plan_is_pinned_only_and_sized(smollm2_gguf: str, cache: Path) -> None:
+    """advise --runtime onnxruntime: the fp32 export's bytes on the CPU, weights exported locally."""
+    doc = json.loads(plan_for(smollm2_gguf, cache, "onnx.json", "--runtime", "onnxruntime").read_text())
+    plan = doc["plan"]
+    assert (plan["runtime"], plan["weights"], plan["kv_cache"]) == ("onnxruntime", "onnx-fp32", "f32")
+    assert plan["weights_source"]["kind"] == "exported locally"
+    assert doc["predicted"]["memory"]["cpu"]["weights"] == 134_515_008 * 4
+
+
+@pytest.mark.skipif(HAS_ONNX, reason="checks the refusal where onnxruntime is absent")
+def test_run_says_in_one_line_that_onnxruntime_is_missing(smollm2_gguf: str, cache: Path) -> None:
+    """Without onnxruntime/optimum-onnx, `fitplan run` on an ONNX plan says how to install them, exit 2."""
+    run = cli("run", str(plan_for(smollm2_gguf, cache, "onnx-missing.json", "--runtime", "onnxruntime")),
+              "--prompt", PROMPT)
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
+    assert "needs transformers < 4.58" in run.stderr and "fitplan[torch,onnx]" in run.stderr
+
+
+@needs_onnx
+def test_onnx_runtime_matches_transformers_greedy_and_its_export(smollm2_gguf: str, cache: Path,
+                                                                 tmp_path: Path) -> None:
+    """The optimum export run by onnxruntime gives the fp32 transformers plan's greedy text, and the
+    exported Python snippet prints the same."""
+    onnx = plan_for(smollm2_gguf, cache, "onnx-run.json", "--runtime", "onnxruntime")
+    torch_plan = plan_for(smollm2_gguf, cache, "fp32.json", "--runtime", "transformers", "--weights", "fp32")
+    with fitplan.load(str(onnx)) as handle:
+        text = handle.generate(PROMPT, max_tokens=16)
+        assert handle.metering["generated_tokens"] == 16 or text
+    with fitplan.load(str(torch_plan)) as reference:
+        assert text == reference.generate(PROMPT, max_tokens=16)
+    run = cli("run", str(onnx), "--prompt", PROMPT, "--max-tokens", "16")
+    assert run.returncode == 0 and run.stdout.strip() == text.strip(), run.stderr
+    snippet = tmp_path / "plan.py"
+    snippet.write_text(cli("export", str(onnx), "--to", "python", "--max-tokens", "16").stdout)
+    exported = subprocess.run([sys.executable, str(snippet), PROMPT], capture_output=True, text=True, timeout=600)
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout.strip() == text.strip()
