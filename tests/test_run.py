@@ -2,6 +2,7 @@
 `fitplan.load`, streaming, speculative decoding, exports and `--serve`."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -212,6 +213,13 @@ def test_transformers_runs_the_gguf_and_matches_its_export(transformers_plans: d
                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert exported.returncode == 0, exported.stderr
     assert exported.stdout.strip() == run.stdout.strip()
+    if weights == "fp32":  # the shell form: the same script in a heredoc, the prompt as its first argument
+        shell = cli("export", str(plan), "--to", "shell", "--max-tokens", "12").stdout
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        done = subprocess.run(["bash", "-c", shell, "fitplan-export", PROMPT], capture_output=True, text=True,
+                              timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1", "PATH": path})
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == run.stdout.strip()
 
 
 def test_transformers_speculation_keeps_greedy_output(smollm2_gguf: str, cache: Path,
@@ -308,3 +316,35 @@ def test_serve_a_transformers_plan(transformers_plans: dict[str, Path]) -> None:
         proc.terminate()
         proc.wait(timeout=30)
     assert len(chunks) > 2 and any(c["choices"][0]["delta"].get("content") for c in chunks if c.get("choices"))
+
+
+def test_llama_server_export_of_a_two_gpu_plan(tmp_path: Path) -> None:
+    """A 70B plan on 2x RTX 4090: the llama-server flags split the 80 blocks 40/40 (--tensor-split), as
+    the memory model placed them; the model file is named for the GGUF the plan says to make."""
+    plan = tmp_path / "70b.json"
+    made = cli("advise", "llama-3.1-70b", "--hardware", "2xrtx-4090-24gb", "-o", str(plan))
+    assert made.returncode == 0, made.stderr
+    command = cli("export", str(plan), "--to", "llama-server").stdout
+    assert "--tensor-split 40,40" in command and "--n-gpu-layers all" in command
+    assert "--model llama-3.1-70b-Q4_K_M.gguf" in command
+    refused = cli("export", str(plan), "--to", "python")
+    assert refused.returncode == 2 and "no local weights" in refused.stderr
+
+
+def test_vllm_and_tensorrt_llm_say_why_not_here_and_export_their_commands(tmp_path: Path) -> None:
+    """On a machine without them (or without an NVIDIA GPU), --serve --server vllm|tensorrt-llm is one line
+    naming what is missing; the exports still print each runtime's own server command."""
+    plan = tmp_path / "8b.json"
+    assert cli("advise", "llama-3.1-8b", "--hardware", "a100-80gb", "--runtime", "transformers", "--weights", "bf16",
+               "-o", str(plan)).returncode == 0
+    hub = json.loads(plan.read_text())["model"]["hub_id"]
+    vllm = cli("export", str(plan), "--to", "vllm").stdout
+    assert vllm.startswith(f"vllm serve {hub} --dtype bfloat16 --max-model-len 8192 --tensor-parallel-size 1")
+    trt = cli("export", str(plan), "--to", "tensorrt-llm").stdout
+    assert trt.startswith(f"trtllm-serve {hub} --backend pytorch --tp_size 1")
+    for server, name in (("vllm", "vLLM"), ("tensorrt-llm", "TensorRT-LLM")):
+        if importlib.util.find_spec(server.replace("-", "_")) is not None:
+            continue  # installed here: nothing to refuse
+        run = cli("run", str(plan), "--serve", "--server", server)
+        assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+        assert f"{name} cannot run here: {server} is not installed" in run.stderr

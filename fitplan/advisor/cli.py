@@ -168,6 +168,7 @@ def run_command(
     serve: bool = typer.Option(False, "--serve", help="start the runtime's OpenAI-compatible server instead"),
     port: str = typer.Option("8000", "--port", help="with --serve: the port"),
     host: str = typer.Option("127.0.0.1", "--host", help="with --serve: the address (loopback by default)"),
+    server: Optional[str] = typer.Option(None, "--server", help="with --serve: vllm or tensorrt-llm instead of the plan's runtime"),
 ) -> None:
     """Load as planned and stream the generated text as it comes (Ctrl-C stops cleanly)."""
     from fitplan.advisor.handle import load, resolve_plan
@@ -175,7 +176,7 @@ def run_command(
 
     tokens = parse_count(max_tokens, source="--max-tokens")
     if serve:
-        _serve(resolve_plan(source), parse_count(port, source="--port", minimum=1), host)
+        _serve(resolve_plan(source), parse_count(port, source="--port", minimum=1), host, server)
         return
     text = _prompt_text(prompt, prompt_file)
     handle = load(source)
@@ -210,26 +211,27 @@ def _prompt_text(prompt: str | None, prompt_file: str | None) -> str:
     return prompt
 
 
-def _serve(plan: Any, port: int, host: str) -> None:
+def _serve(plan: Any, port: int, host: str, server: str | None = None) -> None:
     """Replace this process with the runtime's own server (in the foreground until it exits or Ctrl-C)."""
     from fitplan.advisor.export import serve_args
     from fitplan.advisor.plan_file import check_fingerprint
 
     check_fingerprint(plan)
-    args = serve_args(plan, port=port, host=host)
-    model = args[2] if plan.plan.runtime == "transformers" else plan.model.name  # transformers serve pins its model
+    args = serve_args(plan, port=port, host=host, server=server)
+    # transformers serve, vLLM and TensorRT-LLM answer to the model they loaded (args[2]) by that name
+    model = args[2] if server or plan.plan.runtime == "transformers" else plan.model.name
     sys.stderr.write(f"fitplan: serving {plan.model.name} on http://{host}:{port}/v1: request model \"{model}\"\n")
     sys.stderr.flush()
     sys.stdout.flush()
     # the server takes this process's place: Ctrl-C and a terminating supervisor reach it directly,
     # and no server is left behind when fitplan is stopped
-    os.execv(args[0], args)
+    os.execvp(args[0], args)
 
 
 @app.command("export")
 def export_command(
     plan_path: str = typer.Argument(..., help="a plan file written by advise -o"),
-    to: str = typer.Option("python", "--to", help="python | shell | llama-server | vllm"),
+    to: str = typer.Option("python", "--to", help="python | shell | llama-server | vllm | tensorrt-llm"),
     max_tokens: str = typer.Option("128", "--max-tokens", help="tokens the exported code generates"),
 ) -> None:
     """Print the plan as Python code or a command line that runs it."""

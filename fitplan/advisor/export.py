@@ -12,15 +12,17 @@ from fitplan.advisor.plan_file import PlanFile, local_weights
 from fitplan.errors import BadValueError
 from fitplan.strategies.speculative import PROMPT_LOOKUP
 
-TARGETS = ("python", "shell", "llama-server", "vllm")
+TARGETS = ("python", "shell", "llama-server", "vllm", "tensorrt-llm")
 DEFAULT_PORT = 8000
 
 
 def export(plan: PlanFile, to: str, *, max_tokens: int = 128, port: int = DEFAULT_PORT) -> str:
     if to not in TARGETS:
         raise BadValueError(f"unknown export target {to!r} (--to); known: {', '.join(TARGETS)}")
-    if to == "vllm":
-        return vllm_command(plan, port=port)
+    if to in ("vllm", "tensorrt-llm"):
+        from fitplan.strategies.registry import executor
+
+        return shlex.join(executor(to).serve_args(plan, port=port, host="127.0.0.1"))
     if plan.plan.runtime == "llama.cpp":
         if to == "python":
             return _llamacpp_python(plan, max_tokens)
@@ -138,7 +140,7 @@ def llama_server_args(plan: PlanFile, *, port: int = DEFAULT_PORT, host: str = "
     llama-server's flags (tools/server/README.md): the same settings either way."""
     from fitplan.strategies.runtime_llamacpp import llama_kwargs
 
-    k = llama_kwargs(local_weights(plan), plan.plan, layers=plan.model.layers)
+    k = llama_kwargs(local_weights(plan) if not binary else _gguf_path(plan), plan.plan, layers=plan.model.layers)
     s, spec = plan.plan, plan.plan.speculative
     lookup = spec is not None and spec.used and spec.draft == PROMPT_LOOKUP
     if not binary:
@@ -155,6 +157,12 @@ def llama_server_args(plan: PlanFile, *, port: int = DEFAULT_PORT, host: str = "
             "--threads", str(k["n_threads"]), "--threads-batch", str(k["n_threads_batch"]),
             "--flash-attn", "on" if k["flash_attn"] else "off", "--cache-type-k", s.kv_cache,
             "--cache-type-v", s.kv_cache, "--parallel", str(s.batch), "--seed", "0"]
+    if "tensor_split" in k:
+        args += ["--tensor-split", ",".join(f"{v:g}" for v in k["tensor_split"])]
+    if not k["use_mmap"]:
+        args.append("--no-mmap")
+    if k["use_mlock"]:
+        args.append("--mlock")
     if s.cpu_moe_layers:
         args += ["--n-cpu-moe", str(s.cpu_moe_layers)]
     for rule in s.tensor_overrides:
@@ -162,25 +170,32 @@ def llama_server_args(plan: PlanFile, *, port: int = DEFAULT_PORT, host: str = "
     return [*args, "--host", host, "--port", str(port)]
 
 
-def vllm_command(plan: PlanFile, *, port: int = DEFAULT_PORT) -> str:
-    """vLLM on one machine's GPUs: the Hugging Face weights of the plan's model (vLLM's GGUF loading
-    is experimental, so a GGUF plan points at the original repository when one is known)."""
-    m, s = plan.model, plan.plan
-    target = m.hub_id or (m.location if m.source == "folder" else None)
-    if target is None:
-        raise BadValueError(f"no Hugging Face repository is known for {m.name}: vLLM needs one (or a local folder)")
-    dtype = {"fp16": "float16", "fp32": "float32"}.get(s.weights, "bfloat16")
-    args = ["vllm", "serve", target, "--dtype", dtype, "--max-model-len", str(s.context),
-            "--tensor-parallel-size", str(max(1, s.gpus)), "--max-num-seqs", str(s.batch),
-            "--host", "127.0.0.1", "--port", str(port)]
-    return shlex.join(args)
+def _gguf_path(plan: PlanFile) -> str:
+    """The GGUF a llama-server command loads: the plan's file, or the name of the file its weights
+    source says to make or fetch (a command to copy; the runnable forms need the file on disk)."""
+    try:
+        return local_weights(plan)
+    except BadValueError:
+        return f"{plan.model.name}-{plan.plan.weights}.gguf"
 
 
-def serve_args(plan: PlanFile, *, port: int, host: str) -> list[str]:
+def serve_args(plan: PlanFile, *, port: int, host: str, server: str | None = None) -> list[str]:
     """What `fitplan run --serve` starts: the runtime's own OpenAI-compatible server (llama-cpp-python's
-    `llama_cpp.server`, or `transformers serve` with the plan's model preloaded)."""
+    `llama_cpp.server`, `transformers serve` with the plan's model preloaded), or with `server` vLLM or
+    TensorRT-LLM, which say in one line when they cannot run here."""
     import sys
 
+    if server in ("vllm", "tensorrt-llm"):
+        from fitplan.errors import RuntimeMissingError
+        from fitplan.strategies.registry import executor
+
+        runner = executor(server)
+        missing = runner.missing()
+        if missing:
+            raise RuntimeMissingError(missing)
+        return runner.serve_args(plan, port=port, host=host)
+    if server not in (None, plan.plan.runtime):
+        raise BadValueError(f"unknown --server {server!r}; known: the plan's runtime, vllm, tensorrt-llm")
     if plan.plan.runtime == "llama.cpp":
         return [sys.executable, *llama_server_args(plan, port=port, host=host)[1:]]
     if plan.plan.runtime == "onnxruntime":

@@ -67,6 +67,8 @@ class PlanSetup(_Strict):
     gpus: int = Field(ge=0)
     cpu_moe_layers: int = Field(default=0, ge=0)
     flash_attn: bool = False
+    use_mmap: bool = True  # llama.cpp maps the file (pages load on demand, the page cache is shared)
+    use_mlock: bool = False  # llama.cpp locks the weights in RAM (no swapping; needs RLIMIT_MEMLOCK)
     placement: Literal["gpu", "split", "cpu", "experts-cpu", "exact", "disk"]
     disk_layers: int = Field(default=0, ge=0)
     layer_map: list[str] = []

@@ -19,8 +19,11 @@ def fitplan_register_strategies(register: Callable[[Any], None]) -> None:
 def fitplan_register_runtimes(register: Callable[[Any], None]) -> None:
     from fitplan.strategies.runtime_llamacpp import LlamaCppExecutor
     from fitplan.strategies.runtime_onnx import OnnxRuntimeExecutor
+    from fitplan.strategies.runtime_server import TensorRTLLMExecutor, VllmExecutor
     from fitplan.strategies.runtime_transformers import TransformersExecutor
 
     register(LlamaCppExecutor())
     register(TransformersExecutor())
     register(OnnxRuntimeExecutor())
+    register(VllmExecutor())
+    register(TensorRTLLMExecutor())

@@ -199,13 +199,25 @@ class LlamaCppExecutor:
 
 def llama_kwargs(path: str, setup: Any, *, layers: int) -> dict[str, Any]:
     """llama_cpp.Llama's arguments for a plan: `fitplan run`, verify and the exported code share them."""
-    return {
+    kwargs = {
         "model_path": path, "n_ctx": setup.context * setup.batch, "n_batch": constants()["n_ubatch"],
         # -1 offloads the output head too, as a plan with every block on the GPU assumes
         "n_gpu_layers": -1 if setup.gpus and setup.gpu_layers >= layers else setup.gpu_layers if setup.gpus else 0,
         "n_threads": setup.threads, "n_threads_batch": setup.threads, "type_k": _GGML_KV_TYPES[setup.kv_cache],
         "type_v": _GGML_KV_TYPES[setup.kv_cache], "flash_attn": setup.flash_attn, "seed": 0, "verbose": False,
+        "use_mmap": getattr(setup, "use_mmap", True), "use_mlock": getattr(setup, "use_mlock", False),
     }
+    if setup.gpus > 1 and setup.gpu_layers:  # blocks per GPU, in the proportions layer_device assigns them
+        kwargs["tensor_split"] = [float(n) for n in gpu_block_counts(setup)]
+    return kwargs
+
+
+def gpu_block_counts(setup: Any) -> list[int]:
+    """How many of the GPU blocks each GPU holds (contiguous runs, as layer_device places them)."""
+    counts = [0] * setup.gpus
+    for i in range(setup.gpu_layers):
+        counts[i * setup.gpus // setup.gpu_layers] += 1
+    return counts
 
 
 class LlamaCppModel:
