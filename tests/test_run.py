@@ -348,3 +348,16 @@ def test_vllm_and_tensorrt_llm_say_why_not_here_and_export_their_commands(tmp_pa
         run = cli("run", str(plan), "--serve", "--server", server)
         assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
         assert f"{name} cannot run here: {server} is not installed" in run.stderr
+
+
+def test_gptq_plan_needs_a_gptq_checkpoint(smollm2_gguf: str, cache: Path, tmp_path: Path) -> None:
+    """A GPTQ plan on a model that is no GPTQ checkpoint is refused in one line (fitplan does not quantize
+    to GPTQ, and never pretends a checkpoint exists)."""
+    from fitplan.advisor.plan_file import parse_plan
+
+    doc = json.loads(write_plan(smollm2_gguf, cache, "gptq-base.json", "--runtime", "transformers",
+                                "--weights", "fp32").read_text())
+    doc["plan"]["weights"] = "gptq-4bit-g128"
+    doc["plan"]["weights_source"] = {"kind": "existing files"}
+    with pytest.raises(Exception, match=r"needs a GPTQ checkpoint \(config.json quantization_config quant_method 'gptq'\)"):
+        fitplan.load(parse_plan(doc))

@@ -37,9 +37,8 @@ def from_pretrained_kwargs(setup: Any, *, layers: int, tied: bool = False,
         out = {"dtype": compute, "bnb": {"load_in_8bit": True} if fmt.family == "bnb8" else {
             "load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": fmt.double_quant,
             "bnb_4bit_compute_dtype": compute}}
-    else:
-        raise BadValueError(f"{setup.weights} needs a pre-quantized checkpoint (gptqmodel / AutoAWQ), which fitplan "
-                            "does not fetch; point advise at such a folder")
+    else:  # GPTQ / AWQ: a pre-quantized checkpoint; transformers reads its quantization_config itself
+        out = {"dtype": "float16"}
     out.update(attn_implementation=attention, device_map=device_map(setup, layers, tied))
     if setup.disk_layers:
         out["offload_folder"] = offload_folder
@@ -138,6 +137,7 @@ class TransformersSession(GenerateSession):
         hf_logging.set_verbosity_error()  # the stream is the output: no progress bars or load notes
         hf_logging.disable_progress_bar()
         torch.set_num_threads(setup.threads)
+        check_prequantized(folder, setup.weights)
         self.offload = tempfile.mkdtemp(prefix="fitplan-offload-") if setup.disk_layers else None
         kwargs = from_pretrained_kwargs(setup, layers=layers, tied=_tied(folder), offload_folder=self.offload or "")
         kwargs["dtype"] = getattr(torch, kwargs["dtype"])
@@ -186,6 +186,33 @@ def apply_pruning(model: Any, prune: str, *, sparse_kernels: bool) -> int:
 
             linear.weight = torch.nn.Parameter(to_sparse_semi_structured(linear.weight))
     return len(layers)
+
+
+_PREQUANTIZED = {"gptq": ("gptqmodel", "gptqmodel (auto-gptq is archived)"), "awq": ("awq", "autoawq (archived)")}
+
+
+def check_prequantized(folder: str, weights: str) -> None:
+    """GPTQ/AWQ plans load a checkpoint quantized that way, through transformers' own integration,
+    where its package is installed (auto-gptq and autoawq are archived: used only where present)."""
+    from importlib.util import find_spec
+
+    from fitplan.strategies.quantization import weight_format
+
+    family = weight_format(weights, source="plan.weights", runtime="transformers").family
+    if family not in _PREQUANTIZED:
+        return
+    module, package = _PREQUANTIZED[family]
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as handle:
+            method = (json.load(handle).get("quantization_config") or {}).get("quant_method")
+    except (OSError, ValueError, AttributeError):
+        method = None
+    if method != family:
+        raise BadValueError(f"a {weights} plan needs a {family.upper()} checkpoint (config.json quantization_config "
+                            f"quant_method {family!r}); {folder} is not one, and fitplan does not quantize to {family.upper()}")
+    if find_spec(module) is None:
+        raise BadValueError(f"{family.upper()} checkpoints load through transformers' integration, which needs {package}: "
+                            "not installed here")
 
 
 def _tied(folder: str) -> bool:
