@@ -25,7 +25,7 @@ def settings_of(config: pytest.Config) -> Any:
 @pytest.fixture(scope="session")
 def fitplan_hardware(pytestconfig: pytest.Config) -> Any:
     """The HardwareSpec in force: --fitplan-hardware / FITPLAN_HARDWARE / ini, else this machine."""
-    from fitplan.plugin.predict import hardware
+    from fitplan.advisor.predicted import hardware
 
     return hardware(settings_of(pytestconfig).hardware or "auto")
 
@@ -42,7 +42,7 @@ def fitplan_plan(fitplan_hardware: Any) -> Callable[..., dict[str, Any]]:
         if catalog_spec(model) is None and "/" in model and not os.path.exists(model):
             raise ValueError(f"fitplan_plan({model!r}): catalog names or local files only in tests")
         spec = resolve_model(model)
-        from fitplan.plugin.predict import speed_context
+        from fitplan.advisor.predicted import speed_context
 
         probes, calibration = speed_context(fitplan_hardware)
         advice = advise(spec, fitplan_hardware, Request(**pins), probes=probes, calibration=calibration)
