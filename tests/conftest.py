@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,3 +20,14 @@ def smollm2_gguf() -> str:
     path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert path.is_file(), path
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A private fitplan cache for one test module, offline: a GGUF converted for transformers (or
+    exported to ONNX) once per module, never in the user's cache."""
+    path = tmp_path_factory.mktemp("fitplan-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FITPLAN_CACHE_DIR", str(path))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield path

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -23,15 +22,6 @@ PROMPT = "The capital of France is"
 HAS_ONNX = importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("optimum") is not None
 needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="onnxruntime/optimum-onnx live in their own environment "
                                                    "(.venv-onnx: pip install -e '.[dev,torch,onnx]')")
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("fitplan-onnx-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FITPLAN_CACHE_DIR", str(path))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        yield path
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -45,9 +35,9 @@ def plan_for(gguf: str, folder: Path, name: str, *pins: str) -> Path:
     return path
 
 
-def test_onnx_plan_is_pinned_only_and_sized(smollm2_gguf: str, cache: Path) -> None:
+def test_onnx_plan_is_pinned_only_and_sized(smollm2_gguf: str, module_cache: Path) -> None:
     """advise --runtime onnxruntime: the fp32 export's bytes on the CPU, weights exported locally."""
-    doc = json.loads(plan_for(smollm2_gguf, cache, "onnx.json", "--runtime", "onnxruntime").read_text())
+    doc = json.loads(plan_for(smollm2_gguf, module_cache, "onnx.json", "--runtime", "onnxruntime").read_text())
     plan = doc["plan"]
     assert (plan["runtime"], plan["weights"], plan["kv_cache"]) == ("onnxruntime", "onnx-fp32", "f32")
     assert plan["weights_source"]["kind"] == "exported locally"
@@ -55,21 +45,21 @@ def test_onnx_plan_is_pinned_only_and_sized(smollm2_gguf: str, cache: Path) -> N
 
 
 @pytest.mark.skipif(HAS_ONNX, reason="checks the refusal where onnxruntime is absent")
-def test_run_says_in_one_line_that_onnxruntime_is_missing(smollm2_gguf: str, cache: Path) -> None:
+def test_run_says_in_one_line_that_onnxruntime_is_missing(smollm2_gguf: str, module_cache: Path) -> None:
     """Without onnxruntime/optimum-onnx, `fitplan run` on an ONNX plan says how to install them, exit 2."""
-    run = cli("run", str(plan_for(smollm2_gguf, cache, "onnx-missing.json", "--runtime", "onnxruntime")),
+    run = cli("run", str(plan_for(smollm2_gguf, module_cache, "onnx-missing.json", "--runtime", "onnxruntime")),
               "--prompt", PROMPT)
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
     assert "needs transformers < 4.58" in run.stderr and "fitplan[torch,onnx]" in run.stderr
 
 
 @needs_onnx
-def test_onnx_runtime_matches_transformers_greedy_and_its_export(smollm2_gguf: str, cache: Path,
+def test_onnx_runtime_matches_transformers_greedy_and_its_export(smollm2_gguf: str, module_cache: Path,
                                                                  tmp_path: Path) -> None:
     """The optimum export run by onnxruntime gives the fp32 transformers plan's greedy text, and the
     exported Python snippet prints the same."""
-    onnx = plan_for(smollm2_gguf, cache, "onnx-run.json", "--runtime", "onnxruntime")
-    torch_plan = plan_for(smollm2_gguf, cache, "fp32.json", "--runtime", "transformers", "--weights", "fp32")
+    onnx = plan_for(smollm2_gguf, module_cache, "onnx-run.json", "--runtime", "onnxruntime")
+    torch_plan = plan_for(smollm2_gguf, module_cache, "fp32.json", "--runtime", "transformers", "--weights", "fp32")
     with fitplan.load(str(onnx)) as handle:
         text = handle.generate(PROMPT, max_tokens=16)
         assert handle.metering["generated_tokens"] == 16 or text

@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -21,16 +21,6 @@ import fitplan
 FITPLAN = Path(sys.executable).with_name("fitplan")
 PROMPT = "The capital of France is"
 REPEAT_PROMPT = "one two three four five six seven eight nine ten. one two three four five six seven eight nine ten. one two"
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One fitplan cache for the module: the GGUF is converted for transformers once."""
-    path = tmp_path_factory.mktemp("fitplan-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FITPLAN_CACHE_DIR", str(path))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        yield path
 
 
 def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -50,8 +40,8 @@ def write_plan(gguf: str, folder: Path, name: str, *extra: str, edit: Any = None
 
 
 @pytest.fixture(scope="module")
-def llama_plan(smollm2_gguf: str, cache: Path) -> Path:
-    return write_plan(smollm2_gguf, cache, "llama.json", "--runtime", "llama.cpp")
+def llama_plan(smollm2_gguf: str, module_cache: Path) -> Path:
+    return write_plan(smollm2_gguf, module_cache, "llama.json", "--runtime", "llama.cpp")
 
 
 def test_plan_file_is_versioned_data_with_a_schema(llama_plan: Path) -> None:
@@ -112,12 +102,12 @@ def test_first_piece_arrives_before_generation_ends(llama_plan: Path) -> None:
                                                                            handle.generate("1, 2, 3,", max_tokens=4)]
 
 
-def test_prompt_lookup_keeps_greedy_output_llamacpp(smollm2_gguf: str, cache: Path, llama_plan: Path) -> None:
+def test_prompt_lookup_keeps_greedy_output_llamacpp(smollm2_gguf: str, module_cache: Path, llama_plan: Path) -> None:
     """llama.cpp with prompt-lookup drafting returns exactly the plain greedy text."""
     def lookup(doc: dict) -> None:
         doc["plan"]["speculative"] = {"draft": "prompt-lookup", "draft_tokens": 4, "acceptance": 0.5}
 
-    plan = write_plan(smollm2_gguf, cache, "lookup.json", "--runtime", "llama.cpp", edit=lookup)
+    plan = write_plan(smollm2_gguf, module_cache, "lookup.json", "--runtime", "llama.cpp", edit=lookup)
     with fitplan.load(str(llama_plan)) as plain, fitplan.load(str(plan)) as drafted:
         assert drafted.generate(REPEAT_PROMPT, max_tokens=24) == plain.generate(REPEAT_PROMPT, max_tokens=24)
 
@@ -193,9 +183,9 @@ def test_exported_shell_command_gives_the_same_first_tokens(llama_plan: Path) ->
 
 
 @pytest.fixture(scope="module")
-def transformers_plans(smollm2_gguf: str, cache: Path) -> dict[str, Path]:
+def transformers_plans(smollm2_gguf: str, module_cache: Path) -> dict[str, Path]:
     pytest.importorskip("transformers")
-    return {w: write_plan(smollm2_gguf, cache, f"hf-{w}.json", "--runtime", "transformers", "--weights", w)
+    return {w: write_plan(smollm2_gguf, module_cache, f"hf-{w}.json", "--runtime", "transformers", "--weights", w)
             for w in ("fp32", "bf16")}
 
 
@@ -222,7 +212,7 @@ def test_transformers_runs_the_gguf_and_matches_its_export(transformers_plans: d
         assert done.stdout.strip() == run.stdout.strip()
 
 
-def test_transformers_speculation_keeps_greedy_output(smollm2_gguf: str, cache: Path,
+def test_transformers_speculation_keeps_greedy_output(smollm2_gguf: str, module_cache: Path,
                                                       transformers_plans: dict[str, Path]) -> None:
     """fp32 target: prompt lookup and a bf16 draft of the same model both return the plain greedy tokens."""
     def drafted(draft: str, weights: str | None) -> Any:
@@ -230,9 +220,9 @@ def test_transformers_speculation_keeps_greedy_output(smollm2_gguf: str, cache: 
             doc["plan"]["speculative"] = {"draft": draft, "draft_weights": weights, "draft_tokens": 4, "acceptance": 0.5}
         return edit
 
-    lookup = write_plan(smollm2_gguf, cache, "hf-lookup.json", "--runtime", "transformers", "--weights", "fp32",
+    lookup = write_plan(smollm2_gguf, module_cache, "hf-lookup.json", "--runtime", "transformers", "--weights", "fp32",
                         edit=drafted("prompt-lookup", None))
-    copy = write_plan(smollm2_gguf, cache, "hf-draft.json", "--runtime", "transformers", "--weights", "fp32",
+    copy = write_plan(smollm2_gguf, module_cache, "hf-draft.json", "--runtime", "transformers", "--weights", "fp32",
                       edit=drafted(smollm2_gguf, "bf16"))
     with fitplan.load(str(transformers_plans["fp32"])) as plain:
         expected = plain.generate(REPEAT_PROMPT, max_tokens=16)
@@ -242,11 +232,11 @@ def test_transformers_speculation_keeps_greedy_output(smollm2_gguf: str, cache: 
             assert handle.generate(REPEAT_PROMPT, max_tokens=16) == expected, plan.name
 
 
-def test_disk_offload_plan_runs_through_accelerate(smollm2_gguf: str, cache: Path,
+def test_disk_offload_plan_runs_through_accelerate(smollm2_gguf: str, module_cache: Path,
                                                     transformers_plans: dict[str, Path]) -> None:
     """--disk-layers 10: the last 10 blocks on disk (accelerate, offload_folder), the plan says so, and
     the greedy text equals the all-in-RAM fp32 plan's."""
-    plan = write_plan(smollm2_gguf, cache, "hf-disk.json", "--runtime", "transformers", "--weights", "fp32",
+    plan = write_plan(smollm2_gguf, module_cache, "hf-disk.json", "--runtime", "transformers", "--weights", "fp32",
                       "--disk-layers", "10")
     doc = json.loads(plan.read_text())
     assert doc["plan"]["placement"] == "disk" and doc["plan"]["disk_layers"] == 10
@@ -260,11 +250,11 @@ def test_disk_offload_plan_runs_through_accelerate(smollm2_gguf: str, cache: Pat
 
 
 @pytest.mark.parametrize(("prune", "zeros"), [("unstructured:0.5", 0.5), ("2:4", 0.5)])
-def test_pruned_plan_zeroes_block_weights_in_dense_storage(smollm2_gguf: str, cache: Path, prune: str,
+def test_pruned_plan_zeroes_block_weights_in_dense_storage(smollm2_gguf: str, module_cache: Path, prune: str,
                                                            zeros: float) -> None:
     """--prune: every block linear layer loses half its weights (magnitude), stored dense on the CPU:
     the parameter bytes stay the dense model's (no sparse kernel here), as the plan says."""
-    plan = write_plan(smollm2_gguf, cache, f"hf-{prune.replace(':', '-')}.json", "--runtime", "transformers",
+    plan = write_plan(smollm2_gguf, module_cache, f"hf-{prune.replace(':', '-')}.json", "--runtime", "transformers",
                       "--weights", "fp32", "--prune", prune)
     assert json.loads(plan.read_text())["plan"]["pruning"]["sparse_kernels"] is False
     with fitplan.load(str(plan)) as handle:
@@ -277,11 +267,11 @@ def test_pruned_plan_zeroes_block_weights_in_dense_storage(smollm2_gguf: str, ca
 
 
 @pytest.mark.parametrize("weights", ["nf4", "bnb-int8"])
-def test_bitsandbytes_runs_on_the_cpu_when_pinned(smollm2_gguf: str, cache: Path, weights: str, tmp_path: Path) -> None:
+def test_bitsandbytes_runs_on_the_cpu_when_pinned(smollm2_gguf: str, module_cache: Path, weights: str, tmp_path: Path) -> None:
     """bitsandbytes 0.50 runs on the CPU: a pinned nf4 / int8 plan loads quantized (footprint under the
     fp32 model's 538 MB) and the exported Python prints the same text."""
     pytest.importorskip("bitsandbytes")
-    plan = write_plan(smollm2_gguf, cache, f"hf-{weights}.json", "--weights", weights)
+    plan = write_plan(smollm2_gguf, module_cache, f"hf-{weights}.json", "--weights", weights)
     assert json.loads(plan.read_text())["plan"]["placement"] == "cpu"
     with fitplan.load(str(plan)) as handle:
         assert handle._session.model.get_memory_footprint() < 0.35 * 538_060_032
@@ -350,12 +340,12 @@ def test_vllm_and_tensorrt_llm_say_why_not_here_and_export_their_commands(tmp_pa
         assert f"{name} cannot run here: {server} is not installed" in run.stderr
 
 
-def test_gptq_plan_needs_a_gptq_checkpoint(smollm2_gguf: str, cache: Path, tmp_path: Path) -> None:
+def test_gptq_plan_needs_a_gptq_checkpoint(smollm2_gguf: str, module_cache: Path, tmp_path: Path) -> None:
     """A GPTQ plan on a model that is no GPTQ checkpoint is refused in one line (fitplan does not quantize
     to GPTQ, and never pretends a checkpoint exists)."""
     from fitplan.advisor.plan_file import parse_plan
 
-    doc = json.loads(write_plan(smollm2_gguf, cache, "gptq-base.json", "--runtime", "transformers",
+    doc = json.loads(write_plan(smollm2_gguf, module_cache, "gptq-base.json", "--runtime", "transformers",
                                 "--weights", "fp32").read_text())
     doc["plan"]["weights"] = "gptq-4bit-g128"
     doc["plan"]["weights_source"] = {"kind": "existing files"}

@@ -243,6 +243,62 @@ def export_command(
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
+@app.command("check")
+def check_command(
+    config: Optional[str] = typer.Option(None, "--config", help="budgets file (default: pyproject.toml here, else fitplan.toml)"),
+    fmt: str = typer.Option("text", "--format", help="text | json | junit | github"),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="write the report here instead of stdout"),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="an earlier --format json report to compare with"),
+    tolerance: str = typer.Option("5", "--baseline-tolerance", help="percent a prediction may worsen (default 5)"),
+    measure: bool = typer.Option(False, "--measure", help="also run entries whose profile is this machine (or auto) and gate on the measured figures"),
+) -> None:
+    """Predict every budget entry on every target profile; exit 1 when a budget breaks, 2 on a bad config."""
+    from fitplan.advisor.budget_file import find_config, load_budgets
+    from fitplan.advisor.check import check, load_baseline, render
+
+    if fmt not in ("text", "json", "junit", "github"):
+        raise BadValueError(f"unknown --format {fmt!r}; known: text, json, junit, github")
+    share = _parse_percent(tolerance)
+    path = find_config(config)
+    rows = check(load_budgets(path), baseline=load_baseline(baseline) if baseline else None, tolerance=share,
+                 measured=measure)
+    report = render(rows, fmt, os.path.relpath(path), share)
+    if output:
+        _write_report(output, report)
+    else:
+        sys.stdout.write(report)
+    if not all(r.ok for r in rows):
+        raise typer.Exit(1)
+
+
+def _parse_percent(text: str) -> float:
+    try:
+        value = float(text.strip().removesuffix("%"))
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1000:
+        raise BadValueError(f"bad --baseline-tolerance {text!r}: a percentage such as 5 or 2.5%")
+    return value / 100
+
+
+def _write_report(path: str, text: str) -> None:
+    """Replace an earlier fitplan check report; never a file fitplan did not write."""
+    from pathlib import Path
+
+    from fitplan.advisor.check import REPORT_MARK
+    from fitplan.atomic_file import write_atomic
+
+    target = Path(path)
+    if target.exists():
+        try:
+            ours = REPORT_MARK in target.read_text(encoding="utf-8", errors="replace")[:4096]
+        except OSError:
+            ours = False
+        if not ours:
+            raise BadValueError(f"{path} exists and is not a fitplan check report (-o); fitplan never overwrites it")
+    write_atomic(target, text)
+
+
 @app.command("schema")
 def schema_command(
     what: str = typer.Argument(..., help="plan: the plan file's JSON Schema"),

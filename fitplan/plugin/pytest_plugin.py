@@ -54,6 +54,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for flag, ini, text in options:
         group.addoption(flag, dest=ini, default=None, help=text)  # None: the ini value still applies
         parser.addini(ini, text)
+    group.addoption("--fitplan-budgets", dest="fitplan_budgets", action="store_true", default=False,
+                    help="collect each [[tool.fitplan.budget]] entry x profile of pyproject.toml / fitplan.toml as a test")
     group.addoption("--fitplan-strict", dest="fitplan_strict", action="store_true", default=None,
                     help="fail budgets that could not be measured here (e.g. VRAM without a GPU)")
     parser.addini("fitplan_strict", "fail budgets that could not be measured here", type="bool", default=False)
@@ -87,6 +89,15 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.stash[RESULTS_KEY] = []
     config.pluginmanager.register(_Collector(config), "fitplan-budget-collector")
+
+
+def pytest_collect_file(file_path: Any, parent: pytest.Collector) -> pytest.Collector | None:
+    """With --fitplan-budgets, budget files become collectors (plugin/budget_items.py)."""
+    if not parent.config.getoption("fitplan_budgets"):
+        return None
+    from fitplan.plugin.budget_items import collect
+
+    return collect(file_path, parent)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,0 +1,170 @@
+"""Budgets a repository declares once: `[[tool.fitplan.budget]]` in pyproject.toml or `[[budget]]`
+in fitplan.toml, validated with pydantic. Every error names the file, the line (where one can be
+found) and the field, in one line.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fitplan.errors import BadValueError
+from fitplan.units import parse_duration, parse_rate, parse_size
+
+LIMITS = {  # field: (unit, larger is worse)
+    "max_vram": ("bytes", True), "max_ram": ("bytes", True), "max_ttft": ("s", True),
+    "max_ppl_increase": ("ppl", True), "min_decode_tokens_per_s": ("tok/s", False),
+    "min_prefill_tokens_per_s": ("tok/s", False),
+}
+PIN_FIELDS = ("weights", "context", "batch", "runtime", "kv_cache", "threads", "gpu_layers", "offload")
+
+
+class BudgetEntry(BaseModel):
+    """One model, its pins, the profiles it targets and the limits it must hold there."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    model: str = Field(min_length=1)
+    hardware: list[str] = Field(min_length=1)
+    weights: str | None = None
+    context: int | None = Field(default=None, gt=0, le=2**24)
+    batch: int | None = Field(default=None, gt=0, le=4096)
+    runtime: str | None = None
+    kv_cache: str | None = None
+    threads: int | None = Field(default=None, gt=0, le=4096)
+    gpu_layers: int | None = Field(default=None, ge=0)
+    offload: bool = False
+    max_vram: str | None = None
+    max_ram: str | None = None
+    min_decode_tokens_per_s: str | float | None = None
+    min_prefill_tokens_per_s: str | float | None = None
+    max_ttft: str | None = None
+    max_ppl_increase: float | None = Field(default=None, ge=0)
+
+    @field_validator("max_vram", "max_ram")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_size(value, source="the limit")
+        return value
+
+    @field_validator("max_ttft")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value, source="the limit")
+        return value
+
+    @field_validator("min_decode_tokens_per_s", "min_prefill_tokens_per_s")
+    @classmethod
+    def _rate(cls, value: str | float | None) -> str | float | None:
+        if value is not None:
+            parse_rate(str(value), source="the limit")
+        return value
+
+    @model_validator(mode="after")
+    def _has_a_limit(self) -> BudgetEntry:
+        if not any(getattr(self, key) is not None for key in LIMITS):
+            raise ValueError(f"sets no limit; give at least one of {', '.join(LIMITS)}")
+        return self
+
+    def limits(self) -> dict[str, float]:
+        """Each limit set, in bytes, seconds, tokens/s or perplexity."""
+        out: dict[str, float] = {}
+        for key in ("max_vram", "max_ram"):
+            if getattr(self, key) is not None:
+                out[key] = float(parse_size(getattr(self, key), source=key))
+        if self.max_ttft is not None:
+            out["max_ttft"] = parse_duration(self.max_ttft, source="max_ttft")
+        for key in ("min_decode_tokens_per_s", "min_prefill_tokens_per_s"):
+            if getattr(self, key) is not None:
+                out[key] = parse_rate(str(getattr(self, key)), source=key)
+        if self.max_ppl_increase is not None:
+            out["max_ppl_increase"] = float(self.max_ppl_increase)
+        return out
+
+    def pins(self) -> tuple[tuple[str, Any], ...]:
+        return tuple(sorted((k, getattr(self, k)) for k in PIN_FIELDS if getattr(self, k) not in (None, False)))
+
+    def label(self, index: int) -> str:
+        model = os.path.basename(self.model.rstrip("/")) if os.sep in self.model else self.model
+        return self.name or f"{model}{f' {self.weights}' if self.weights else ''} (budget {index + 1})"
+
+
+@dataclass(frozen=True)
+class BudgetFile:
+    path: str
+    entries: list[BudgetEntry]
+    lines: list[int]  # the line of each entry's table header (1-based; 0 where unknown)
+    text: str = ""
+
+    def line_of(self, index: int, field: str) -> int:
+        """The line of `field =` in entry `index` (its header line if the field is not written there)."""
+        return _field_line(self.text, self.lines, index, field)
+
+
+def find_config(explicit: str | None, cwd: str = ".") -> str:
+    """--config, else pyproject.toml in the current directory when it has budgets, else fitplan.toml."""
+    if explicit is not None:
+        if not os.path.isfile(explicit):
+            raise BadValueError(f"--config {explicit}: no such file")
+        return explicit
+    pyproject, own = os.path.join(cwd, "pyproject.toml"), os.path.join(cwd, "fitplan.toml")
+    if os.path.isfile(pyproject) and "tool.fitplan" in _read(pyproject):
+        return os.path.normpath(pyproject)
+    if os.path.isfile(own):
+        return os.path.normpath(own)
+    raise BadValueError("no budgets found: add [[tool.fitplan.budget]] tables to pyproject.toml or [[budget]] to "
+                        "fitplan.toml here, or pass --config FILE")
+
+
+def load_budgets(path: str) -> BudgetFile:
+    from fitplan.datafiles import parse_toml
+
+    text = _read(path)
+    try:
+        doc = parse_toml(text)
+    except ValueError as exc:  # tomllib names the line and column
+        raise BadValueError(f"{path}: not valid TOML: {exc}") from None
+    in_pyproject = os.path.basename(path) == "pyproject.toml"
+    raw = doc.get("tool", {}).get("fitplan", {}).get("budget") if in_pyproject else doc.get("budget")
+    header = r"\[\[\s*tool\.fitplan\.budget\s*\]\]" if in_pyproject else r"\[\[\s*budget\s*\]\]"
+    where = "[[tool.fitplan.budget]]" if in_pyproject else "[[budget]]"
+    if not isinstance(raw, list) or not raw:
+        raise BadValueError(f"{path}: no {where} tables")
+    lines = [i + 1 for i, line in enumerate(text.splitlines()) if re.match(rf"\s*{header}", line)]
+    lines += [0] * (len(raw) - len(lines))
+    entries = []
+    for index, table in enumerate(raw):
+        try:
+            entries.append(BudgetEntry.model_validate(table))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = str(error["loc"][0]) if error["loc"] else ""
+            line = _field_line(text, lines, index, field)
+            message = error["msg"].removeprefix("Value error, ")
+            raise BadValueError(f"{path}:{line}: budget {index + 1}, {field or 'entry'}: {message}") from None
+    return BudgetFile(path, entries, lines[:len(entries)], text)
+
+
+def _field_line(text: str, headers: list[int], index: int, field: str) -> int:
+    """The line of `field =` inside entry `index`, else the entry's header line."""
+    start = headers[index] if index < len(headers) else 0
+    following = [h for h in headers if h > start]
+    end = following[0] if following else len(text.splitlines()) + 1
+    for number, line in enumerate(text.splitlines()[start:end - 1], start=start + 1):
+        if field and re.match(rf"\s*{re.escape(field)}\s*=", line):
+            return number
+    return start
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read(4 * 2**20)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadValueError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None

@@ -1,0 +1,66 @@
+"""`pytest --fitplan-budgets`: every budget entry x target profile of pyproject.toml / fitplan.toml
+becomes a pytest item (as pytest-mypy does for files), so one pytest run gates code and budgets."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BUDGET_FILES = ("pyproject.toml", "fitplan.toml")
+
+
+def collect(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.name not in BUDGET_FILES:
+        return None
+    text = file_path.read_text(encoding="utf-8", errors="replace")
+    marker = "[[tool.fitplan.budget]]" if file_path.name == "pyproject.toml" else "[[budget]]"
+    return BudgetFileCollector.from_parent(parent, path=file_path) if marker in text else None
+
+
+class BudgetFileCollector(pytest.File):
+    def collect(self) -> Any:
+        from fitplan.advisor.budget_file import load_budgets
+        from fitplan.errors import FitplanError
+
+        try:
+            budgets = load_budgets(str(self.path))
+        except FitplanError as exc:  # a bad config is one collection error naming file, line and field
+            raise self.CollectError(str(exc)) from None
+        for index, entry in enumerate(budgets.entries):
+            for profile in entry.hardware:
+                yield BudgetItem.from_parent(self, name=f"{entry.label(index)} on {profile}", budgets=budgets,
+                                             index=index, profile=profile)
+
+
+class BudgetBroken(Exception):
+    """A budget entry breaks a limit on a profile."""
+
+
+class BudgetItem(pytest.Item):
+    def __init__(self, *, budgets: Any, index: int, profile: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.budgets, self.index, self.profile = budgets, index, profile
+
+    def runtest(self) -> None:
+        from fitplan.advisor.check import entry_rows, show
+
+        rows = entry_rows(self.budgets, self.index, self.profile)
+        for r in rows:
+            self.user_properties.append((f"fitplan_{r.metric}", show(r.metric, r.predicted)))
+        broken = [r for r in rows if not r.ok]
+        if broken:
+            raise BudgetBroken("; ".join(f"{r.metric}: predicted {show(r.metric, r.predicted)}, limit "
+                                         f"{show(r.metric, r.limit)} (line {r.line}: {r.detail})" for r in broken))
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, BudgetBroken):
+            return f"{self.name}: {excinfo.value}"
+        from fitplan.errors import FitplanError
+
+        if isinstance(excinfo.value, FitplanError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, max(0, self.budgets.lines[self.index] - 1), f"fitplan budget: {self.name}"
