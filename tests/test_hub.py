@@ -305,3 +305,26 @@ def test_import_does_not_load_huggingface_hub() -> None:
     code = "import sys, fitplan.advisor.hub; print('huggingface_hub' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_fitplan_check_reads_a_hub_model_by_its_headers(hub: FakeHub, tmp_path: Path) -> None:
+    """A budget naming a hub id is predicted from the repository's config and safetensors headers (no
+    weights fetched); offline with an empty cache it is one line naming the budgets file and line."""
+    hub.repos[REPO] = single_repo()
+    (tmp_path / "fitplan.toml").write_text(f'[[budget]]\nmodel = "{REPO}"\nhardware = ["rtx-4090-24gb"]\n'
+                                           'max_vram = "24GB"\n')
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("HF_", "HUGGINGFACE"))}
+    env.update({"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "NO_PROXY": "127.0.0.1,localhost",
+                "HF_HUB_ETAG_TIMEOUT": "5", "HF_HUB_DOWNLOAD_TIMEOUT": "5", "FITPLAN_CACHE_DIR": str(tmp_path / "c")})
+    fitplan = str(Path(sys.executable).with_name("fitplan"))
+    run = subprocess.run([fitplan, "check", "--format", "json"], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)["results"][0]
+    assert result["metric"] == "max_vram" and 0 < result["predicted"] < 24e9
+    assert all(rng is not None for _, file, rng in hub.requests if file.endswith(".safetensors"))  # headers only
+    offline = subprocess.run([fitplan, "check"], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                             env={**env, "HF_HOME": str(tmp_path / "empty"), "HF_HUB_OFFLINE": "1",
+                                  "FITPLAN_CACHE_DIR": str(tmp_path / "c2")})
+    assert offline.returncode == 2 and len(offline.stderr.strip().splitlines()) == 1
+    assert offline.stderr.startswith("fitplan: error: fitplan.toml:1: budget 1 on rtx-4090-24gb:"), offline.stderr

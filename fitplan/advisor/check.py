@@ -75,7 +75,8 @@ def _entry_rows(entry: BudgetEntry, index: int, profile: str, line: int) -> list
     from fitplan.advisor.solver import plan_loss_of
 
     limits = entry.limits()
-    _, hw, advice = predicted_plan(entry.model, profile, entry.pins(), "max_vram" in limits and not entry.offload)
+    _, hw, advice = predicted_plan(entry.model, profile, entry.pins(), "max_vram" in limits and not entry.offload,
+                                   allow_hub=True)
     chosen = advice.chosen
     plan = f"{chosen.setup.runtime} {chosen.setup.weights}, {chosen.placement}"
     figures: dict[str, tuple[float, str]] = {}

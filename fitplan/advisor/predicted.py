@@ -27,23 +27,26 @@ def hardware(name: str) -> Any:
 
 
 @lru_cache(maxsize=None)
-def model_spec(model: str) -> Any:
+def model_spec(model: str, allow_hub: bool = False) -> Any:
+    """A catalog name or a local file or folder; a hub id only where the caller allows the network
+    (`fitplan check`: config and safetensors headers, cached; never in tests' predicted budgets)."""
     from fitplan.advisor.catalog import catalog_spec
     from fitplan.advisor.resolve import resolve_model
 
-    if catalog_spec(model) is None and not os.path.exists(model):
+    if not allow_hub and catalog_spec(model) is None and not os.path.exists(model):
         raise BadValueError(f"model={model!r}: predicted budgets take a catalog name or a local file or folder "
                             "(nothing is downloaded for a budget); 'fitplan models' lists the catalog")
     return resolve_model(model)
 
 
 @lru_cache(maxsize=None)
-def predicted_plan(model: str, hardware_name: str, pins: tuple[tuple[str, Any], ...], all_on_gpu: bool) -> Any:
+def predicted_plan(model: str, hardware_name: str, pins: tuple[tuple[str, Any], ...], all_on_gpu: bool,
+                   allow_hub: bool = False) -> Any:
     """(spec, hardware, advice) for MODEL with `pins` on the named hardware."""
     from fitplan.advisor.solver import Request, advise, normalize_runtime
     from fitplan.strategies.quantization import weight_format
 
-    spec, hw = model_spec(model), hardware(hardware_name)
+    spec, hw = model_spec(model, allow_hub), hardware(hardware_name)
     p = dict(pins)
     runtime = normalize_runtime(p["runtime"]) if "runtime" in p else None
     weights = p.get("weights") or native_format(spec, runtime)
