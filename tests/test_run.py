@@ -351,3 +351,13 @@ def test_gptq_plan_needs_a_gptq_checkpoint(smollm2_gguf: str, module_cache: Path
     doc["plan"]["weights_source"] = {"kind": "existing files"}
     with pytest.raises(Exception, match=r"needs a GPTQ checkpoint \(config.json quantization_config quant_method 'gptq'\)"):
         fitplan.load(parse_plan(doc))
+
+
+def test_run_a_model_with_pins(smollm2_gguf: str, module_cache: Path) -> None:
+    """`fitplan run MODEL --runtime llama.cpp --context 512 --threads 1` plans for this machine with those pins and
+    runs; pins on a plan file are refused in one line."""
+    run = cli("run", smollm2_gguf, "--runtime", "llama.cpp", "--context", "512", "--threads", "1",
+              "--prompt", PROMPT, "--max-tokens", "8")
+    assert run.returncode == 0 and "[llama.cpp Q4_1:" in run.stderr and "8 generated" in run.stderr, run.stderr
+    refused = cli("run", "plan.json", "--threads", "2", "--prompt", PROMPT)
+    assert refused.returncode == 2 and "is a plan file already" in refused.stderr

@@ -169,17 +169,29 @@ def run_command(
     port: str = typer.Option("8000", "--port", help="with --serve: the port"),
     host: str = typer.Option("127.0.0.1", "--host", help="with --serve: the address (loopback by default)"),
     server: Optional[str] = typer.Option(None, "--server", help="with --serve: vllm or tensorrt-llm instead of the plan's runtime"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="for a MODEL: pin the runtime (llama.cpp, transformers, onnxruntime)"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="for a MODEL: pin the weight format"),
+    context: Optional[str] = typer.Option(None, "--context", help="for a MODEL: tokens of context"),
+    threads: Optional[str] = typer.Option(None, "--threads", help="for a MODEL: CPU threads"),
 ) -> None:
     """Load as planned and stream the generated text as it comes (Ctrl-C stops cleanly)."""
     from fitplan.advisor.handle import load, resolve_plan
+    from fitplan.advisor.solver import normalize_runtime
     from fitplan.units import parse_count
 
     tokens = parse_count(max_tokens, source="--max-tokens")
+    pins = {k: v for k, v in (
+        ("runtime", normalize_runtime(runtime) if runtime else None), ("weights", weights),
+        ("context", parse_count(context, source="--context") if context else None),
+        ("threads", parse_count(threads, source="--threads") if threads else None)) if v is not None}
+    if pins and source.endswith(".json"):
+        raise BadValueError(f"--{next(iter(pins))} pins a MODEL's plan; {source} is a plan file already: edit it, or "
+                            "make another with advise -o")
     if serve:
-        _serve(resolve_plan(source), parse_count(port, source="--port", minimum=1), host, server)
+        _serve(resolve_plan(source, **pins), parse_count(port, source="--port", minimum=1), host, server)
         return
     text = _prompt_text(prompt, prompt_file)
-    handle = load(source)
+    handle = load(source, **pins)
     try:
         for piece in handle.stream(text, max_tokens=tokens, stop=stop or ()):
             sys.stdout.write(piece)
