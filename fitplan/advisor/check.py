@@ -273,6 +273,9 @@ def _gh_property(text: str) -> str:
     return _gh_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
+FORMATS = ("text", "json", "junit", "github")
+
+
 def render(rows: list[Row], fmt: str, path: str, tolerance: float) -> str:
     if fmt == "text":
         return render_text(rows, path)
@@ -282,4 +285,4 @@ def render(rows: list[Row], fmt: str, path: str, tolerance: float) -> str:
         return render_junit(rows, path)
     if fmt == "github":
         return render_github(rows, path)
-    raise BadValueError(f"unknown --format {fmt!r}; known: text, json, junit, github")
+    raise BadValueError(f"unknown --format {fmt!r}; known: {', '.join(FORMATS)}")

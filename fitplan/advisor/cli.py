@@ -266,10 +266,10 @@ def check_command(
 ) -> None:
     """Predict every budget entry on every target profile; exit 1 when a budget breaks, 2 on a bad config."""
     from fitplan.advisor.budget_file import find_config, load_budgets
-    from fitplan.advisor.check import check, load_baseline, render
+    from fitplan.advisor.check import FORMATS, check, load_baseline, render
 
-    if fmt not in ("text", "json", "junit", "github"):
-        raise BadValueError(f"unknown --format {fmt!r}; known: text, json, junit, github")
+    if fmt not in FORMATS:  # before any prediction is made
+        raise BadValueError(f"unknown --format {fmt!r}; known: {', '.join(FORMATS)}")
     share = _parse_percent(tolerance)
     path = find_config(config)
     rows = check(load_budgets(path), baseline=load_baseline(baseline) if baseline else None, tolerance=share,
@@ -284,13 +284,8 @@ def check_command(
 
 
 def _parse_percent(text: str) -> float:
-    try:
-        value = float(text.strip().removesuffix("%"))
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 1000:
-        raise BadValueError(f"bad --baseline-tolerance {text!r}: a percentage such as 5 or 2.5%")
-    return value / 100
+    message = f"bad --baseline-tolerance {text!r}: a percentage such as 5 or 2.5%"
+    return _number(text.strip().removesuffix("%"), 1000, message, inclusive=True) / 100
 
 
 def _write_report(path: str, text: str) -> None:
@@ -420,24 +415,23 @@ def _measured_acceptance(spec: Any, draft: str, request: Any) -> Any:
     return dataclasses.replace(request, acceptance=found["acceptance"], acceptance_source=source)
 
 
-def _parse_fraction(text: str) -> float:
+def _number(text: str, below: float, message: str, *, inclusive: bool = False) -> float:
+    """A number in [0, below) ([0, below] when inclusive); otherwise `message` as the error."""
     try:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not 0 <= value < 1:
-        raise BadValueError(f"bad --acceptance {text!r}: expected a rate in [0, 1), e.g. 0.7")
+    if not (0 <= value <= below if inclusive else 0 <= value < below):
+        raise BadValueError(message)
     return value
+
+
+def _parse_fraction(text: str) -> float:
+    return _number(text, 1, f"bad --acceptance {text!r}: expected a rate in [0, 1), e.g. 0.7")
 
 
 def _parse_loss(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < 1e6:
-        raise BadValueError(f"bad --max-ppl-increase {text!r}: expected a perplexity increase such as 0.2")
-    return value
+    return _number(text, 1e6, f"bad --max-ppl-increase {text!r}: expected a perplexity increase such as 0.2")
 
 
 def _speed_context(hw: Any, spec: Any, *, probe: bool, chosen: Any = None) -> tuple[Any, Any]:

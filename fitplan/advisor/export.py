@@ -61,10 +61,9 @@ def _transformers_python(plan: PlanFile, max_tokens: int) -> str:
     bnb = kwargs.pop("bnb", None)
     where = repr(path)
     if plan.model.source == "gguf" and bnb is not None:  # bitsandbytes loads from safetensors, not a GGUF
-        from fitplan.plan_spec import ModelSource
         from fitplan.strategies.runtime_transformers import TransformersExecutor
 
-        where = repr(TransformersExecutor().prepare(ModelSource("gguf", path)).path)
+        where = repr(TransformersExecutor().plan_folder(plan))
     elif plan.model.source == "gguf":  # transformers dequantizes the GGUF itself
         where = f"{os.path.dirname(os.path.abspath(path))!r}, gguf_file={os.path.basename(path)!r}"
     extra = generate_kwargs(plan.plan)
@@ -83,7 +82,7 @@ def _transformers_python(plan: PlanFile, max_tokens: int) -> str:
     if spec is not None and spec.used and spec.draft != PROMPT_LOOKUP:
         draft_where = repr(spec.draft) if os.path.isdir(spec.draft) else \
             f"{os.path.dirname(os.path.abspath(spec.draft))!r}, gguf_file={os.path.basename(spec.draft)!r}"
-        from fitplan.strategies.session_transformers import TORCH_DTYPES
+        from fitplan.strategies.runtime_transformers import TORCH_DTYPES
 
         draft_map = "auto" if plan.plan.gpus else "cpu"
         lines.append(f"draft = AutoModelForCausalLM.from_pretrained({draft_where}, "
@@ -103,21 +102,15 @@ def _transformers_python(plan: PlanFile, max_tokens: int) -> str:
 
 def _onnx_python(plan: PlanFile, max_tokens: int) -> str:
     """ORTModelForCausalLM over fitplan's cached export (made now if missing) with the plan's threads."""
-    from fitplan.advisor.plan_file import fingerprint
-    from fitplan.plan_spec import ModelSource
-    from fitplan.strategies.runtime_transformers import TransformersExecutor
-    from fitplan.strategies.session_onnx import exported, providers
+    from fitplan.strategies.session_onnx import GRAPH_OPTIMIZATION, plan_export, providers, session_settings
 
-    path = local_weights(plan)
-    folder = TransformersExecutor().prepare(ModelSource(plan.model.source, path)).path
-    onnx_dir = exported(folder, plan.model.fingerprint or fingerprint(path))
+    folder, onnx_dir = plan_export(plan)
     return "\n".join([
         "import sys", "", "import onnxruntime", "from optimum.onnxruntime import ORTModelForCausalLM",
         "from transformers import AutoTokenizer, TextStreamer", "",
         "options = onnxruntime.SessionOptions()",
-        f"options.intra_op_num_threads = {plan.plan.threads}",
-        "options.inter_op_num_threads = 1",
-        "options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL",
+        *(f"options.{name} = {value!r}" for name, value in session_settings(plan.plan).items()),
+        f"options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.{GRAPH_OPTIMIZATION}",
         f"model = ORTModelForCausalLM.from_pretrained({str(onnx_dir)!r}, provider={providers(plan.plan)[0]!r}, "
         "session_options=options)",
         f"tokenizer = AutoTokenizer.from_pretrained({folder!r})",
@@ -208,7 +201,6 @@ def transformers_serve_args(plan: PlanFile, *, port: int, host: str) -> list[str
     from pathlib import Path
     import sys
 
-    from fitplan.plan_spec import ModelSource
     from fitplan.strategies.runtime_transformers import TransformersExecutor
     from fitplan.strategies.session_transformers import from_pretrained_kwargs
 
@@ -218,9 +210,7 @@ def transformers_serve_args(plan: PlanFile, *, port: int, host: str) -> list[str
         raise BadValueError("transformers serve loads the whole model on one device, unpruned and without a draft: "
                             "this plan's placement / pruning / speculation is not expressible there; use fitplan.load")
     kwargs = from_pretrained_kwargs(s, layers=plan.model.layers)
-    folder = local_weights(plan)
-    if plan.model.source == "gguf":  # the folder fitplan converts the GGUF into, as `fitplan run` loads it
-        folder = TransformersExecutor().prepare(ModelSource("gguf", folder)).path
+    folder = TransformersExecutor().plan_folder(plan)  # a GGUF: the folder it is converted into, as `fitplan run` loads
     args = [str(Path(sys.executable).with_name("transformers")), "serve", folder, "--device",
             "cpu" if kwargs["device_map"] == "cpu" else "auto", "--dtype", kwargs["dtype"],
             "--attn-implementation", kwargs["attn_implementation"]]

@@ -62,12 +62,7 @@ class OnnxRuntimeExecutor:
         raise BadValueError("fitplan verify does not run ONNX Runtime plans yet; use fitplan run")
 
     def session(self, plan: Any) -> Any:
-        from fitplan.advisor.plan_file import fingerprint, local_weights
-        from fitplan.plan_spec import ModelSource
-        from fitplan.strategies.runtime_transformers import TransformersExecutor
-        from fitplan.strategies.session_onnx import OnnxSession, exported
+        from fitplan.strategies.session_onnx import OnnxSession, plan_export
 
-        path = local_weights(plan)
-        folder = TransformersExecutor().prepare(ModelSource(plan.model.source, path)).path
-        onnx_dir = exported(folder, plan.model.fingerprint or fingerprint(path))
+        folder, onnx_dir = plan_export(plan)
         return OnnxSession(folder, str(onnx_dir), plan.plan)

@@ -42,9 +42,10 @@ class VllmExecutor:
         return _missing("vllm", "vllm", "pip install vllm", "vLLM", "`fitplan export PLAN --to vllm` prints the command")
 
     def serve_args(self, plan: Any, *, port: int, host: str) -> list[str]:
+        from fitplan.strategies.runtime_transformers import TORCH_DTYPES
+
         s = plan.plan
-        dtype = {"fp16": "float16", "fp32": "float32"}.get(s.weights, "bfloat16")
-        return ["vllm", "serve", hf_model(plan), "--dtype", dtype, "--max-model-len", str(s.context),
+        return ["vllm", "serve", hf_model(plan), "--dtype", TORCH_DTYPES.get(s.weights, "bfloat16"), "--max-model-len", str(s.context),
                 "--tensor-parallel-size", str(max(1, s.gpus)), "--max-num-seqs", str(s.batch),
                 "--host", host, "--port", str(port)]
 

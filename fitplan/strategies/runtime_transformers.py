@@ -56,11 +56,16 @@ def place(spec: ModelSpec, setup: Setup, weights: WeightBytes) -> dict[str, list
     return devices
 
 
-def head_device(spec: ModelSpec, setup: Setup) -> str:
-    """Final norm and lm_head follow the last block (the CPU when it is on disk); a tied lm_head
-    shares the embedding's storage."""
-    device = layer_device(spec, setup, spec.layers - 1)
+def compute_device(spec: ModelSpec, setup: Setup, layer: int) -> str:
+    """Where a block runs: its own device, or the CPU for a block kept on disk (accelerate's offload
+    hooks read it into memory for each forward)."""
+    device = layer_device(spec, setup, layer)
     return "cpu" if device == "disk" else device
+
+
+def head_device(spec: ModelSpec, setup: Setup) -> str:
+    """Final norm and lm_head run where the last block runs; a tied lm_head shares the embedding's storage."""
+    return compute_device(spec, setup, spec.layers - 1)
 
 
 def memory(
@@ -72,24 +77,22 @@ def memory(
     placed = place(spec, setup, weights)
     devices = {name: DeviceMemory(weights=sum(b for _, b in items)) for name, items in placed.items()}
 
-    for layer in range(spec.layers):
-        device = layer_device(spec, setup, layer)
-        devices["cpu" if device == "disk" else device].kv_cache += layer_kv_bytes(
-            spec, layer, setup.context, setup.kv_cache, RUNTIME, setup.batch)  # DynamicCache at its largest
+    running = [compute_device(spec, setup, layer) for layer in range(spec.layers)]
+    for layer, device in enumerate(running):  # DynamicCache at its largest, where each block runs
+        devices[device].kv_cache += layer_kv_bytes(spec, layer, setup.context, setup.kv_cache, RUNTIME, setup.batch)
 
     width = kv_bytes_per_element(setup.kv_cache, RUNTIME)  # the compute dtype's width
     for name, device in devices.items():
-        if name == "disk":  # read into the CPU one block at a time (accelerate's disk offload hooks)
-            devices["cpu"].activations += _largest_block(placed["disk"])
+        if name == "disk":
             continue
-        holds_layers = any(layer_device(spec, setup, i) in (name, "disk" if name == "cpu" else name)
-                           for i in range(spec.layers))
-        if holds_layers:
+        if name in running:
             device.activations = _forward_bytes(spec, setup.batch, prompt, width)
         if name == head_device(spec, setup):
             device.activations += setup.batch * spec.vocab_size * 4  # fp32 logits of the last position
         device.overhead = c["cpu_process_baseline_bytes"] + c["cpu_context_fixed_bytes"] if name == "cpu" \
             else c["gpu_context_bytes"]
+    if "disk" in placed:  # read into the CPU one block at a time (accelerate's disk offload hooks)
+        devices["cpu"].activations += _largest_block(placed["disk"])
     devices["cpu"].load_transient = _conversion_transient(spec, setup, placed["cpu"])
     return devices
 
@@ -130,7 +133,7 @@ def _forward_bytes(spec: ModelSpec, batch: int, prompt: int, width: float) -> in
 
 # --- how to execute --------------------------------------------------------------------------
 
-_TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # plan format -> torch dtype name
 FILLER = "The quick brown fox jumps over the lazy dog while the patient cat watches from the wall. "
 
 
@@ -156,7 +159,7 @@ class TransformersExecutor:
         return ModelSource("folder", str(folder))
 
     def open(self, source: ModelSource, setup: Setup, *, layers: int) -> "TransformersModel":
-        if setup.weights not in _TORCH_DTYPES:
+        if setup.weights not in TORCH_DTYPES:
             raise BadValueError(f"the transformers executor runs fp32/bf16/fp16 plans here, not {setup.weights}")
         if source.kind != "folder":
             raise BadValueError(f"transformers needs a prepared folder, got {source.path}")
@@ -166,22 +169,26 @@ class TransformersExecutor:
         torch.set_num_threads(setup.threads)
         device_map = "auto" if setup.gpus and setup.gpu_layers else "cpu"
         model = AutoModelForCausalLM.from_pretrained(
-            source.path, dtype=getattr(torch, _TORCH_DTYPES[setup.weights]), attn_implementation="sdpa",
+            source.path, dtype=getattr(torch, TORCH_DTYPES[setup.weights]), attn_implementation="sdpa",
             device_map=device_map,
         )
         model.eval()
         return TransformersModel(model, AutoTokenizer.from_pretrained(source.path))
 
 
+    def plan_folder(self, plan: Any) -> str:
+        """The safetensors folder a plan's model loads from: its own folder, or its GGUF converted once."""
+        from fitplan.advisor.plan_file import local_weights
+
+        return self.prepare(ModelSource(plan.model.source, local_weights(plan))).path
+
     def session(self, plan: Any) -> Any:
         """A generating session for `fitplan run` / `fitplan.load` (strategies/session_transformers.py);
         a GGUF is dequantized once into a cached folder, as for verify."""
-        from fitplan.advisor.plan_file import local_weights
         from fitplan.strategies.session_transformers import TransformersSession
         from fitplan.strategies.speculative import PROMPT_LOOKUP
 
-        path = local_weights(plan)
-        folder = self.prepare(ModelSource(plan.model.source, path)).path
+        folder = self.plan_folder(plan)
         draft, draft_folder = plan.plan.speculative, None
         if draft is not None and draft.used and draft.draft != PROMPT_LOOKUP:
             if not os.path.exists(draft.draft):

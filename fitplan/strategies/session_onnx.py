@@ -49,13 +49,30 @@ def exported(folder: str, fingerprint: str) -> Path:
     return target
 
 
+def plan_export(plan: Any) -> tuple[str, Path]:
+    """(the safetensors folder, its ONNX export) of a plan's model, each made once and cached."""
+    from fitplan.advisor.plan_file import fingerprint, local_weights
+    from fitplan.strategies.runtime_transformers import TransformersExecutor
+
+    folder = TransformersExecutor().plan_folder(plan)
+    return folder, exported(folder, plan.model.fingerprint or fingerprint(local_weights(plan)))
+
+
+GRAPH_OPTIMIZATION = "ORT_ENABLE_ALL"
+
+
+def session_settings(setup: Any) -> dict[str, int]:
+    """The SessionOptions attributes a plan sets (the session and the exported code share them)."""
+    return {"intra_op_num_threads": setup.threads, "inter_op_num_threads": 1}
+
+
 def session_options(setup: Any) -> Any:
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = setup.threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    for name, value in session_settings(setup).items():
+        setattr(options, name, value)
+    options.graph_optimization_level = getattr(onnxruntime.GraphOptimizationLevel, GRAPH_OPTIMIZATION)
     return options
 
 

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from fitplan.errors import BadValueError
+from fitplan.strategies.runtime_transformers import TORCH_DTYPES
 from fitplan.strategies.speculative import PROMPT_LOOKUP
 
-TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 _KV_DTYPES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
 
 

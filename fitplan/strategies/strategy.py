@@ -97,12 +97,9 @@ class TableStrategy:
 
 def requirement_from(row: dict[str, Any], **defaults: Any) -> Requirement:
     """A Requirement from a strategies.toml row; `defaults` fill what the row leaves out."""
-    keys = ("devices", "gpu_vendors", "runtimes", "packages")
-    values = {k: tuple(row[k]) if k in row else tuple(defaults.get(k, Requirement.__dataclass_fields__[k].default))
-              for k in keys}
-    return Requirement(**values, min_compute_capability=row.get("min_compute_capability",
-                                                                defaults.get("min_compute_capability")),
-                       source=row.get("source", defaults.get("source", "")))
+    fields = ("devices", "gpu_vendors", "min_compute_capability", "runtimes", "packages", "source")
+    values = {**defaults, **{k: row[k] for k in fields if k in row}}
+    return Requirement(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()})
 
 
 def table_options(strategy: str, section: str, effects: Any = None) -> list[Option]:
