@@ -10,18 +10,19 @@ from pathlib import Path
 STALE_TEMP_S = 60.0  # a temp file this old was left by a writer that was killed
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path | str, text: str | bytes) -> None:
     """Write a dot-named temp file in the same folder, fsync, then os.replace it over `path`.
 
     Readers never open the temp files (they start with a dot and end in .tmp); one left behind by
     a killed writer is removed by a later writer once it is a minute old.
     """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(path)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode("utf-8") if isinstance(text, str) else text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)

@@ -20,5 +20,12 @@ def load_table(package: str, filename: str) -> dict[str, Any]:
 
 
 def parse_toml(text: str) -> dict[str, Any]:
-    """Parse TOML text; raises tomllib.TOMLDecodeError (a ValueError) on bad input."""
-    return tomllib.loads(text)
+    """Parse TOML text; raises ValueError (tomllib.TOMLDecodeError) on bad input.
+
+    tomllib recurses once per nesting level: a file nested a few thousand deep raises RecursionError,
+    turned here into the same ValueError as any other unreadable TOML.
+    """
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise ValueError("arrays or tables nest too deeply to be read") from None

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fitplan.plan_spec import MAX_THREADS
+
+MAX_MEMORY_BYTES = 2**50  # 1 PiB per device: a profile claiming more is a typo or hostile, not a machine
+
 
 class GPUSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
     vendor: str = "nvidia"
-    memory_bytes: int = Field(gt=0)
-    free_memory_bytes: int | None = Field(default=None, ge=0)  # detected machines only
+    memory_bytes: int = Field(gt=0, le=MAX_MEMORY_BYTES)
+    free_memory_bytes: int | None = Field(default=None, ge=0, le=MAX_MEMORY_BYTES)  # detected machines only
     memory_bandwidth_GB_per_s: float | None = Field(default=None, gt=0)
     fp16_tflops: float | None = Field(default=None, gt=0)
     bf16_tflops: float | None = Field(default=None, gt=0)
@@ -31,24 +35,24 @@ class GPUSpec(BaseModel):
 
 
 class CPUSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
-    cores: int = Field(gt=0)
-    threads: int = Field(gt=0)
+    cores: int = Field(gt=0, le=MAX_THREADS)
+    threads: int = Field(gt=0, le=MAX_THREADS)
     memory_bandwidth_GB_per_s: float | None = Field(default=None, gt=0)
     flags: tuple[str, ...] = ()
 
 
 class HardwareSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
     description: str = ""
     gpus: tuple[GPUSpec, ...] = ()
     cpu: CPUSpec
-    ram_bytes: int = Field(gt=0)
-    ram_available_bytes: int | None = Field(default=None, ge=0)  # detected machines only
+    ram_bytes: int = Field(gt=0, le=MAX_MEMORY_BYTES)
+    ram_available_bytes: int | None = Field(default=None, ge=0, le=MAX_MEMORY_BYTES)  # detected machines only
     disk_free_bytes: int | None = Field(default=None, ge=0)
     detected: bool = False
     sources: tuple[str, ...] = ()

@@ -6,6 +6,13 @@ from dataclasses import dataclass, fields
 
 from fitplan.model_spec import TensorInfo
 
+# The bounds of a plan's numbers: checked where a value enters (CLI, budget files, markers, profiles)
+# and again by the plan file's schema, so nothing accepted at the door is refused when a plan is written.
+MAX_CONTEXT = 2**24  # tokens per sequence
+MAX_BATCH = 4096  # parallel sequences
+MAX_THREADS = 4096  # CPU threads (and a profile's cores and threads)
+MAX_DRAFT_TOKENS = 64  # tokens a draft proposes per step
+
 
 @dataclass(frozen=True)
 class Setup:

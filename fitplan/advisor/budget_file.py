@@ -12,7 +12,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fitplan.errors import BadValueError
+from fitplan.plan_spec import MAX_BATCH, MAX_CONTEXT, MAX_THREADS
 from fitplan.units import parse_duration, parse_rate, parse_size
+
+MAX_BUDGET_FILE_BYTES = 16 * 2**20  # pyproject.toml files run to kilobytes; a larger one is refused, not cut
 
 LIMITS = {  # field: (unit, larger is worse)
     "max_vram": ("bytes", True), "max_ram": ("bytes", True), "max_ttft": ("s", True),
@@ -22,28 +25,43 @@ LIMITS = {  # field: (unit, larger is worse)
 PIN_FIELDS = ("weights", "context", "batch", "runtime", "kv_cache", "threads", "gpu_layers", "offload")
 
 
-class BudgetEntry(BaseModel):
-    """One model, its pins, the profiles it targets and the limits it must hold there."""
+class Pins(BaseModel):
+    """What a budget pins of its plan: the same names and bounds in budget files and pytest markers."""
 
     model_config = ConfigDict(extra="forbid")
+
+    weights: str | None = Field(default=None, strict=True, min_length=1)
+    context: int | None = Field(default=None, strict=True, gt=0, le=MAX_CONTEXT)
+    batch: int | None = Field(default=None, strict=True, gt=0, le=MAX_BATCH)
+    runtime: str | None = Field(default=None, strict=True, min_length=1)
+    kv_cache: str | None = Field(default=None, strict=True, min_length=1)
+    threads: int | None = Field(default=None, strict=True, gt=0, le=MAX_THREADS)
+    gpu_layers: int | None = Field(default=None, strict=True, ge=0, le=100_000)
+    offload: bool = Field(default=False, strict=True)
+
+
+def check_pins(pins: dict[str, Any], where: str) -> None:
+    """One line naming the first pin of the wrong type or out of bounds."""
+    try:
+        Pins.model_validate(pins)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = str(error["loc"][0]) if error["loc"] else "pins"
+        raise BadValueError(f"{where}: {key}={pins.get(key)!r}: {error['msg'].removeprefix('Value error, ')}") from None
+
+
+class BudgetEntry(Pins):
+    """One model, its pins, the profiles it targets and the limits it must hold there."""
 
     name: str | None = None
     model: str = Field(min_length=1)
     hardware: list[str] = Field(min_length=1)
-    weights: str | None = None
-    context: int | None = Field(default=None, gt=0, le=2**24)
-    batch: int | None = Field(default=None, gt=0, le=4096)
-    runtime: str | None = None
-    kv_cache: str | None = None
-    threads: int | None = Field(default=None, gt=0, le=4096)
-    gpu_layers: int | None = Field(default=None, ge=0)
-    offload: bool = False
     max_vram: str | None = None
     max_ram: str | None = None
     min_decode_tokens_per_s: str | float | None = None
     min_prefill_tokens_per_s: str | float | None = None
     max_ttft: str | None = None
-    max_ppl_increase: float | None = Field(default=None, ge=0)
+    max_ppl_increase: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
     @field_validator("max_vram", "max_ram")
     @classmethod
@@ -91,8 +109,10 @@ class BudgetEntry(BaseModel):
         return tuple(sorted((k, getattr(self, k)) for k in PIN_FIELDS if getattr(self, k) not in (None, False)))
 
     def label(self, index: int) -> str:
+        from fitplan.user_files import printable
+
         model = os.path.basename(self.model.rstrip("/")) if os.sep in self.model else self.model
-        return self.name or f"{model}{f' {self.weights}' if self.weights else ''} (budget {index + 1})"
+        return printable(self.name or f"{model}{f' {self.weights}' if self.weights else ''} (budget {index + 1})")
 
 
 @dataclass(frozen=True)
@@ -110,8 +130,9 @@ class BudgetFile:
 def find_config(explicit: str | None, cwd: str = ".") -> str:
     """--config, else pyproject.toml in the current directory when it has budgets, else fitplan.toml."""
     if explicit is not None:
-        if not os.path.isfile(explicit):
-            raise BadValueError(f"--config {explicit}: no such file")
+        from fitplan.user_files import regular_size
+
+        regular_size(explicit, "--config")
         return explicit
     pyproject, own = os.path.join(cwd, "pyproject.toml"), os.path.join(cwd, "fitplan.toml")
     if os.path.isfile(pyproject) and "tool.fitplan" in _read(pyproject):
@@ -163,8 +184,7 @@ def _field_line(text: str, headers: list[int], index: int, field: str) -> int:
 
 
 def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read(4 * 2**20)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadValueError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    """The whole budgets file (a larger one is refused, never read in part: its last budget counts too)."""
+    from fitplan.user_files import read_text
+
+    return read_text(path, limit=MAX_BUDGET_FILE_BYTES, what="budgets file")

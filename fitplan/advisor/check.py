@@ -13,7 +13,13 @@ from fitplan.advisor.budget_file import LIMITS, BudgetEntry, BudgetFile
 from fitplan.errors import BadValueError, FitplanError
 from fitplan.units import format_bytes
 
-REPORT_MARK = "fitplan check"  # in every report, so a rerun may replace its own report and nothing else
+REPORT_MARK = "fitplan check"
+MAX_BASELINE_BYTES = 16 * 2**20
+REPORT_KIND = "fitplan-check-report"  # the JSON report's "kind"; what -o verifies before replacing a report
+# the first line of a text, github or junit report written with -o (junit: after the XML declaration)
+REPORT_LINE = {"text": "fitplan-check-report: written by fitplan check (a rerun with -o replaces it)",
+               "github": "fitplan-check-report: written by fitplan check (a rerun with -o replaces it)",
+               "junit": "<!-- fitplan-check-report: written by fitplan check (a rerun with -o replaces it) -->"}
 
 
 @dataclass
@@ -168,13 +174,11 @@ def _worsened(row: Row, tolerance: float) -> bool:
 def load_baseline(path: str) -> dict[str, float]:
     """The predicted figures of an earlier `fitplan check --format json` run, by key."""
     from fitplan.advisor.safetensors_header import strict_json
+    from fitplan.user_files import read_bytes
 
+    doc = strict_json(read_bytes(path, limit=MAX_BASELINE_BYTES, what="--baseline"), path)
     try:
-        with open(path, "rb") as handle:
-            doc = strict_json(handle.read(16 * 2**20), path)
         return {str(r["key"]): float(r["predicted"]) for r in doc["results"] if r["predicted"] is not None}
-    except OSError as exc:
-        raise BadValueError(f"cannot read --baseline {path}: {exc.strerror}") from None
     except (KeyError, TypeError, ValueError):
         raise BadValueError(f"--baseline {path} is not a `fitplan check --format json` report") from None
 
@@ -219,7 +223,7 @@ def render_text(rows: list[Row], path: str) -> str:
 def render_json(rows: list[Row], path: str, tolerance: float) -> str:
     results = [{**asdict(r), "headroom": r.headroom if r.predicted == r.predicted else None, "verdict": _verdict(r),
                 "predicted": r.predicted if r.predicted == r.predicted else None} for r in rows]
-    return json.dumps({"tool": REPORT_MARK, "config": path, "ok": all(r.ok for r in rows),
+    return json.dumps({"kind": REPORT_KIND, "tool": REPORT_MARK, "config": path, "ok": all(r.ok for r in rows),
                        "baseline_tolerance": tolerance, "results": results}, indent=2, allow_nan=False) + "\n"
 
 
@@ -229,7 +233,7 @@ def render_junit(rows: list[Row], path: str) -> str:
     for r in rows:
         cases.setdefault((r.entry, r.profile), []).append(r)
     failures = sum(not all(r.ok for r in group) for group in cases.values())
-    out = ['<?xml version="1.0" encoding="utf-8"?>',
+    out = ['<?xml version="1.0" encoding="utf-8"?>', REPORT_LINE["junit"],
            f'<testsuites name={quoteattr(REPORT_MARK)}>',
            f'  <testsuite name={quoteattr(REPORT_MARK)} tests="{len(cases)}" failures="{failures}" errors="0">']
     for (_, profile), group in cases.items():
@@ -274,6 +278,18 @@ def _gh_property(text: str) -> str:
 
 
 FORMATS = ("text", "json", "junit", "github")
+
+
+def report_is_ours(data: bytes) -> bool:
+    """Whether `data` is a report fitplan check wrote, in any format, by its marker (fitplan/owned_files.py)."""
+    from fitplan.owned_files import first_line, json_kind
+
+    return json_kind(REPORT_KIND)(data) or any(first_line(line)(data) for line in set(REPORT_LINE.values()))
+
+
+def report_file_text(report: str, fmt: str) -> str:
+    """The report as -o writes it: text and github reports open with their marker line."""
+    return f"{REPORT_LINE[fmt]}\n{report}" if fmt in ("text", "github") else report
 
 
 def render(rows: list[Row], fmt: str, path: str, tolerance: float) -> str:

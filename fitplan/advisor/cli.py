@@ -46,19 +46,25 @@ def advise_command(
     draft_tokens: Optional[str] = typer.Option(None, "--draft-tokens", help="tokens the draft proposes per step (default 4)"),
     prune: Optional[str] = typer.Option(None, "--prune", help="2:4 or unstructured:RATIO: see what pruning changes here"),
     disk_layers: Optional[str] = typer.Option(None, "--disk-layers", help="transformers: keep the last N blocks on disk (accelerate offload)"),
+    force: bool = typer.Option(False, "--force", help="let -o and --plot replace an existing file"),
 ) -> None:
     """Recommend how to run MODEL on this machine or a named profile, with exact memory per device."""
     from fitplan.advisor.report import advice_document, render
     from fitplan.advisor.resolve import resolve_model
     from fitplan.advisor.solver import Request, advise, normalize_runtime
+    from fitplan.plan_spec import MAX_BATCH, MAX_CONTEXT, MAX_DRAFT_TOKENS, MAX_THREADS
     from fitplan.strategies.quantization import weight_format
     from fitplan.units import parse_count, parse_duration, parse_rate, parse_size
 
+    for option, value in (("--runtime", runtime), ("--weights", weights), ("--kv-cache", kv_cache),
+                          ("--min-tokens-per-s", min_tokens_per_s), ("--max-ttft", max_ttft), ("--draft", draft),
+                          ("--prune", prune), ("--plot", plot), ("-o", output), ("--hardware", hardware)):
+        _not_empty(value, option)
     runtime = normalize_runtime(runtime) if runtime else None
     request = Request(
-        context=parse_count(context, source="--context") if context is not None else None,
-        batch=parse_count(batch, source="--batch"),
-        threads=parse_count(threads, source="--threads") if threads is not None else None,
+        context=parse_count(context, source="--context", maximum=MAX_CONTEXT) if context is not None else None,
+        batch=parse_count(batch, source="--batch", maximum=MAX_BATCH),
+        threads=parse_count(threads, source="--threads", maximum=MAX_THREADS) if threads is not None else None,
         runtime=runtime,
         weights=weight_format(weights, runtime=runtime).name if weights else None,
         kv_cache=kv_cache,
@@ -66,7 +72,7 @@ def advise_command(
         max_ram=parse_size(max_ram, source="--max-ram") if max_ram is not None else None,
         objective=objective, flash_attn=flash_attn, draft=draft,
         acceptance=_parse_fraction(acceptance) if acceptance is not None else None,
-        draft_tokens=parse_count(draft_tokens, source="--draft-tokens") if draft_tokens is not None else None,
+        draft_tokens=parse_count(draft_tokens, source="--draft-tokens", maximum=MAX_DRAFT_TOKENS) if draft_tokens is not None else None,
         min_tokens_per_s=parse_rate(min_tokens_per_s, source="--min-tokens-per-s") if min_tokens_per_s else None,
         max_ttft_s=parse_duration(max_ttft, source="--max-ttft") if max_ttft else None,
         max_ppl_increase=_parse_loss(max_ppl_increase) if max_ppl_increase is not None else None,
@@ -78,8 +84,12 @@ def advise_command(
         from fitplan.strategies.pruning import parse_prune
 
         parse_prune(prune)  # a bad value fails before any model is read
-    if output and os.path.exists(output):
-        raise BadValueError(f"{output} exists (-o); fitplan never overwrites a file: pick another name")
+    if plot:
+        from fitplan.advisor.plot import check_plot_target
+
+        check_plot_target(plot, force=force)
+    if output and os.path.lexists(output) and not force:
+        raise BadValueError(f"{output} exists (-o); fitplan never overwrites a file: pick another name, or pass --force")
     spec = resolve_model(model)
     hw = _hardware(hardware, ram_bytes, model_path=model)
     if probe and draft and request.acceptance is None:
@@ -89,18 +99,18 @@ def advise_command(
     if probe:  # measure, calibrate the runtime the first answer chose, then answer again
         probes, calibration = _speed_context(hw, spec, probe=True, chosen=advice.chosen)
         advice = advise(spec, hw, request, probes=probes, calibration=calibration)
-    top_k = parse_count(top, source="--top", minimum=0) if top is not None else None
+    top_k = parse_count(top, source="--top", minimum=0, maximum=100_000) if top is not None else None
     document = advice_document(spec, hw, advice, top=top_k)
     if prune is not None:
         document["plan"]["pruning"] = _pruning_effects(prune, advice.chosen, hw)
     if output:
         from fitplan.advisor.plan_file import plan_from_advice
 
-        _write_new_file(output, plan_from_advice(document).model_dump_json(indent=2) + "\n")
+        _write_plan_file(output, plan_from_advice(document).model_dump_json(indent=2) + "\n", force)
     if plot:
         from fitplan.advisor.plot import plot as draw
 
-        draw(document, plot)
+        draw(document, plot, force=force)
     if as_json:
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
@@ -131,6 +141,7 @@ def profile_command(
     if list_all:
         sys.stdout.write("\n".join(profile_names()) + "\n")
         return
+    _not_empty(name, "the profile name")
     hw = _hardware(name or "auto", None)
     probes = None
     if probe:
@@ -177,18 +188,22 @@ def run_command(
     """Load as planned and stream the generated text as it comes (Ctrl-C stops cleanly)."""
     from fitplan.advisor.handle import load, resolve_plan
     from fitplan.advisor.solver import normalize_runtime
+    from fitplan.plan_spec import MAX_CONTEXT, MAX_THREADS
     from fitplan.units import parse_count
 
-    tokens = parse_count(max_tokens, source="--max-tokens")
+    for option, value in (("--runtime", runtime), ("--weights", weights), ("--context", context),
+                          ("--threads", threads), ("--server", server)):
+        _not_empty(value, option)
+    tokens = parse_count(max_tokens, source="--max-tokens", maximum=MAX_CONTEXT)
     pins = {k: v for k, v in (
         ("runtime", normalize_runtime(runtime) if runtime else None), ("weights", weights),
-        ("context", parse_count(context, source="--context") if context else None),
-        ("threads", parse_count(threads, source="--threads") if threads else None)) if v is not None}
+        ("context", parse_count(context, source="--context", maximum=MAX_CONTEXT) if context else None),
+        ("threads", parse_count(threads, source="--threads", maximum=MAX_THREADS) if threads else None)) if v is not None}
     if pins and source.endswith(".json"):
         raise BadValueError(f"--{next(iter(pins))} pins a MODEL's plan; {source} is a plan file already: edit it, or "
                             "make another with advise -o")
     if serve:
-        _serve(resolve_plan(source, **pins), parse_count(port, source="--port", minimum=1), host, server)
+        _serve(resolve_plan(source, **pins), parse_count(port, source="--port", minimum=1, maximum=65535), host, server)
         return
     text = _prompt_text(prompt, prompt_file)
     handle = load(source, **pins)
@@ -213,11 +228,9 @@ def _prompt_text(prompt: str | None, prompt_file: str | None) -> str:
     if prompt is not None and prompt_file is not None:
         raise BadValueError("give --prompt or --prompt-file, not both")
     if prompt_file is not None:
-        try:
-            with open(prompt_file, encoding="utf-8") as handle:
-                return handle.read(2**24)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BadValueError(f"cannot read --prompt-file {prompt_file}: {getattr(exc, 'strerror', None) or exc}") from None
+        from fitplan.user_files import read_text
+
+        return read_text(prompt_file, limit=2**24, what="--prompt-file")
     if prompt is None:
         raise BadValueError("no prompt: pass --prompt TEXT or --prompt-file FILE")
     return prompt
@@ -237,7 +250,12 @@ def _serve(plan: Any, port: int, host: str, server: str | None = None) -> None:
     sys.stdout.flush()
     # the server takes this process's place: Ctrl-C and a terminating supervisor reach it directly,
     # and no server is left behind when fitplan is stopped
-    os.execvp(args[0], args)
+    try:
+        os.execvp(args[0], args)
+    except OSError as exc:
+        from fitplan.errors import RuntimeMissingError
+
+        raise RuntimeMissingError(f"cannot start {args[0]} (--serve): {exc.strerror or exc}") from None
 
 
 @app.command("export")
@@ -251,7 +269,9 @@ def export_command(
     from fitplan.advisor.plan_file import load_plan
     from fitplan.units import parse_count
 
-    text = export(load_plan(plan_path), to, max_tokens=parse_count(max_tokens, source="--max-tokens"))
+    from fitplan.plan_spec import MAX_CONTEXT
+
+    text = export(load_plan(plan_path), to, max_tokens=parse_count(max_tokens, source="--max-tokens", maximum=MAX_CONTEXT))
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
@@ -263,10 +283,12 @@ def check_command(
     baseline: Optional[str] = typer.Option(None, "--baseline", help="an earlier --format json report to compare with"),
     tolerance: str = typer.Option("5", "--baseline-tolerance", help="percent a prediction may worsen (default 5)"),
     measure: bool = typer.Option(False, "--measure", help="also run entries whose profile is this machine (or auto) and gate on the measured figures"),
+    force: bool = typer.Option(False, "--force", help="with -o: replace the file even if fitplan did not write it"),
 ) -> None:
     """Predict every budget entry on every target profile; exit 1 when a budget breaks, 2 on a bad config."""
     from fitplan.advisor.budget_file import find_config, load_budgets
-    from fitplan.advisor.check import FORMATS, check, load_baseline, render
+    from fitplan.advisor.check import FORMATS, check, load_baseline, render, report_file_text, report_is_ours
+    from fitplan.owned_files import write_owned
 
     if fmt not in FORMATS:  # before any prediction is made
         raise BadValueError(f"unknown --format {fmt!r}; known: {', '.join(FORMATS)}")
@@ -276,7 +298,7 @@ def check_command(
                  measured=measure)
     report = render(rows, fmt, os.path.relpath(path), share)
     if output:
-        _write_report(output, report)
+        write_owned(output, report_file_text(report, fmt), ours=report_is_ours, option="-o", force=force)
     else:
         sys.stdout.write(report)
     if not all(r.ok for r in rows):
@@ -286,24 +308,6 @@ def check_command(
 def _parse_percent(text: str) -> float:
     message = f"bad --baseline-tolerance {text!r}: a percentage such as 5 or 2.5%"
     return _number(text.strip().removesuffix("%"), 1000, message, inclusive=True) / 100
-
-
-def _write_report(path: str, text: str) -> None:
-    """Replace an earlier fitplan check report; never a file fitplan did not write."""
-    from pathlib import Path
-
-    from fitplan.advisor.check import REPORT_MARK
-    from fitplan.atomic_file import write_atomic
-
-    target = Path(path)
-    if target.exists():
-        try:
-            ours = REPORT_MARK in target.read_text(encoding="utf-8", errors="replace")[:4096]
-        except OSError:
-            ours = False
-        if not ours:
-            raise BadValueError(f"{path} exists and is not a fitplan check report (-o); fitplan never overwrites it")
-    write_atomic(target, text)
 
 
 @app.command("schema")
@@ -326,6 +330,7 @@ def strategies_command(
     """List every strategy's options (built-in and from plugins), what each needs and how it runs."""
     from fitplan.strategies.registry import strategies
 
+    _not_empty(hardware, "--hardware")
     hw = _hardware(hardware, None) if hardware else None
     rows = [_option_row(o, hw) for s in strategies().values() for o in s.options()]
     if as_json:
@@ -379,14 +384,15 @@ def verify_command(
 ) -> None:
     """Run the plan on the real runtime here and print predicted against measured."""
     from fitplan.advisor.verify_command import verify_plan
+    from fitplan.plan_spec import MAX_CONTEXT, MAX_THREADS
     from fitplan.units import parse_count
 
     document = verify_plan(
-        model, prompt_tokens=parse_count(prompt_tokens, source="--prompt-tokens"),
-        gen_tokens=parse_count(gen_tokens, source="--gen-tokens", minimum=2),
-        repeat=parse_count(repeat, source="--repeat"), runtime=runtime, weights=weights,
-        context=parse_count(context, source="--context") if context is not None else None,
-        threads=parse_count(threads, source="--threads") if threads is not None else None,
+        model, prompt_tokens=parse_count(prompt_tokens, source="--prompt-tokens", maximum=MAX_CONTEXT),
+        gen_tokens=parse_count(gen_tokens, source="--gen-tokens", minimum=2, maximum=MAX_CONTEXT),
+        repeat=parse_count(repeat, source="--repeat", maximum=1000), runtime=runtime, weights=weights,
+        context=parse_count(context, source="--context", maximum=MAX_CONTEXT) if context is not None else None,
+        threads=parse_count(threads, source="--threads", maximum=MAX_THREADS) if threads is not None else None,
     )
     if as_json:
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
@@ -413,6 +419,12 @@ def _measured_acceptance(spec: Any, draft: str, request: Any) -> Any:
         return request
     source = f"measured (acceptance probe, {found['positions']} greedy positions)"
     return dataclasses.replace(request, acceptance=found["acceptance"], acceptance_source=source)
+
+
+def _not_empty(value: str | None, option: str) -> None:
+    """An option given as an empty string is a mistake (an unset shell variable), not "use the default"."""
+    if value is not None and not value.strip():
+        raise BadValueError(f"{option} is empty: give a value or leave the option out")
 
 
 def _number(text: str, below: float, message: str, *, inclusive: bool = False) -> float:
@@ -507,8 +519,13 @@ def _print_probes(probes: Any) -> None:
     sys.stdout.write(f"probes (measured, {probes.total_seconds():.1f} s):\n" + "\n".join(rows) + "\n")
 
 
-def _write_new_file(path: str, text: str) -> None:
-    """Create `path` without ever replacing an existing file (O_EXCL)."""
+def _write_plan_file(path: str, text: str, force: bool) -> None:
+    """Create `path` without ever replacing an existing file (O_EXCL); --force replaces a regular file."""
+    if force:
+        from fitplan.owned_files import write_owned
+
+        write_owned(path, text, ours=lambda _: True, option="-o", force=True)
+        return
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
@@ -548,7 +565,9 @@ def _run(command: Any, prog: str, args: list[str] | None) -> int:
             sys.stdout.write(exc.ctx.get_help() + "\n")  # type: ignore[attr-defined]
             return 0
         message = exc.format_message()
-    sys.stderr.write(f"{prog}: error: {' '.join(message.split())}\n")
+    from fitplan.user_files import printable
+
+    sys.stderr.write(f"{prog}: error: {printable(' '.join(message.split()))}\n")
     return 2
 
 

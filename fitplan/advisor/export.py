@@ -190,11 +190,28 @@ def serve_args(plan: PlanFile, *, port: int, host: str, server: str | None = Non
     if server not in (None, plan.plan.runtime):
         raise BadValueError(f"unknown --server {server!r}; known: the plan's runtime, vllm, tensorrt-llm")
     if plan.plan.runtime == "llama.cpp":
+        _require_server_packages()
         return [sys.executable, *llama_server_args(plan, port=port, host=host)[1:]]
     if plan.plan.runtime == "onnxruntime":
         raise BadValueError("--serve has no OpenAI-compatible server to start for ONNX Runtime plans; use fitplan.load "
                             "or `fitplan export --to python`")
     return transformers_serve_args(plan, port=port, host=host)
+
+
+LLAMA_SERVER_PACKAGES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
+
+
+def _require_server_packages() -> None:
+    """llama-cpp-python's server and its [server] extras, checked before this process is replaced by it
+    (a missing one would otherwise end in Python's own two-line 'No module named' from runpy)."""
+    import importlib.util
+
+    from fitplan.errors import RuntimeMissingError
+
+    missing = [name for name in LLAMA_SERVER_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise RuntimeMissingError(f"--serve runs llama-cpp-python's server, which needs {', '.join(missing)}: "
+                                  "pip install 'fitplan[llamacpp]'")
 
 
 def transformers_serve_args(plan: PlanFile, *, port: int, host: str) -> list[str]:

@@ -3,16 +3,36 @@ memory per device. matplotlib is an extra (`pip install 'fitplan[plot]'`)."""
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from typing import Any
 
 from fitplan.errors import BadValueError, RuntimeMissingError
 
 
-def plot(document: dict[str, Any], path: str) -> None:
+PLOT_MARK = "fitplan advise --plot"  # PNG tEXt Software; an SVG's first line after its XML declaration
+
+
+def check_plot_target(path: str, *, force: bool = False) -> None:
+    """Refuse, before any work, a --plot path that cannot be drawn to (bad suffix, no matplotlib, a
+    file there that fitplan did not draw)."""
+    from fitplan.owned_files import writable_target
+
     if not path.lower().endswith((".png", ".svg")):
         raise BadValueError(f"--plot {path}: the file must end in .png or .svg")
     if importlib.util.find_spec("matplotlib") is None:
         raise RuntimeMissingError("--plot needs matplotlib: pip install 'fitplan[plot]'")
+    writable_target(path, ours=_is_ours(path), option="--plot", force=force)
+
+
+def _is_ours(path: str) -> Callable[[bytes], bool]:
+    from fitplan.owned_files import first_line, png_software
+
+    return first_line(f"<!-- {PLOT_MARK} -->") if path.lower().endswith(".svg") else png_software(PLOT_MARK)
+
+
+def plot(document: dict[str, Any], path: str, *, force: bool = False) -> None:
+    """Draw the figure to `path`, replacing only a plot fitplan drew there (or anything, with force)."""
+    check_plot_target(path, force=force)
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed
@@ -50,8 +70,25 @@ def plot(document: dict[str, Any], path: str) -> None:
     memory.set_title(f"chosen: {document['plan']['runtime']} {document['plan']['weights']}")
     memory.legend()
     figure.tight_layout()
-    figure.savefig(path)
+    _save(figure, path, force)
     plt.close(figure)
+
+
+def _save(figure: Any, path: str, force: bool) -> None:
+    import io
+
+    from fitplan.owned_files import write_owned
+
+    buffer = io.BytesIO()
+    svg = path.lower().endswith(".svg")
+    if svg:
+        figure.savefig(buffer, format="svg")
+        declaration, _, rest = buffer.getvalue().partition(b"\n")
+        data = b"%s\n<!-- %s -->\n%s" % (declaration, PLOT_MARK.encode(), rest)
+    else:
+        figure.savefig(buffer, format="png", metadata={"Software": PLOT_MARK})
+        data = buffer.getvalue()
+    write_owned(path, data, ours=_is_ours(path), option="--plot", force=force)
 
 
 def _speed_quality_front(plans: list[dict[str, Any]]) -> list[dict[str, Any]]:

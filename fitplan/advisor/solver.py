@@ -246,12 +246,13 @@ def _placements(spec: ModelSpec, hw: HardwareSpec, req: Request, fmt: WeightForm
     weights = tensor_bytes(spec, fmt)
     gpus = len(hw.gpus) if hw.gpus and req.max_vram != 0 and _device_unmet(fmt, hw, "gpu") is None else 0
     on_cpu = _device_unmet(fmt, hw, "cpu", pinned=req.weights is not None) is None
+    top = _most_gpu_layers(spec, req)
     if req.gpu_layers is not None:  # a pinned placement: exactly that one
-        layers = min(req.gpu_layers, spec.layers) if gpus else 0
+        layers = min(req.gpu_layers, top) if gpus else 0
         return [_candidate(spec, hw, req, fmt, weights, context, layers, gpus if layers else 0)]
     out: list[Candidate] = []
     if gpus:
-        full = _candidate(spec, hw, req, fmt, weights, context, spec.layers, gpus)
+        full = _candidate(spec, hw, req, fmt, weights, context, top, gpus)
         out.append(full)
         if not full.fits and fmt.runtime == "llama.cpp" and req.kv_cache is None and req.flash_attn is not False:
             # a q8_0 KV cache (measured lossless, kv_dtypes.toml) may keep every layer on the GPU
@@ -259,7 +260,7 @@ def _placements(spec: ModelSpec, hw: HardwareSpec, req: Request, fmt: WeightForm
             if smaller.fits:
                 out.append(smaller)
         if not full.fits and on_cpu:
-            split = _largest_split(spec, hw, req, fmt, weights, context, gpus)
+            split = _largest_split(spec, hw, req, fmt, weights, context, gpus, top)
             if split:
                 out.append(split)
             if spec.is_moe and fmt.runtime == "llama.cpp":
@@ -275,9 +276,21 @@ def _placements(spec: ModelSpec, hw: HardwareSpec, req: Request, fmt: WeightForm
     return out
 
 
-def _largest_split(spec, hw, req, fmt, weights, context, gpus) -> Candidate | None:
+def _most_gpu_layers(spec: ModelSpec, req: Request) -> int:
+    """Blocks a GPU may hold: all of them, less the last `--disk-layers` a pin keeps on disk (honoured
+    exactly, or refused: never quietly fewer)."""
+    disk = req.disk_layers or 0
+    if disk > spec.layers:
+        raise BadValueError(f"bad --disk-layers {disk}: {spec.name} has {spec.layers} blocks")
+    if req.gpu_layers is not None and disk and req.gpu_layers > spec.layers - disk:
+        raise BadValueError(f"{req.gpu_layers} GPU layers and {disk} disk layers exceed the {spec.layers} blocks "
+                            f"of {spec.name}")
+    return spec.layers - disk
+
+
+def _largest_split(spec, hw, req, fmt, weights, context, gpus, top) -> Candidate | None:
     """Binary search for the most blocks on the GPUs that still fits (memory grows with blocks)."""
-    low, high, best = 1, spec.layers - 1, None
+    low, high, best = 1, top - 1, None
     while low <= high:
         mid = (low + high) // 2
         c = _candidate(spec, hw, req, fmt, weights, context, mid, gpus)
@@ -317,7 +330,8 @@ def _candidate(spec, hw, req, fmt, weights, context, gpu_layers, gpus, cpu_moe_l
     kv = _kv_dtype(req, fmt, hw, gpu_layers)
     all_on_gpu = gpu_layers == spec.layers and gpus > 0
     sparse = bool(req.prune) and sparse_kernel_unmet(req.prune, fmt.name, hw, all_on_gpu) is None
-    disk = min(req.disk_layers or 0, spec.layers - gpu_layers) if fmt.runtime == "transformers" else 0
+    disk = (req.disk_layers or 0) if fmt.runtime == "transformers" else 0
+    assert gpu_layers + disk <= spec.layers, (gpu_layers, disk)  # _most_gpu_layers bounds the GPU's share
     setup = Setup(fmt.runtime, fmt.name, kv, context, req.batch, threads, gpu_layers, gpus if gpu_layers else 0,
                   cpu_moe_layers, _flash_attn(req, fmt, kv, hw, all_on_gpu), prune=_prune_label(req.prune),
                   sparse_kernels=sparse, disk_layers=disk)

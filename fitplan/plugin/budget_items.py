@@ -13,7 +13,13 @@ BUDGET_FILES = ("pyproject.toml", "fitplan.toml")
 def collect(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     if file_path.name not in BUDGET_FILES:
         return None
-    text = file_path.read_text(encoding="utf-8", errors="replace")
+    from fitplan.advisor.budget_file import MAX_BUDGET_FILE_BYTES
+    from fitplan.user_files import is_regular_file
+
+    if not is_regular_file(str(file_path)):
+        return None
+    with open(file_path, "rb") as handle:  # the marker is looked for; the file is read whole when collected
+        text = handle.read(MAX_BUDGET_FILE_BYTES).decode("utf-8", errors="replace")
     marker = "[[tool.fitplan.budget]]" if file_path.name == "pyproject.toml" else "[[budget]]"
     return BudgetFileCollector.from_parent(parent, path=file_path) if marker in text else None
 

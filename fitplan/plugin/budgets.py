@@ -62,11 +62,14 @@ def parse_marker(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any], test:
         raise BadValueError(f"{where}: unknown argument {unknown[0]}=; pins are {', '.join(PINS)}")
     if extra and model is None:
         raise BadValueError(f"{where}: pins ({', '.join(sorted(extra))}) need model=")
-    for key, value in extra.items():
-        if not isinstance(value, (str, int, float, bool)):
-            raise BadValueError(f"{where}: {key}={value!r} must be a string, a number or true/false")
     if model is not None and (not isinstance(model, str) or not model.strip()):
         raise BadValueError(f"{where}: model={model!r} must be a catalog name or a local path")
+    if hardware is not None and (not isinstance(hardware, str) or not hardware.strip()):
+        raise BadValueError(f"{where}: hardware={hardware!r} must be a profile name, Nx<name> or a .toml path")
+    if extra:
+        from fitplan.advisor.budget_file import check_pins
+
+        check_pins(extra, where)
     return Budget(kind, parse_limit(kind, limit_text, where), str(limit_text), "marker", model, hardware,
                   tuple(sorted(extra.items())), float(percentile))
 

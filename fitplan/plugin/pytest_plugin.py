@@ -33,6 +33,11 @@ class Settings:
     strict: bool
     default_ram: Budget | None
     default_vram: Budget | None
+    report_origin: str = ""
+    report_force: bool = False
+
+
+REPORT_KIND = "fitplan-pytest-report"  # what --fitplan-report verifies before replacing a report
 
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -54,6 +59,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for flag, ini, text in options:
         group.addoption(flag, dest=ini, default=None, help=text)  # None: the ini value still applies
         parser.addini(ini, text)
+    group.addoption("--fitplan-report-force", dest="fitplan_report_force", action="store_true", default=False,
+                    help="let --fitplan-report replace a file that fitplan did not write")
     group.addoption("--fitplan-budgets", dest="fitplan_budgets", action="store_true", default=False,
                     help="collect each [[tool.fitplan.budget]] entry x profile of pyproject.toml / fitplan.toml as a test")
     group.addoption("--fitplan-strict", dest="fitplan_strict", action="store_true", default=None,
@@ -82,9 +89,24 @@ def pytest_configure(config: pytest.Config) -> None:
         except FitplanError as exc:
             raise pytest.UsageError(str(exc)) from None
     strict, _ = _setting(config, "fitplan_strict")
+    report, origin = _setting(config, "fitplan_report")
+    if report and not hasattr(config, "workerinput"):
+        try:  # refused before any test runs, not after
+            _report_target(str(report), origin, config.getoption("fitplan_report_force"))
+        except FitplanError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    hardware, where = _setting(config, "fitplan_hardware", "FITPLAN_HARDWARE")
+    if hardware and hardware != "auto":
+        from fitplan.profiles.named import load_profile
+
+        try:  # a bad target is the session's usage error, before any test runs
+            load_profile(str(hardware), source=where)
+        except FitplanError as exc:
+            raise pytest.UsageError(str(exc)) from None
     config.stash[SETTINGS_KEY] = Settings(
-        hardware=_setting(config, "fitplan_hardware", "FITPLAN_HARDWARE")[0],
-        report=_setting(config, "fitplan_report")[0], strict=bool(strict),
+        hardware=hardware,
+        report=report, strict=bool(strict), report_origin=origin,
+        report_force=bool(config.getoption("fitplan_report_force")),
         default_ram=defaults["fits_ram"], default_vram=defaults["fits_vram"],
     )
     config.stash[RESULTS_KEY] = []
@@ -246,9 +268,21 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     settings = config.stash.get(SETTINGS_KEY, None)
     if settings is None or not settings.report or hasattr(config, "workerinput"):
         return
-    from pathlib import Path
-
-    from fitplan.atomic_file import write_atomic
+    from fitplan.owned_files import json_kind, write_owned
 
     rows = config.stash.get(RESULTS_KEY, [])
-    write_atomic(Path(settings.report), json.dumps({"budgets": rows}, indent=2) + "\n")
+    text = json.dumps({"kind": REPORT_KIND, "budgets": rows}, indent=2) + "\n"
+    try:
+        write_owned(settings.report, text, ours=json_kind(REPORT_KIND), option=settings.report_origin,
+                    force=settings.report_force)
+    except FitplanError as exc:  # the file changed during the run: say so, keep what is there
+        import sys
+
+        sys.stderr.write(f"fitplan: error: {exc}\n")
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR
+
+
+def _report_target(path: str, origin: str, force: bool) -> None:
+    from fitplan.owned_files import json_kind, writable_target
+
+    writable_target(path, ours=json_kind(REPORT_KIND), option=origin, force=force)

@@ -48,18 +48,25 @@ def load_profile(name_or_path: str, *, source: str = "--hardware") -> HardwareSp
 
 
 def _from_file(path: str, source: str) -> HardwareSpec:
+    from fitplan.user_files import read_text
+
+    text = read_text(path, limit=_MAX_PROFILE_BYTES, what=f"profile file ({source})", error=ProfileError)
     try:
-        if os.path.getsize(path) > _MAX_PROFILE_BYTES:
-            raise ProfileError(f"profile file {path} ({source}) is too large to be a profile")
-        with open(path, encoding="utf-8") as handle:
-            data = parse_toml(handle.read())
-    except FileNotFoundError:
-        raise ProfileError(f"profile file {path} ({source}) does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"cannot read profile file {path} ({source}): {exc}") from None
+        data = parse_toml(text)
     except ValueError as exc:
         raise ProfileError(f"profile file {path} ({source}) is not valid TOML: {exc}") from None
     return _build(data, f"profile file {path}")
+
+
+def _text(value: Any) -> Any:
+    """A name or description as it may be printed (no terminal escapes); other types fail validation."""
+    from fitplan.user_files import printable
+
+    return printable(value) if isinstance(value, str) else value
+
+
+def _named(table: Any) -> Any:
+    return {k: _text(v) if k == "name" else v for k, v in table.items()} if isinstance(table, dict) else table
 
 
 def _build(data: dict[str, Any], where: str) -> HardwareSpec:
@@ -68,8 +75,8 @@ def _build(data: dict[str, Any], where: str) -> HardwareSpec:
         gpu = data.get("gpu")
         ram = data.get("ram", {})
         return HardwareSpec(
-            name=data["name"], description=data.get("description", ""),
-            gpus=(GPUSpec(**gpu),) if gpu else (), cpu=CPUSpec(**data["cpu"]),
+            name=_text(data["name"]), description=_text(data.get("description", "")),
+            gpus=(GPUSpec(**_named(gpu)),) if gpu else (), cpu=CPUSpec(**_named(data["cpu"])),
             ram_bytes=ram["total_bytes"], sources=tuple(data.get("sources", ())), notes=data.get("notes", ""),
         )
     except KeyError as exc:
