@@ -568,3 +568,75 @@ def test_hostile_input(case_id: str, runner: Runner, cases: dict[str, Case], tmp
     judge(case, result)
     changed = sorted(path for path, entry in before.items() if after.get(path) != entry)
     assert not changed, f"{case.id} changed {changed}"
+
+
+# ---------------------------------------------------------------------------------------------
+# what must keep working beside the refusals
+
+
+def test_a_large_pyproject_is_read_whole(runner: Runner, tmp_path: Path) -> None:
+    """A 4.48 MB pyproject.toml whose last budget is broken fails (exit 1): no prefix of it is judged."""
+    ok = budget().replace("[[budget]]", "[[tool.fitplan.budget]]")
+    broken = budget(model='"llama-3.1-70b"', limit='max_vram = "8GB"').replace("[[budget]]", "[[tool.fitplan.budget]]")
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'm'\n" + ok + "#" * 4_480_000 + "\n" + broken)
+    result = runner.run(["fitplan", "check"], tmp_path, {}, [])
+    assert result["rc"] == 1 and "BROKEN" in result["stdout"], result
+
+
+def test_reports_replace_their_own_and_write_through_links(runner: Runner, tmp_path: Path) -> None:
+    """check -o replaces an earlier report of any format, writes through a symlink (the link stays),
+    and --force replaces a file fitplan did not write."""
+    (tmp_path / "fitplan.toml").write_text(VALID_BUDGET)
+    for fmt in ("json", "text", "junit", "github", "json"):
+        assert runner.run(["fitplan", "check", "--format", fmt, "-o", "r.out"], tmp_path, {}, [])["rc"] == 0
+    assert json.loads((tmp_path / "r.out").read_text())["kind"] == "fitplan-check-report"
+    os.symlink("r.out", tmp_path / "link.out")
+    assert runner.run(["fitplan", "check", "-o", "link.out"], tmp_path, {}, [])["rc"] == 0
+    assert os.readlink(tmp_path / "link.out") == "r.out"
+    assert (tmp_path / "r.out").read_text().startswith("fitplan-check-report: ")
+    (tmp_path / "notes.md").write_text("mine\n")
+    assert runner.run(["fitplan", "check", "-o", "notes.md"], tmp_path, {}, [])["rc"] == 2
+    assert runner.run(["fitplan", "check", "-o", "notes.md", "--force"], tmp_path, {}, [])["rc"] == 0
+    assert "fitplan check" in (tmp_path / "notes.md").read_text()
+
+
+@pytest.mark.parametrize("name", ["fig.png", "fig.svg"])
+def test_a_plot_replaces_only_a_plot_fitplan_drew(runner: Runner, tmp_path: Path, name: str) -> None:
+    """--plot draws, draws again over its own figure, and refuses a file of the user's until --force."""
+    pytest.importorskip("matplotlib")
+    for _ in range(2):
+        assert runner.run([*ADVISE, "--plot", name], tmp_path, {}, [])["rc"] == 0
+    (tmp_path / name).write_bytes(b"the user's figure")
+    refused = runner.run([*ADVISE, "--plot", name], tmp_path, {}, [])
+    assert refused["rc"] == 2 and (tmp_path / name).read_bytes() == b"the user's figure", refused
+    assert runner.run([*ADVISE, "--plot", name, "--force"], tmp_path, {}, [])["rc"] == 0
+
+
+def test_pytest_report_replaces_its_own_report(runner: Runner, tmp_path: Path) -> None:
+    """--fitplan-report writes a JSON report with its kind, and a second run replaces it."""
+    (tmp_path / "test_x.py").write_text("def test_a():\n    pass\n")
+    argv = ["pytest", "-q", "-p", "no:cacheprovider", "--fitplan-report=r.json", "test_x.py"]
+    for _ in range(2):
+        assert runner.run(argv, tmp_path, {}, [])["rc"] == 0
+    assert json.loads((tmp_path / "r.json").read_text())["kind"] == "fitplan-pytest-report"
+
+
+@pytest.mark.parametrize("layers", [10, 20, 32])
+def test_disk_layers_are_honoured_exactly(runner: Runner, tmp_path: Path, layers: int) -> None:
+    """--disk-layers N keeps exactly the last N of 32 blocks on disk, on a GPU box and on a CPU runner."""
+    for hardware in ("rtx-4090-24gb", "gha-ubuntu-4core"):
+        result = runner.run(["advise", "llama-3.1-8b", "--hardware", hardware, "--disk-layers", str(layers), "--json"],
+                            tmp_path, {}, [])
+        assert result["rc"] == 0, result
+        plan = json.loads(result["stdout"])["plan"]
+        assert plan["disk_layers"] == layers and plan["placement"] == "disk", plan
+
+
+def test_a_profile_name_cannot_steer_the_terminal(runner: Runner, tmp_path: Path) -> None:
+    """A profile file whose name and CPU name hold terminal escapes is shown without them."""
+    (tmp_path / "p.toml").write_text(PROFILE.replace('name = "box"', f"name = {json.dumps(ESC + 'box')}")
+                                     .replace('name = "cpu"', f"name = {json.dumps(ESC + 'cpu')}"))
+    for argv in ([*ADVISE[:2], "--hardware", "p.toml"], ["fitplan", "profile", "p.toml"]):
+        result = runner.run(argv, tmp_path, {}, [])
+        assert result["rc"] == 0 and "\x1b" not in result["stdout"] + result["stderr"], result
+        assert "box" in result["stdout"]

@@ -13,7 +13,12 @@ from fitplan.errors import ModelFileError
 from fitplan.model_spec import ModelSpec, TensorInfo
 
 _MAX_DIM = 2**24  # no real model has a width, vocabulary or context beyond 16.7M
-MAX_LAYERS = 4096
+# Every cost model loops over blocks for each candidate plan: 4096 blocks of an 8B model's widths took
+# 35 s and 700 MB to advise on, 1024 blocks 6 s. The deepest real models have ~126 (Llama 3.1 405B) and
+# the deepest self-merges ~250; 1024 leaves room for both.
+MAX_LAYERS = 512
+MAX_PARAMETERS = 2**47  # ~141T, over 100x the largest published model (Kimi K2, ~1.04T)
+MAX_CONFIG_DEPTH = 32  # real config.json files nest 4-6 levels (text_config, rope_scaling, quantization_config)
 
 
 def known_architectures() -> list[str]:
@@ -34,15 +39,35 @@ class _Config:
         value = self.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= limit:
             raise ModelFileError(
-                f"{self.where}: {key} = {value!r} is not a whole number from {minimum} to {limit}"
+                f"{self.where}: {key} = {_shown(value)} is not a whole number from {minimum} to {limit}"
             )
         return value
 
     def flag(self, key: str, default: bool = False) -> bool:
         value = self.get(key, default)
         if not isinstance(value, bool):
-            raise ModelFileError(f"{self.where}: {key} = {value!r} is not true or false")
+            raise ModelFileError(f"{self.where}: {key} = {_shown(value)} is not true or false")
         return value
+
+    def optional_size(self, key: str, *, limit: int = _MAX_DIM) -> int:
+        """A size that may be absent, null or 0 (none): q_lora_rank of DeepSeek-V2-Lite is null."""
+        value = self.raw.get(key, self.defaults.get(key))
+        return 0 if value is None or value == 0 and type(value) is int else self.size(key, limit=limit)
+
+    def text(self, key: str, default: str | None = None) -> str | None:
+        value = self.get(key, default)
+        if value is not None and not isinstance(value, str):
+            raise ModelFileError(f"{self.where}: {key} = {_shown(value)} is not a string")
+        return value
+
+    def layer_list(self, key: str, layers: int) -> set[int]:
+        """A list of layer indices (e.g. mlp_only_layers), each from 0 to layers - 1."""
+        value = self.get(key, [])
+        if not isinstance(value, list) or len(value) > layers or not all(
+                type(i) is int and 0 <= i < layers for i in value):
+            raise ModelFileError(f"{self.where}: {key} = {_shown(value)} is not a list of at most {layers} "
+                                 f"layer indices from 0 to {layers - 1}")
+        return set(value)
 
     def switch(self, setting: bool | str | None) -> bool:
         """A layout switch: a fixed true/false, or the name of the config key that decides."""
@@ -60,7 +85,7 @@ def spec_from_config(
     table = load_table("fitplan.advisor.data", "architectures.toml")
     if not isinstance(model_type, str) or model_type not in table:
         raise ModelFileError(
-            f"{where}: model_type {model_type!r} is not one fitplan models yet "
+            f"{where}: model_type {_shown(model_type)} is not one fitplan models yet "
             f"(known: {', '.join(sorted(table))})"
         )
     arch = table[model_type]
@@ -87,12 +112,12 @@ def spec_from_config(
     tensors: list[TensorInfo] = [TensorInfo("token_embd.weight", (hidden, vocab), "embed")]
     for i in range(layers):
         tensors += _attention_tensors(cfg, layout, i, hidden, heads, kv_heads, head_dim, v_head_dim)
-        tensors += _mlp_tensors(cfg, layout, i, hidden, i in moe_layers)
+        tensors += _mlp_tensors(cfg, layout, i, hidden, experts if i in moe_layers else 0)
     tensors.append(TensorInfo("output_norm.weight", (hidden,), "global"))
     if not tied:
         tensors.append(TensorInfo("output.weight", (hidden, vocab), "output"))
 
-    return ModelSpec(
+    spec = ModelSpec(
         name=name, source=source, location=location, hub_id=hub_id,
         architecture=model_type, layers=layers, hidden_size=hidden, heads=heads,
         kv_heads=kv_heads, head_dim=head_dim, v_head_dim=v_head_dim,
@@ -104,6 +129,15 @@ def spec_from_config(
         sliding_window=window, sliding_layers=frozenset(sliding),
         kv_lora_rank=kv_lora_rank, qk_rope_head_dim=rope_dim,
     )
+    check_parameters(spec.parameters, where)
+    return spec
+
+
+def check_parameters(parameters: int, where: str) -> None:
+    """Refuse a model beyond MAX_PARAMETERS: widths that pass one by one can still multiply to absurd."""
+    if parameters > MAX_PARAMETERS:
+        raise ModelFileError(f"{where}: describes {parameters:,} parameters, beyond the {MAX_PARAMETERS:,} "
+                             "(~141 trillion) fitplan plans for")
 
 
 def gguf_arch(model_type: str) -> str:
@@ -113,9 +147,9 @@ def gguf_arch(model_type: str) -> str:
 
 
 def _native_dtype(cfg: _Config) -> str:
-    dtype = cfg.get("torch_dtype") or cfg.get("dtype") or "float32"
+    dtype = cfg.text("torch_dtype") or cfg.text("dtype") or "float32"
     names = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
-    return names.get(str(dtype), "bf16")
+    return names.get(dtype, "bf16")
 
 
 def _moe_shape(cfg: _Config, moe: str | None, layers: int) -> tuple[int, int, set[int]]:
@@ -125,7 +159,7 @@ def _moe_shape(cfg: _Config, moe: str | None, layers: int) -> tuple[int, int, se
     if moe == "qwen3_moe":
         experts = cfg.size("num_experts", limit=4096)
         step = cfg.size("decoder_sparse_step", limit=layers)
-        dense = set(cfg.get("mlp_only_layers", []) or [])
+        dense = cfg.layer_list("mlp_only_layers", layers)
         sparse = {i for i in range(layers) if i not in dense and (i + 1) % step == 0}
         return experts, cfg.size("num_experts_per_tok", limit=experts), sparse
     if moe == "deepseek":
@@ -142,7 +176,10 @@ def _moe_shape(cfg: _Config, moe: str | None, layers: int) -> tuple[int, int, se
 def _sliding(cfg: _Config, kind: str | None, layers: int) -> tuple[int | None, set[int]]:
     """(window, indices of sliding-window layers); `layer_types` wins where a config has it."""
     types = cfg.raw.get("layer_types")
-    if isinstance(types, list) and len(types) == layers:
+    if types is not None:
+        if not isinstance(types, list) or len(types) != layers or not all(isinstance(t, str) for t in types):
+            raise ModelFileError(f"{cfg.where}: layer_types = {_shown(types)} is not a list of "
+                                 f"num_hidden_layers = {layers} layer type names")
         sliding = {i for i, t in enumerate(types) if t == "sliding_attention"}
         return (cfg.size("sliding_window", limit=2**31) if sliding else None), sliding
     window = cfg.get("sliding_window")
@@ -173,9 +210,8 @@ def _attention_tensors(
 
     out = [block("attn_norm.weight", hidden)]
     if layout.get("mla"):
-        q_rank = cfg.raw.get("q_lora_rank", cfg.defaults.get("q_lora_rank"))
+        q_rank = cfg.optional_size("q_lora_rank")
         if q_rank:
-            q_rank = cfg.size("q_lora_rank")
             out += [block("attn_q_a.weight", hidden, q_rank), block("attn_q_a_norm.weight", q_rank),
                     block("attn_q_b.weight", q_rank, heads * head_dim)]
         else:
@@ -204,14 +240,14 @@ def _attention_tensors(
     return out
 
 
-def _mlp_tensors(cfg: _Config, layout: dict[str, Any], i: int, hidden: int, sparse: bool) -> list[TensorInfo]:
+def _mlp_tensors(cfg: _Config, layout: dict[str, Any], i: int, hidden: int, experts: int) -> list[TensorInfo]:
+    """Layer i's MLP: a mixture of `experts` experts, or dense where experts is 0."""
     def block(name: str, *shape: int, experts: int = 0) -> TensorInfo:
         return TensorInfo(f"blk.{i}.{name}", tuple(shape), "block", i, experts)
 
     out = [block("ffn_norm.weight", hidden)]
     moe = layout.get("moe")
-    if sparse:
-        experts, _, _ = _moe_shape(cfg, moe, i + 1)
+    if experts:
         inter = cfg.size("intermediate_size" if moe == "mixtral" else "moe_intermediate_size")
         out += [block("ffn_gate_inp.weight", hidden, experts),
                 block("ffn_gate_exps.weight", hidden, inter, experts, experts=experts),
@@ -236,13 +272,25 @@ def _mlp_tensors(cfg: _Config, layout: dict[str, Any], i: int, hidden: int, spar
     return out
 
 
-def check_finite_tree(value: Any, where: str) -> None:
-    """Reject NaN/Infinity anywhere in a parsed config (json accepts them silently)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ModelFileError(f"{where}: holds a non-finite number ({value})")
-    if isinstance(value, dict):
-        for item in value.values():
-            check_finite_tree(item, where)
-    elif isinstance(value, list):
-        for item in value:
-            check_finite_tree(item, where)
+def check_finite_tree(value: Any, where: str, max_depth: int = MAX_CONFIG_DEPTH) -> None:
+    """Reject NaN/Infinity anywhere in a parsed config (json accepts them silently), and nesting deeper
+    than max_depth (no recursion: a deep tree is refused, not a RecursionError)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise ModelFileError(f"{where}: holds a non-finite number ({item})")
+        elif isinstance(item, (dict, list)):
+            if depth >= max_depth:
+                raise ModelFileError(f"{where}: nests objects or lists more than {max_depth} levels deep")
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A config value for a one-line message: its repr (control characters escaped), cut to `limit`."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value)} items" if isinstance(value, (list, dict, str)) else f"{len(text)} characters"
+    return f"{text[:limit]}... (a {type(value).__name__} of {size})"

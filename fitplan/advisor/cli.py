@@ -338,7 +338,9 @@ def strategies_command(
         return
     from rich.table import Table
 
-    table = Table(title=f"strategies{f' on {hw.name}' if hw else ''}", title_justify="left")
+    from fitplan.advisor.report import shown
+
+    table = Table(title=f"strategies{f' on {shown(hw.name)}' if hw else ''}", title_justify="left")
     for column in ("strategy", "option", "needs", *(["here"] if hw else [])):
         table.add_column(column)
     for r in rows:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fitplan.errors import BadValueError
+from fitplan.plan_spec import MAX_BATCH, MAX_CONTEXT, MAX_DRAFT_TOKENS, MAX_THREADS
 
 PLAN_SCHEMA_VERSION = 1
 PLAN_KIND = "fitplan-plan"
@@ -46,7 +47,7 @@ class PlanHardware(_Strict):
 class Speculative(_Strict):
     draft: str  # a model (catalog name or local file) or "prompt-lookup"
     draft_weights: str | None = None  # the draft's format, e.g. bf16 for a lower-precision copy (transformers)
-    draft_tokens: int = Field(gt=0, le=64)
+    draft_tokens: int = Field(gt=0, le=MAX_DRAFT_TOKENS)
     acceptance: float = Field(ge=0, lt=1)
     acceptance_source: str = ""
     cost_ratio: float | None = None
@@ -60,9 +61,9 @@ class PlanSetup(_Strict):
     runtime: Literal["llama.cpp", "transformers", "onnxruntime"]
     weights: str
     kv_cache: str
-    context: int = Field(gt=0, le=2**24)
-    batch: int = Field(gt=0, le=4096)
-    threads: int = Field(gt=0, le=4096)
+    context: int = Field(gt=0, le=MAX_CONTEXT)
+    batch: int = Field(gt=0, le=MAX_BATCH)
+    threads: int = Field(gt=0, le=MAX_THREADS)
     gpu_layers: int = Field(ge=0)
     gpus: int = Field(ge=0)
     cpu_moe_layers: int = Field(default=0, ge=0)
@@ -144,15 +145,9 @@ def plan_from_advice(doc: dict[str, Any]) -> PlanFile:
 def load_plan(path: str) -> PlanFile:
     """Read and validate a plan file; every problem is one line naming the file and the field."""
     from fitplan.advisor.safetensors_header import strict_json
+    from fitplan.user_files import read_bytes
 
-    try:
-        size = os.path.getsize(path)
-        if size > MAX_PLAN_BYTES:
-            raise BadValueError(f"{path} is {size} bytes: not a fitplan plan (at most {MAX_PLAN_BYTES})")
-        with open(path, "rb") as handle:
-            doc = strict_json(handle.read(), path)
-    except OSError as exc:
-        raise BadValueError(f"cannot read plan file {path}: {exc.strerror}") from None
+    doc = strict_json(read_bytes(path, limit=MAX_PLAN_BYTES, what="plan file"), path)
     return parse_plan(doc, path)
 
 
@@ -184,18 +179,34 @@ def plan_json_schema() -> dict[str, Any]:
 
 def fingerprint(location: str) -> str:
     """sha256 over each weight file's size and first and last MiB: it tells a replaced or truncated
-    file from the planned one in milliseconds, without reading 100 GB."""
-    files = [location] if os.path.isfile(location) else sorted(
-        os.path.join(location, n) for n in os.listdir(location) if n.endswith((".safetensors", ".gguf", "config.json")))
+    file from the planned one in milliseconds, without reading 100 GB.
+
+    Regular files only: a FIFO, a device, a folder or a dangling link, as the location or named like a
+    weight file inside it, is refused in one line (ModelFileError) rather than blocking or reading forever."""
+    from fitplan.errors import ModelFileError
+    from fitplan.user_files import open_regular, printable
+
+    if os.path.isdir(location):
+        try:
+            names = os.listdir(location)
+        except OSError as exc:
+            raise ModelFileError(printable(f"cannot list model folder {location}: {exc.strerror or exc}")) from None
+        files = sorted(os.path.join(location, n) for n in names if n.endswith((".safetensors", ".gguf", "config.json")))
+    else:
+        files = [location]
     digest = hashlib.sha256()
     for path in files:
-        size = os.path.getsize(path)
-        digest.update(f"{os.path.basename(path)}:{size}:".encode())
-        with open(path, "rb") as handle:
-            digest.update(handle.read(2**20))
+        fd = open_regular(path, "model file", ModelFileError)
+        try:
+            size = os.fstat(fd).st_size
+            digest.update(f"{os.path.basename(path)}:{size}:".encode())
+            digest.update(os.pread(fd, 2**20, 0))
             if size > 2**21:
-                handle.seek(size - 2**20)
-                digest.update(handle.read(2**20))
+                digest.update(os.pread(fd, 2**20, size - 2**20))
+        except OSError as exc:
+            raise ModelFileError(printable(f"cannot read model file {path}: {exc.strerror or exc}")) from None
+        finally:
+            os.close(fd)
     return "sha256-ends:" + digest.hexdigest()
 
 
@@ -206,7 +217,10 @@ def check_fingerprint(plan: PlanFile) -> None:
         return
     if not os.path.exists(m.location):
         raise BadValueError(f"the plan's model {m.location} does not exist")
-    if m.fingerprint and fingerprint(m.location) != m.fingerprint:
+    if not m.fingerprint:  # without it, nothing would tell the planned weights from any other file
+        raise BadValueError(f"the plan names local weights {m.location} but no fingerprint of them, so nothing "
+                            "can check they are the planned ones: run advise -o again")
+    if fingerprint(m.location) != m.fingerprint:
         raise BadValueError(f"{m.location} changed since the plan was made (fingerprint differs): run advise -o again")
 
 
@@ -220,6 +234,7 @@ def local_weights(plan: PlanFile) -> str:
     if m.source not in ("gguf", "folder"):
         how = source.get("how") or source.get("kind", "")
         raise BadValueError(f"the plan's model {m.name} has no local weights ({m.source} {m.location}): {how}".rstrip(": "))
+    check_fingerprint(plan)
     if source and source.get("kind") not in LOCAL_KINDS:
         raise BadValueError(f"the plan's {plan.plan.weights} weights are not on disk yet ({source.get('kind')}): "
                             f"{source.get('how', '')}")

@@ -111,13 +111,23 @@ def advice_document(spec: ModelSpec, hw: HardwareSpec, advice: Advice, *, top: i
     }
 
 
+def shown(text: Any) -> str:
+    """A string from a file or the user as rich prints it literally: no terminal escapes (printable) and
+    no rich markup (a model named '[link=https://...]' would otherwise print as a hyperlink)."""
+    from rich.markup import escape
+
+    from fitplan.user_files import printable
+
+    return escape(printable(str(text)))
+
+
 def render(doc: dict[str, Any], console: Any, *, top: int = 8) -> None:
     """Print the recommendation, its memory per device, the alternatives and the rejections."""
     from rich.table import Table
 
     m, plan = doc["model"], doc["plan"]
-    console.print(f"[bold]{m['name']}[/] ({m['parameters'] / 1e9:.2f}B parameters, "
-                  f"{m['active_parameters'] / 1e9:.2f}B active, {m['layers']} layers) on [bold]{doc['hardware']['name']}[/]")
+    console.print(f"[bold]{shown(m['name'])}[/] ({m['parameters'] / 1e9:.2f}B parameters, "
+                  f"{m['active_parameters'] / 1e9:.2f}B active, {m['layers']} layers) on [bold]{shown(doc['hardware']['name'])}[/]")
     verdict = "[green]fits[/]" if doc["fits"] else "[red]does not fit this machine[/]"
     where = {"gpu": "all layers on GPU", "cpu": "CPU only",
              "split": f"{plan['gpu_layers']} of {m['layers']} layers on GPU, rest on CPU",
@@ -129,13 +139,13 @@ def render(doc: dict[str, Any], console: Any, *, top: int = 8) -> None:
     console.print(f"{verdict}: {plan['runtime']} {plan['weights']}, KV cache {plan['kv_cache']}, "
                   f"context {plan['context']}, batch {plan['batch']}, {plan['threads']} threads, {where}")
     if plan.get("context_note"):
-        console.print(f"  context {plan['context']}: {plan['context_note']}")
+        console.print(f"  context {plan['context']}: {shown(plan['context_note'])}")
     if not doc["fits"]:
-        console.print(f"  [red]{doc['why']}[/]")
+        console.print(f"  [red]{shown(doc['why'])}[/]")
         out = doc.get("scale_out")
         if out:
             console.print(f"  would fit on {out['gpus']} x {out['gpu']} ({out['nodes']} node(s)) with vLLM, "
-                          f"{out['weights']}, {format_bytes(out['need_per_gpu_bytes'])} needed per GPU:\n  {out['command']}")
+                          f"{out['weights']}, {format_bytes(out['need_per_gpu_bytes'])} needed per GPU:\n  {shown(out['command'])}")
     predicted = doc["predicted"]
     if "decode_tokens_per_s" in predicted:
         p = predicted["provenance"]
@@ -161,11 +171,11 @@ def render(doc: dict[str, Any], console: Any, *, top: int = 8) -> None:
                         f"{format_bytes(biggest[1]['total'])} ({biggest[0]})", "-" if decode is None else f"{decode:.1f}")
         console.print(alt)
     for r in doc["rejected"][:top]:
-        console.print(f"  [dim]rejected[/] {r['candidate']}: {r['reason']}")
+        console.print(f"  [dim]rejected[/] {shown(r['candidate'])}: {shown(r['reason'])}")
     if len(doc["rejected"]) > top:
         console.print(f"  [dim]... and {len(doc['rejected']) - top} more rejected (see --json)[/]")
     by_reason: dict[str, list[str]] = {}
     for e in doc.get("excluded", []):
         by_reason.setdefault(e["reason"], []).append(e["weights"])
     for reason, names in by_reason.items():
-        console.print(f"  [dim]not weighed here[/] {', '.join(names)}: {reason}")
+        console.print(f"  [dim]not weighed here[/] {shown(', '.join(names))}: {shown(reason)}")

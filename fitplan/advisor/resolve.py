@@ -9,24 +9,25 @@ import os
 from fitplan.advisor.catalog import catalog_spec
 from fitplan.errors import ModelNotFoundError
 from fitplan.model_spec import ModelSpec
+from fitplan.user_files import printable
 
 
 def resolve_model(arg: str) -> ModelSpec:
     text = arg.strip()
     if not text:
         raise ModelNotFoundError("empty MODEL: pass a .gguf file, a folder with config.json, or a catalog name")
-    if text.lower().endswith(".gguf") or os.path.isfile(text):
-        if not os.path.isfile(text):
-            raise ModelNotFoundError(f"model file {text} does not exist")
-        from fitplan.advisor.model_files import gguf_spec
-
-        return gguf_spec(text)
     if os.path.isdir(text):
-        if not os.path.isfile(os.path.join(text, "config.json")):
-            raise ModelNotFoundError(f"folder {text} has no config.json")
+        if not os.path.lexists(os.path.join(text, "config.json")):
+            raise ModelNotFoundError(f"folder {printable(text)} has no config.json")
         from fitplan.advisor.model_files import folder_spec
 
-        return folder_spec(text)
+        return folder_spec(text)  # a config.json that is no regular file is refused there, by name
+    if text.lower().endswith(".gguf") or os.path.lexists(text):
+        if not os.path.lexists(text):
+            raise ModelNotFoundError(f"model file {printable(text)} does not exist")
+        from fitplan.advisor.model_files import gguf_spec
+
+        return gguf_spec(text)  # a FIFO, a device or a dangling link is refused there, by name
     spec = catalog_spec(text)
     if spec is not None:
         return spec

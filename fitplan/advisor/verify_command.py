@@ -132,7 +132,9 @@ def render_verify(doc: dict[str, Any], console: Any) -> None:
     from fitplan.units import format_bytes
 
     plan, work = doc["plan"], doc["workload"]
-    console.print(f"[bold]{doc['model']['name']}[/] via {plan['runtime']} {plan['weights']}, context {plan['context']}, "
+    from fitplan.advisor.report import shown
+
+    console.print(f"[bold]{shown(doc['model']['name'])}[/] via {plan['runtime']} {plan['weights']}, context {plan['context']}, "
                   f"{plan['threads']} threads; {work['prompt_tokens']} prompt + {work['gen_tokens']} generated tokens, "
                   f"{work['repeat']} runs (medians; spread in brackets)")
     table = Table(title="predicted vs measured", title_justify="left")
