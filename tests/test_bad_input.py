@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from gguf_bytes import ALIGN, ARRAY, STRING, U8, U32, U64, g_kv, g_str, g_u32
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -65,9 +66,7 @@ def assert_ok(proc: subprocess.CompletedProcess[str]) -> dict:
 # ---------------------------------------------------------------------------------------------
 # a small valid GGUF, and hand-made hostile edits of it
 
-U8, U32, STRING, ARRAY, U64 = 0, 4, 8, 9, 10
 F32_TYPE = 0
-ALIGN = 32
 
 LLAMA_KEYS = [
     ("llama.block_count", 1), ("llama.embedding_length", 64), ("llama.attention.head_count", 4),
@@ -82,20 +81,6 @@ LLAMA_TENSORS = [  # GGUF names, ne0 first; all F32
     ("blk.0.ffn_gate.weight", (64, 128)), ("blk.0.ffn_up.weight", (64, 128)),
     ("blk.0.ffn_down.weight", (128, 64)),
 ]
-
-
-def g_str(text: str | bytes, length: int | None = None) -> bytes:
-    """A GGUF string: u64 length (or a lying one) + bytes."""
-    raw = text.encode() if isinstance(text, str) else text
-    return struct.pack("<Q", len(raw) if length is None else length) + raw
-
-
-def g_kv(key: str | bytes, value_type: int, payload: bytes) -> bytes:
-    return g_str(key) + struct.pack("<I", value_type) + payload
-
-
-def g_u32(key: str, value: int) -> bytes:
-    return g_kv(key, U32, struct.pack("<I", value))
 
 
 def llama_kvs(arch_value: bytes | None = None, **overrides: int) -> list[bytes]:

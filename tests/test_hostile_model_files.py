@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from gguf_bytes import ALIGN, ARRAY, BOOL, F32, STRING, U8, U32, WIDTH, g_array, g_kv, g_str, g_u32
 
 ADVISE = Path(sys.executable).with_name("advise")
 FITPLAN = Path(sys.executable).with_name("fitplan")
@@ -39,29 +40,7 @@ MAX_RSS = 2**30
 HANG_S = 120  # a hang guard only: every case takes about a second
 
 # ---------------------------------------------------------------------------------------------
-# GGUF building blocks (value types: gguf.md "gguf_metadata_value_type")
-
-U8, I8, U16, I16, U32, I32, F32, BOOL, STRING, ARRAY, U64, I64, F64 = range(13)
-WIDTH = {U8: 1, I8: 1, U16: 2, I16: 2, U32: 4, I32: 4, F32: 4, BOOL: 1, U64: 8, I64: 8, F64: 8}
-ALIGN = 32
-
-
-def g_str(text: str | bytes, length: int | None = None) -> bytes:
-    raw = text.encode() if isinstance(text, str) else text
-    return struct.pack("<Q", len(raw) if length is None else length) + raw
-
-
-def g_kv(key: str | bytes, value_type: int, payload: bytes) -> bytes:
-    return g_str(key) + struct.pack("<I", value_type) + payload
-
-
-def g_u32(key: str, value: int) -> bytes:
-    return g_kv(key, U32, struct.pack("<I", value))
-
-
-def g_array(element_type: int, length: int, body: bytes = b"") -> bytes:
-    return struct.pack("<IQ", element_type, length) + body
-
+# a small valid GGUF (building blocks: tests/gguf_bytes.py)
 
 LLAMA = {"block_count": 1, "embedding_length": 64, "attention.head_count": 4, "attention.head_count_kv": 2,
          "feed_forward_length": 128, "context_length": 256, "vocab_size": 32}

@@ -31,7 +31,6 @@ import json
 import os
 import re
 import struct
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -593,21 +592,13 @@ def _store_ref(repo_id: str, revision: str | None, commit: str) -> None:
 
 
 def _store(path: str, doc: Any) -> None:
-    """Write a cache file atomically (temp file + os.replace), so a concurrent reader never sees half of it."""
-    folder = os.path.dirname(path)
-    temp = None
+    """Write a cache file atomically, so a concurrent reader never sees half of it."""
+    from fitplan.atomic_file import write_atomic
+
     try:
-        os.makedirs(folder, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(doc, handle)
-        os.replace(temp, path)
-        temp = None
+        write_atomic(path, json.dumps(doc))
     except OSError:
         pass  # a read-only cache only costs the next call its requests
-    finally:
-        if temp is not None and os.path.exists(temp):
-            os.remove(temp)
 
 
 # ---- messages ---------------------------------------------------------------------------------------
@@ -618,7 +609,9 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _short(text: str, limit: int = 120) -> str:
-    text = "".join(c if c.isprintable() else "?" for c in text)
+    from fitplan.user_files import printable
+
+    text = printable(text)
     return text if len(text) <= limit else text[:limit] + "..."
 
 
