@@ -18,7 +18,7 @@ MAX_DRAFT_TOKENS = 64  # tokens a draft proposes per step
 class Setup:
     """The discrete choices of one candidate plan."""
 
-    runtime: str  # "llama.cpp" | "transformers"
+    runtime: str  # a registered runtime: "llama.cpp", "transformers" or "onnxruntime"
     weights: str  # a weight format name (formats.toml)
     kv_cache: str  # KV cache element type (kv_dtypes.toml)
     context: int  # tokens per sequence

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from gguf_bytes import ALIGN, ARRAY, BOOL, F32, STRING, U8, U32, WIDTH, g_array, g_kv, g_str, g_u32
+from gguf_bytes import ALIGN, ARRAY, BOOL, STRING, U8, U32, WIDTH, g_array, g_kv, g_str, g_u32
 
 ADVISE = Path(sys.executable).with_name("advise")
 FITPLAN = Path(sys.executable).with_name("fitplan")

@@ -21,10 +21,6 @@ MAX_PARAMETERS = 2**47  # ~141T, over 100x the largest published model (Kimi K2,
 MAX_CONFIG_DEPTH = 32  # real config.json files nest 4-6 levels (text_config, rope_scaling, quantization_config)
 
 
-def known_architectures() -> list[str]:
-    return sorted(load_table("fitplan.advisor.data", "architectures.toml"))
-
-
 class _Config:
     """config.json values with the architecture's defaults behind them, each checked once."""
 

@@ -1,4 +1,5 @@
-"""The command line: `fitplan advise|profile|models` and the `advise` shortcut.
+"""The command line: `fitplan advise|profile|models|run|export|check|schema|strategies|verify` and the
+`advise` shortcut.
 
 Thin on purpose: commands parse and print, library functions do the work. Every user error is one
 line on stderr and exit code 2, in place of the CLI library's usage panels.

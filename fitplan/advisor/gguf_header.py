@@ -2,7 +2,7 @@
 
 Why not gguf.GGUFReader: it takes ~2 s and ~190 MB on a 98 MB file, memory-maps the file (a file
 truncated later kills the process with SIGBUS) and can hang or grow without bound on a hostile
-header (../shared/MEASURED.md). This reader checks every count, length and offset against the file
+header (docs/evidence.md). This reader checks every count, length and offset against the file
 size before it reads, keeps only scalars, strings and short numeric arrays, skips string arrays, and
 caps what a well-formed but costly header can make it do (keys, tensors, header bytes, array
 elements walked or kept), each cap named in its error.

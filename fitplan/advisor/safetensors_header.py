@@ -1,7 +1,7 @@
 """Exact tensor bytes and dtypes from safetensors headers, never loading a tensor.
 
 Why our own parser: safe_open accepts headers up to 100 MB (~3.7 s, 1.37 GB to parse one near the
-cap, ../shared/MEASURED.md); we cap the header first (and the tensors it can describe, counted before
+cap, docs/evidence.md); we cap the header first (and the tensors it can describe, counted before
 the JSON is parsed), then check every offset against the file.
 Format: https://github.com/huggingface/safetensors#format
 """

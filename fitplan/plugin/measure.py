@@ -2,7 +2,7 @@
 
 Linux resets the peak-RSS counter when "5" is written to /proc/self/clear_refs, so VmHWM after a
 test is the test's own high-water mark, with memory from C extensions counted (~48 us a test,
-../shared/ANCHORS.md). Children: the largest ru_maxrss of the children reaped meanwhile (per child
+docs/evidence.md). Children: the largest ru_maxrss of the children reaped meanwhile (per child
 through wait4 where Python's os.waitpid reaps them, else a new lifetime maximum of RUSAGE_CHILDREN).
 GPU: torch's reserved peak where torch is loaded, and NVML's figure for this process.
 """

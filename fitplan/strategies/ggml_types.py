@@ -31,8 +31,3 @@ def ggml_tensor_bytes(type_name: str, shape: tuple[int, ...]) -> int:
     if shape and shape[0] % block:
         raise BadValueError(f"a row of {shape[0]} elements is not a whole number of {type_name} blocks")
     return math.prod(shape) // block * size
-
-
-def bits_per_weight(type_name: str) -> float:
-    block, size = ggml_type_size(type_name)
-    return 8 * size / block

@@ -118,9 +118,9 @@ _FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})
 # type the source file holds for tensors llama.cpp leaves alone (see docstring)
 UNQUANTIZED_SOURCE_TYPE = "F32"
 
-# block sizes of types that older gguf-py releases do not know yet
-# (values from gguf-py/gguf/constants.py GGML_QUANT_SIZES upstream)
-_EXTRA_BLOCK_SIZES: dict[str, int] = {"Q1_0": 128, "Q2_0": 64, "NVFP4": 64}
+# block sizes of file-type targets that data/ggml_types.toml does not list (not yet a ggml tensor type
+# in gguf-py 0.19; value from upstream gguf-py/gguf/constants.py GGML_QUANT_SIZES)
+_EXTRA_BLOCK_SIZES: dict[str, int] = {"Q2_0": 64}
 
 # ---------------------------------------------------------------------------
 # groups of file types used by llama_tensor_get_type_impl()

@@ -249,7 +249,7 @@ def _convert_gguf(path: str, folder: Path) -> None:
     """Dequantize a GGUF with transformers' own loader and save it as safetensors (atomically).
 
     transformers refuses save_pretrained on a GGUF-loaded model until its quantizer and
-    quantization_config are dropped (../shared/MEASURED.md).
+    quantization_config are dropped (docs/evidence.md, "transformers and GGUF files").
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
