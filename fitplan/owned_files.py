@@ -71,7 +71,7 @@ def writable_target(path: str, *, ours: Callable[[bytes], bool], option: str, fo
     if os.path.lexists(path) and os.path.exists(target):
         fd = open_regular(target, f"{option} target")  # a folder, FIFO or device: refused in one line
         with os.fdopen(fd, "rb") as handle:
-            existing = handle.read(MAX_OWNED_BYTES + 1)
+            existing = b"" if force else handle.read(MAX_OWNED_BYTES + 1)
         if not force and (len(existing) > MAX_OWNED_BYTES or not ours(existing)):
             raise BadValueError(f"{path} exists and was not written by fitplan ({option}); "
                                 "pick another name, or pass --force to replace it")

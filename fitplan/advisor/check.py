@@ -16,10 +16,10 @@ from fitplan.units import format_bytes
 REPORT_MARK = "fitplan check"
 MAX_BASELINE_BYTES = 16 * 2**20
 REPORT_KIND = "fitplan-check-report"  # the JSON report's "kind"; what -o verifies before replacing a report
-# the first line of a text, github or junit report written with -o (junit: after the XML declaration)
-REPORT_LINE = {"text": "fitplan-check-report: written by fitplan check (a rerun with -o replaces it)",
-               "github": "fitplan-check-report: written by fitplan check (a rerun with -o replaces it)",
-               "junit": "<!-- fitplan-check-report: written by fitplan check (a rerun with -o replaces it) -->"}
+# the first line of a text or github report written with -o; junit carries it as a comment after the
+# XML declaration
+REPORT_LINE = "fitplan-check-report: written by fitplan check (a rerun with -o replaces it)"
+JUNIT_REPORT_LINE = f"<!-- {REPORT_LINE} -->"
 
 
 @dataclass
@@ -233,7 +233,7 @@ def render_junit(rows: list[Row], path: str) -> str:
     for r in rows:
         cases.setdefault((r.entry, r.profile), []).append(r)
     failures = sum(not all(r.ok for r in group) for group in cases.values())
-    out = ['<?xml version="1.0" encoding="utf-8"?>', REPORT_LINE["junit"],
+    out = ['<?xml version="1.0" encoding="utf-8"?>', JUNIT_REPORT_LINE,
            f'<testsuites name={quoteattr(REPORT_MARK)}>',
            f'  <testsuite name={quoteattr(REPORT_MARK)} tests="{len(cases)}" failures="{failures}" errors="0">']
     for (_, profile), group in cases.items():
@@ -284,12 +284,12 @@ def report_is_ours(data: bytes) -> bool:
     """Whether `data` is a report fitplan check wrote, in any format, by its marker (fitplan/owned_files.py)."""
     from fitplan.owned_files import first_line, json_kind
 
-    return json_kind(REPORT_KIND)(data) or any(first_line(line)(data) for line in set(REPORT_LINE.values()))
+    return json_kind(REPORT_KIND)(data) or first_line(REPORT_LINE)(data) or first_line(JUNIT_REPORT_LINE)(data)
 
 
 def report_file_text(report: str, fmt: str) -> str:
     """The report as -o writes it: text and github reports open with their marker line."""
-    return f"{REPORT_LINE[fmt]}\n{report}" if fmt in ("text", "github") else report
+    return f"{REPORT_LINE}\n{report}" if fmt in ("text", "github") else report
 
 
 def render(rows: list[Row], fmt: str, path: str, tolerance: float) -> str:

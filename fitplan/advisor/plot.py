@@ -17,11 +17,15 @@ def check_plot_target(path: str, *, force: bool = False) -> None:
     file there that fitplan did not draw)."""
     from fitplan.owned_files import writable_target
 
+    _check_drawable(path)
+    writable_target(path, ours=_is_ours(path), option="--plot", force=force)
+
+
+def _check_drawable(path: str) -> None:
     if not path.lower().endswith((".png", ".svg")):
         raise BadValueError(f"--plot {path}: the file must end in .png or .svg")
     if importlib.util.find_spec("matplotlib") is None:
         raise RuntimeMissingError("--plot needs matplotlib: pip install 'fitplan[plot]'")
-    writable_target(path, ours=_is_ours(path), option="--plot", force=force)
 
 
 def _is_ours(path: str) -> Callable[[bytes], bool]:
@@ -31,8 +35,9 @@ def _is_ours(path: str) -> Callable[[bytes], bool]:
 
 
 def plot(document: dict[str, Any], path: str, *, force: bool = False) -> None:
-    """Draw the figure to `path`, replacing only a plot fitplan drew there (or anything, with force)."""
-    check_plot_target(path, force=force)
+    """Draw the figure to `path`, replacing only a plot fitplan drew there (or anything, with force):
+    write_owned checks the file there just before writing."""
+    _check_drawable(path)
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed

@@ -90,9 +90,10 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(str(exc)) from None
     strict, _ = _setting(config, "fitplan_strict")
     report, origin = _setting(config, "fitplan_report")
+    force = bool(config.getoption("fitplan_report_force"))
     if report and not hasattr(config, "workerinput"):
         try:  # refused before any test runs, not after
-            _report_target(str(report), origin, config.getoption("fitplan_report_force"))
+            _report_target(str(report), origin, force)
         except FitplanError as exc:
             raise pytest.UsageError(str(exc)) from None
     hardware, where = _setting(config, "fitplan_hardware", "FITPLAN_HARDWARE")
@@ -106,7 +107,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS_KEY] = Settings(
         hardware=hardware,
         report=report, strict=bool(strict), report_origin=origin,
-        report_force=bool(config.getoption("fitplan_report_force")),
+        report_force=force,
         default_ram=defaults["fits_ram"], default_vram=defaults["fits_vram"],
     )
     config.stash[RESULTS_KEY] = []
