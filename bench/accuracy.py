@@ -40,9 +40,9 @@ def smollm2_path() -> str:
 
 
 def calibrate(path: str) -> dict[str, str]:
-    from fitplan.advisor.resolve import resolve_model
-    from fitplan.advisor.solver import Candidate
-    from fitplan.advisor.verify_command import calibrate_runtime, default_setup
+    from fitplan.advisor.models.resolve import resolve_model
+    from fitplan.advisor.planner.solver import Candidate
+    from fitplan.advisor.plans.verify_command import calibrate_runtime, default_setup
     from fitplan.profiles.detect import detect
     from fitplan.profiles.probes import probes_or_cached
     from fitplan.strategies.quantization import weight_format
@@ -59,7 +59,7 @@ def calibrate(path: str) -> dict[str, str]:
 
 
 def run_cases(path: str, rounds: int, repeat: int) -> dict[str, list[dict]]:
-    from fitplan.advisor.verify_command import verify_plan
+    from fitplan.advisor.plans.verify_command import verify_plan
 
     results: dict[str, list[dict]] = {label: [] for label, *_ in CASES}
     for round_index in range(rounds):  # interleaved: every case once per round

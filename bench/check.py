@@ -19,7 +19,7 @@ PROFILES = ["rtx-3060-12gb", "rtx-4090-24gb", "gha-ubuntu-4core"]
 
 
 def budgets_file(folder: Path) -> Path:
-    from fitplan.advisor.catalog import catalog_names
+    from fitplan.advisor.models.catalog import catalog_names
 
     known = set(catalog_names())
     models = [m for m in MODELS if m in known]
@@ -37,7 +37,7 @@ def budgets_file(folder: Path) -> Path:
 
 
 def clear_caches() -> None:
-    from fitplan.advisor import predicted
+    from fitplan.advisor.budgets import predicted
     from fitplan.strategies import quantization
 
     for cached in (predicted.predicted_plan, predicted.model_spec, predicted.hardware, quantization.tensor_bytes):
@@ -48,8 +48,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    from fitplan.advisor.budget_file import load_budgets
-    from fitplan.advisor.check import check
+    from fitplan.advisor.budgets.budget_file import load_budgets
+    from fitplan.advisor.budgets.check import check
 
     path = budgets_file(Path(tempfile.mkdtemp(prefix="fitplan-check-bench-")))
     check(load_budgets(str(path)))  # imports and the data tables, excluded as the target says

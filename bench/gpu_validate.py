@@ -31,7 +31,7 @@ def build_model(name: str, folder: Path) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from fitplan.advisor.catalog import catalog_entry
+    from fitplan.advisor.models.catalog import catalog_entry
 
     target = folder / name
     if (target / "config.json").is_file():
@@ -72,7 +72,7 @@ def main() -> None:
     os.environ.setdefault("FITPLAN_CACHE_DIR", tempfile.mkdtemp(prefix="fitplan-gpu-"))
     started = time.perf_counter()
 
-    from fitplan.advisor.verify_command import verify_plan
+    from fitplan.advisor.plans.verify_command import verify_plan
     from fitplan.profiles.detect import detect
     from fitplan.profiles.probes import run_probes
 

@@ -25,7 +25,7 @@ PROMPT = "The capital of France is"
 def plan_file(folder: str, prune: str | None) -> str:
     path = os.path.join(folder, f"plan-{prune or 'dense'}.json".replace(":", "-"))
     extra = ["--prune", prune] if prune else []
-    subprocess.run([sys.executable, "-m", "fitplan.advisor.cli", "advise", smollm2_path(), "--runtime", "transformers",
+    subprocess.run([sys.executable, "-m", "fitplan.advisor.cli.commands", "advise", smollm2_path(), "--runtime", "transformers",
                     "--weights", "fp32", "--context", "1024", "--threads", "1", *extra, "-o", path], check=True,
                    stdout=subprocess.DEVNULL)
     return path

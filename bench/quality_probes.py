@@ -42,15 +42,15 @@ def pruning_perplexities(path: str, text: str) -> dict[str, float]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from fitplan.plan_spec import ModelSource
-    from fitplan.strategies.runtime_transformers import TransformersExecutor
-    from fitplan.strategies.session_transformers import apply_pruning
+    from fitplan.strategies.runtimes.transformers.cost import TransformersExecutor
+    from fitplan.strategies.runtimes.transformers.session import apply_pruning
 
     folder = TransformersExecutor().prepare(ModelSource("gguf", path)).path
     ids = AutoTokenizer.from_pretrained(folder)(text, return_tensors="pt")["input_ids"][:, :TOKENS]
     out = {}
     for mode in ("dense", "unstructured 50%", "2:4"):
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-        if mode != "dense":  # the executor's own pruning (strategies/session_transformers.py)
+        if mode != "dense":  # the executor's own pruning (strategies/runtimes/transformers/session.py)
             apply_pruning(model, "2:4" if mode == "2:4" else "unstructured:0.5", sparse_kernels=False)
         with torch.inference_mode():
             out[mode] = math.exp(model(ids, labels=ids).loss.item())

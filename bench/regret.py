@@ -41,10 +41,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     os.environ.setdefault("FITPLAN_CACHE_DIR", tempfile.mkdtemp(prefix="fitplan-regret-"))
-    from fitplan.advisor.calibration import load_calibration
-    from fitplan.advisor.model_files import gguf_spec
-    from fitplan.advisor.solver import Request, advise
-    from fitplan.advisor.verify_command import verify_plan
+    from fitplan.advisor.planner.calibration import load_calibration
+    from fitplan.advisor.models.model_files import gguf_spec
+    from fitplan.advisor.planner.solver import Request, advise
+    from fitplan.advisor.plans.verify_command import verify_plan
     from fitplan.profiles.detect import detect
     from fitplan.profiles.probes import fingerprint, load_cached
 
@@ -72,7 +72,7 @@ def main() -> None:
 
 
 def report(objective: str, advice, rows) -> None:
-    from fitplan.advisor.solver import plan_loss_of, weight_format
+    from fitplan.advisor.planner.solver import plan_loss_of, weight_format
 
     measured = {id(c): m for c, m in rows}
     by_label = {c.label: m for c, m in rows}

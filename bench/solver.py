@@ -18,8 +18,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
-    from fitplan.advisor.catalog import catalog_spec
-    from fitplan.advisor.solver import Request, advise
+    from fitplan.advisor.models.catalog import catalog_spec
+    from fitplan.advisor.planner.solver import Request, advise
     from fitplan.profiles.named import load_profile
     from fitplan.strategies.quantization import tensor_bytes
 

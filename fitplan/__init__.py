@@ -6,7 +6,7 @@ from typing import Any
 
 def load(source: Any, **pins: Any) -> Any:
     """A Handle that generates as the plan says: a plan file, a PlanFile, or a MODEL to plan for
-    this machine (fitplan/advisor/handle.py). Imported on call, so `import fitplan` stays light."""
-    from fitplan.advisor.handle import load as _load
+    this machine (fitplan/advisor/plans/handle.py). Imported on call, so `import fitplan` stays light."""
+    from fitplan.advisor.plans.handle import load as _load
 
     return _load(source, **pins)

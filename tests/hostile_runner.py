@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-import fitplan.advisor.cli as cli  # noqa: F401  (imported before forking: the warm part)
+import fitplan.advisor.cli.commands as cli  # noqa: F401  (imported before forking: the warm part)
 
 
 def _child(request: dict, out_path: str, err_path: str) -> None:

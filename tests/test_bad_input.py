@@ -23,7 +23,7 @@ from gguf_bytes import ALIGN, ARRAY, STRING, U8, U32, U64, g_kv, g_str, g_u32
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fitplan.advisor.gguf_header import read_gguf_header
+from fitplan.advisor.models.gguf_header import read_gguf_header
 from fitplan.errors import ModelFileError
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -37,7 +37,7 @@ MAX_GROWTH_BYTES = 50 * 2**20
 
 def run_advise(*args: object, cwd: Path, script: bool = False) -> subprocess.CompletedProcess[str]:
     """Run `fitplan advise ARGS` (or the `advise` script) under the hang guard."""
-    argv = [str(ADVISE_SCRIPT)] if script else [sys.executable, "-m", "fitplan.advisor.cli", "advise"]
+    argv = [str(ADVISE_SCRIPT)] if script else [sys.executable, "-m", "fitplan.advisor.cli.commands", "advise"]
     return subprocess.run(argv + [str(a) for a in args], capture_output=True, text=True, env=ENV,
                           cwd=cwd, timeout=CLI_TIMEOUT_S)
 

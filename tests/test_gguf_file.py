@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import gguf
 
-from fitplan.advisor.gguf_header import read_gguf_header
-from fitplan.advisor.model_files import gguf_spec
+from fitplan.advisor.models.gguf_header import read_gguf_header
+from fitplan.advisor.models.model_files import gguf_spec
 from fitplan.strategies.quantization import tensor_bytes, weight_format
 
 

@@ -1,4 +1,4 @@
-"""Tests for fitplan.advisor.hub against a loopback imitation of the Hugging Face Hub.
+"""Tests for fitplan.advisor.models.hub against a loopback imitation of the Hugging Face Hub.
 
 The fake hub answers as the Hugging Face Hub does for these files: HEAD and GET on
 /{org}/{name}/resolve/{revision}/{file} with ETag, X-Repo-Commit and Content-Length, 206 answers
@@ -169,7 +169,7 @@ def hub() -> Iterator[FakeHub]:
 
 _RUN = """
 import json, sys, time
-from fitplan.advisor.hub import hub_spec
+from fitplan.advisor.models.hub import hub_spec
 from fitplan.errors import FitplanError
 start = time.perf_counter()
 try:
@@ -305,8 +305,8 @@ def test_repo_without_safetensors_uses_the_config(hub: FakeHub, tmp_path: Path) 
 
 
 def test_import_does_not_load_huggingface_hub() -> None:
-    """Importing fitplan.advisor.hub leaves huggingface_hub and its HTTP client unimported (CLI cold start)."""
-    code = ("import sys, fitplan.advisor.hub; "
+    """Importing fitplan.advisor.models.hub leaves huggingface_hub and its HTTP client unimported (CLI cold start)."""
+    code = ("import sys, fitplan.advisor.models.hub; "
             "print(any(m in sys.modules for m in ('huggingface_hub', 'httpx', 'httpx2')))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "False", proc.stderr

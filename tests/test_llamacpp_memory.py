@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from fitplan.advisor.model_files import gguf_spec
+from fitplan.advisor.models.model_files import gguf_spec
 from fitplan.plan_spec import Setup
-from fitplan.strategies import runtime_llamacpp
+from fitplan.strategies.runtimes.llamacpp import cost as runtime_llamacpp
 from fitplan.strategies.quantization import tensor_bytes, weight_format
 
 pytest.importorskip("llama_cpp", reason="needs the llamacpp extra (pip install -e '.[llamacpp]')")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from fitplan.advisor.catalog import catalog_entry, catalog_names, catalog_spec
+from fitplan.advisor.models.catalog import catalog_entry, catalog_names, catalog_spec
 
 # Published totals (source in each catalog entry's published_parameters_source), one per
 # architecture family the layout code handles differently.

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fitplan.advisor.gguf_header import read_gguf_header
-from fitplan.advisor.model_files import gguf_spec
+from fitplan.advisor.models.gguf_header import read_gguf_header
+from fitplan.advisor.models.model_files import gguf_spec
 from fitplan.strategies.quantization import tensor_bytes, weight_format
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="needs the llamacpp extra")

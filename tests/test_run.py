@@ -343,7 +343,7 @@ def test_vllm_and_tensorrt_llm_say_why_not_here_and_export_their_commands(tmp_pa
 def test_gptq_plan_needs_a_gptq_checkpoint(smollm2_gguf: str, module_cache: Path, tmp_path: Path) -> None:
     """A GPTQ plan on a model that is no GPTQ checkpoint is refused in one line (fitplan does not quantize
     to GPTQ, and never pretends a checkpoint exists)."""
-    from fitplan.advisor.plan_file import parse_plan
+    from fitplan.advisor.plans.plan_file import parse_plan
 
     doc = json.loads(write_plan(smollm2_gguf, module_cache, "gptq-base.json", "--runtime", "transformers",
                                 "--weights", "fp32").read_text())

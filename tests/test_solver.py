@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from fitplan.advisor.catalog import catalog_spec
-from fitplan.advisor.solver import Request, advise
+from fitplan.advisor.models.catalog import catalog_spec
+from fitplan.advisor.planner.solver import Request, advise
 from fitplan.errors import BadValueError
 from fitplan.profiles.named import load_profile
 
@@ -15,7 +15,7 @@ def solve(model: str, hardware: str, **request):
 
 def on_cpu(model: str, c) -> tuple[int, int]:
     """(blocks, routed-expert sets) a llama.cpp plan keeps on the CPU."""
-    from fitplan.strategies.runtime_llamacpp import expert_device, layer_device
+    from fitplan.strategies.runtimes.llamacpp.cost import expert_device, layer_device
 
     spec = catalog_spec(model)
     blocks = sum(layer_device(spec, c.setup, i) == "cpu" for i in range(spec.layers))
@@ -54,7 +54,7 @@ def test_mixtral_moves_experts_to_cpu_first() -> None:
 def test_exact_placement_is_at_least_as_fast_as_the_heuristics() -> None:
     """The MILP placement decodes no slower than the layer split or --n-cpu-moe of the same format,
     and says which tensors llama.cpp must keep on the CPU (--override-tensor rules)."""
-    from fitplan.advisor.placement import overrides
+    from fitplan.advisor.planner.placement import overrides
 
     for model in ("mixtral-8x7b-v0.1", "llama-3.1-70b"):
         advice = solve(model, "rtx-4090-24gb", weights="Q4_K_M")
@@ -113,7 +113,7 @@ def test_throughput_objective_uses_the_batch() -> None:
 
 def test_a_gguf_file_is_run_as_it_is(smollm2_gguf: str) -> None:
     """A local Q4_1 file: requantizing it cannot undo its loss, so the file itself is the plan."""
-    from fitplan.advisor.model_files import gguf_spec
+    from fitplan.advisor.models.model_files import gguf_spec
 
     advice = advise(gguf_spec(smollm2_gguf), load_profile("gha-ubuntu-4core"), Request())
     assert (advice.chosen.fmt.name, advice.chosen.converted) == ("Q4_1", False)
@@ -123,8 +123,8 @@ def test_a_gguf_file_is_run_as_it_is(smollm2_gguf: str) -> None:
 
 def test_every_plan_says_where_its_weights_come_from(smollm2_gguf: str) -> None:
     """Existing file, local conversion with its command, or a download with the repository and size."""
-    from fitplan.advisor.model_files import gguf_spec
-    from fitplan.advisor.report import advice_document
+    from fitplan.advisor.models.model_files import gguf_spec
+    from fitplan.advisor.cli.report import advice_document
 
     local = advice_document(gguf_spec(smollm2_gguf), load_profile("gha-ubuntu-4core"),
                             advise(gguf_spec(smollm2_gguf), load_profile("gha-ubuntu-4core"), Request()))
@@ -140,7 +140,7 @@ def test_every_plan_says_where_its_weights_come_from(smollm2_gguf: str) -> None:
 
 def test_pareto_front_is_not_dominated() -> None:
     """No plan on the Pareto front is slower, lossier and larger than another fitting plan."""
-    from fitplan.advisor.report import pareto_front
+    from fitplan.advisor.cli.report import pareto_front
 
     advice = solve("llama-3.1-8b", "rtx-3060-12gb", context=8192)
     plans = [advice.chosen, *advice.alternatives]

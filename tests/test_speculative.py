@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from fitplan.advisor.catalog import catalog_spec
-from fitplan.advisor.solver import Request, advise
+from fitplan.advisor.models.catalog import catalog_spec
+from fitplan.advisor.planner.solver import Request, advise
 from fitplan.errors import BadValueError
 from fitplan.profiles.named import load_profile
 from fitplan.strategies.speculative import speedup, tokens_per_step
@@ -64,8 +64,8 @@ def test_acceptance_probe_on_lower_precision_copies(smollm2_gguf: str, tmp_path,
     import json
 
     llama_cpp = pytest.importorskip("llama_cpp")
-    from fitplan.advisor.acceptance import measure_acceptance
-    from fitplan.advisor.cli import advise_main
+    from fitplan.advisor.planner.acceptance import measure_acceptance
+    from fitplan.advisor.cli.commands import advise_main
 
     def copy(file_type: str):
         path = tmp_path / f"draft-{file_type}.gguf"

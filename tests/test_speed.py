@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fitplan.advisor.catalog import catalog_spec
-from fitplan.advisor.speed import Efficiency, plan_speed
+from fitplan.advisor.models.catalog import catalog_spec
+from fitplan.advisor.planner.speed import Efficiency, plan_speed
 from fitplan.plan_spec import Setup
 from fitplan.profiles.named import load_profile
 from fitplan.strategies.quantization import tensor_bytes, weight_format

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fitplan.advisor.catalog import catalog_spec
-from fitplan.advisor.solver import Request, advise
+from fitplan.advisor.models.catalog import catalog_spec
+from fitplan.advisor.planner.solver import Request, advise
 from fitplan.errors import BadValueError
 from fitplan.profiles.named import load_profile
 from fitplan.strategies.quantization import tensor_bytes, weight_format
@@ -163,7 +163,7 @@ def test_advise_imports_no_pluggy_without_plugins(tmp_path: Path) -> None:
     """With no plugin installed the built-in hooks are called directly: advise never imports pluggy."""
     code = textwrap.dedent("""
         import sys
-        from fitplan.advisor.cli import main
+        from fitplan.advisor.cli.commands import main
         try:
             main(['advise', 'smollm2-135m', '--hardware', 'gha-ubuntu-4core', '--json'])
         finally:

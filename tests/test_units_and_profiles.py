@@ -4,7 +4,7 @@ from __future__ import annotations
 import gguf
 import pytest
 
-from fitplan.advisor.catalog import catalog_spec
+from fitplan.advisor.models.catalog import catalog_spec
 from fitplan.errors import BadValueError, ProfileError
 from fitplan.profiles.named import load_profile, profile_names
 from fitplan.strategies.ggml_types import ggml_type_size

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import fitplan.advisor.verify as verify_module
+import fitplan.advisor.plans.verify as verify_module
 import fitplan.profiles.probes as probes_module
-from fitplan.advisor.cli import advise_main
+from fitplan.advisor.cli.commands import advise_main
 
 FITPLAN = str(Path(sys.executable).with_name("fitplan"))
 ADVISE = str(Path(sys.executable).with_name("advise"))

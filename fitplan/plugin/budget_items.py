@@ -13,7 +13,7 @@ BUDGET_FILES = ("pyproject.toml", "fitplan.toml")
 def collect(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     if file_path.name not in BUDGET_FILES:
         return None
-    from fitplan.advisor.budget_file import MAX_BUDGET_FILE_BYTES
+    from fitplan.advisor.budgets.budget_file import MAX_BUDGET_FILE_BYTES
     from fitplan.user_files import is_regular_file
 
     if not is_regular_file(str(file_path)):
@@ -26,7 +26,7 @@ def collect(file_path: Path, parent: pytest.Collector) -> pytest.Collector | Non
 
 class BudgetFileCollector(pytest.File):
     def collect(self) -> Any:
-        from fitplan.advisor.budget_file import load_budgets
+        from fitplan.advisor.budgets.budget_file import load_budgets
         from fitplan.errors import FitplanError
 
         try:
@@ -49,7 +49,7 @@ class BudgetItem(pytest.Item):
         self.budgets, self.index, self.profile = budgets, index, profile
 
     def runtest(self) -> None:
-        from fitplan.advisor.check import entry_rows, show
+        from fitplan.advisor.budgets.check import entry_rows, show
 
         rows = entry_rows(self.budgets, self.index, self.profile)
         for r in rows:

@@ -67,7 +67,7 @@ def parse_marker(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any], test:
     if hardware is not None and (not isinstance(hardware, str) or not hardware.strip()):
         raise BadValueError(f"{where}: hardware={hardware!r} must be a profile name, Nx<name> or a .toml path")
     if extra:
-        from fitplan.advisor.budget_file import check_pins
+        from fitplan.advisor.budgets.budget_file import check_pins
 
         check_pins(extra, where)
     return Budget(kind, parse_limit(kind, limit_text, where), str(limit_text), "marker", model, hardware,

@@ -25,7 +25,7 @@ def settings_of(config: pytest.Config) -> Any:
 @pytest.fixture(scope="session")
 def fitplan_hardware(pytestconfig: pytest.Config) -> Any:
     """The HardwareSpec in force: --fitplan-hardware / FITPLAN_HARDWARE / ini, else this machine."""
-    from fitplan.advisor.predicted import hardware
+    from fitplan.advisor.budgets.predicted import hardware
 
     return hardware(settings_of(pytestconfig).hardware or "auto")
 
@@ -33,16 +33,16 @@ def fitplan_hardware(pytestconfig: pytest.Config) -> Any:
 @pytest.fixture(scope="session")
 def fitplan_plan(fitplan_hardware: Any) -> Callable[..., dict[str, Any]]:
     """Factory: fitplan_plan("smollm2-135m", context=2048) -> the advise document on the hardware in force."""
-    from fitplan.advisor.catalog import catalog_spec
-    from fitplan.advisor.report import advice_document
-    from fitplan.advisor.resolve import resolve_model
-    from fitplan.advisor.solver import Request, advise
+    from fitplan.advisor.models.catalog import catalog_spec
+    from fitplan.advisor.cli.report import advice_document
+    from fitplan.advisor.models.resolve import resolve_model
+    from fitplan.advisor.planner.solver import Request, advise
 
     def plan(model: str, **pins: Any) -> dict[str, Any]:
         if catalog_spec(model) is None and "/" in model and not os.path.exists(model):
             raise ValueError(f"fitplan_plan({model!r}): catalog names or local files only in tests")
         spec = resolve_model(model)
-        from fitplan.advisor.predicted import speed_context
+        from fitplan.advisor.budgets.predicted import speed_context
 
         probes, calibration = speed_context(fitplan_hardware)
         advice = advise(spec, fitplan_hardware, Request(**pins), probes=probes, calibration=calibration)
@@ -204,9 +204,9 @@ def fitplan_model(request: pytest.FixtureRequest, _fitplan_loaded_models: dict[A
 
 
 def _load(model: str, pins: dict[str, Any]) -> ModelHandle:
-    from fitplan.advisor.resolve import resolve_model
-    from fitplan.advisor.verify import model_source
-    from fitplan.advisor.verify_command import default_setup
+    from fitplan.advisor.models.resolve import resolve_model
+    from fitplan.advisor.plans.verify import model_source
+    from fitplan.advisor.plans.verify_command import default_setup
     from fitplan.errors import RuntimeMissingError
     from fitplan.profiles.detect import detect
     from fitplan.strategies.registry import executor

@@ -1,10 +1,10 @@
 """The predicted form of a budget: fitplan's plan for MODEL + pins on the target hardware
-(advisor/predicted.py solves it, the same way `fitplan check` does)."""
+(advisor/budgets/predicted.py solves it, the same way `fitplan check` does)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fitplan.advisor.predicted import predicted_plan
+from fitplan.advisor.budgets.predicted import predicted_plan
 from fitplan.plugin.budgets import Budget
 from fitplan.units import format_bytes
 

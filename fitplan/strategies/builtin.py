@@ -9,18 +9,18 @@ from typing import Any, Callable
 
 
 def fitplan_register_strategies(register: Callable[[Any], None]) -> None:
-    from fitplan.strategies import (attention, batching, kv_cache, offload, pruning, quantization, runtimes,
+    from fitplan.strategies import (attention, batching, kv_cache, offload, pruning, quantization, runtime,
                                     speculative)
 
-    for module in (quantization, offload, pruning, attention, speculative, kv_cache, batching, runtimes):
+    for module in (quantization, offload, pruning, attention, speculative, kv_cache, batching, runtime):
         register(module.STRATEGY)
 
 
 def fitplan_register_runtimes(register: Callable[[Any], None]) -> None:
-    from fitplan.strategies.runtime_llamacpp import LlamaCppExecutor
-    from fitplan.strategies.runtime_onnx import OnnxRuntimeExecutor
-    from fitplan.strategies.runtime_server import TensorRTLLMExecutor, VllmExecutor
-    from fitplan.strategies.runtime_transformers import TransformersExecutor
+    from fitplan.strategies.runtimes.llamacpp.cost import LlamaCppExecutor
+    from fitplan.strategies.runtimes.onnx.cost import OnnxRuntimeExecutor
+    from fitplan.strategies.runtimes.servers import TensorRTLLMExecutor, VllmExecutor
+    from fitplan.strategies.runtimes.transformers.cost import TransformersExecutor
 
     register(LlamaCppExecutor())
     register(TransformersExecutor())

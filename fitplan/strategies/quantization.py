@@ -80,7 +80,7 @@ def _is_stored_format(spec: ModelSpec, fmt: WeightFormat) -> bool:
 
 
 def _gguf_bytes(spec: ModelSpec, file_type: str) -> list[tuple[TensorInfo, int]]:
-    from fitplan.advisor.architectures import gguf_arch
+    from fitplan.advisor.models.architectures import gguf_arch
 
     recipe = [RecipeTensor(t.name, t.shape) for t in spec.tensors]
     arch = spec.architecture if spec.source == "gguf" else gguf_arch(spec.architecture)

@@ -1,0 +1,1 @@
+"""CI budgets: budget files, the plan a budget predicts, and `fitplan check`."""

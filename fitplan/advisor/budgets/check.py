@@ -1,0 +1,304 @@
+"""`fitplan check`: every budget entry predicted on every target profile, held against its limits,
+and optionally against a saved baseline (a prediction that worsened by more than the tolerance
+fails even under budget). Pure evaluation here; the CLI parses and prints.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+from fitplan.advisor.budgets.budget_file import LIMITS, BudgetEntry, BudgetFile
+from fitplan.errors import BadValueError, FitplanError
+from fitplan.units import format_bytes
+
+REPORT_MARK = "fitplan check"
+MAX_BASELINE_BYTES = 16 * 2**20
+REPORT_KIND = "fitplan-check-report"  # the JSON report's "kind"; what -o verifies before replacing a report
+# the first line of a text or github report written with -o; junit carries it as a comment after the
+# XML declaration
+REPORT_LINE = "fitplan-check-report: written by fitplan check (a rerun with -o replaces it)"
+JUNIT_REPORT_LINE = f"<!-- {REPORT_LINE} -->"
+
+
+@dataclass
+class Row:
+    """One limit of one entry on one profile."""
+
+    entry: int
+    label: str
+    profile: str
+    metric: str
+    limit: float
+    predicted: float
+    ok: bool
+    line: int
+    key: str  # stable across runs and edits of the entry: its name (else model and occurrence), profile, metric
+    detail: str = ""
+    baseline: float | None = None
+    regressed: bool = False
+    measured: bool = False  # a figure fitplan verify measured here (--measure), not a prediction
+
+    @property
+    def headroom(self) -> float:
+        """The share of the limit left (negative: over it)."""
+        larger_is_worse = LIMITS[self.metric][1]
+        if not self.limit:
+            return 0.0
+        return (self.limit - self.predicted) / self.limit if larger_is_worse else (self.predicted - self.limit) / self.limit
+
+
+def check(budgets: BudgetFile, *, baseline: dict[str, float] | None = None, tolerance: float = 0.05,
+          measured: bool = False) -> list[Row]:
+    rows = [r for index, entry in enumerate(budgets.entries) for profile in entry.hardware
+            for r in entry_rows(budgets, index, profile)]
+    if measured:
+        rows += measure(budgets, rows)
+    for row in rows:
+        if baseline and row.key in baseline:
+            row.baseline = baseline[row.key]
+            row.regressed = _worsened(row, tolerance)
+            row.ok = row.ok and not row.regressed
+    return rows
+
+
+def entry_rows(budgets: BudgetFile, index: int, profile: str) -> list[Row]:
+    """The rows of entry `index` on `profile`, each on its limit's line, keyed for baselines."""
+    entry, line = budgets.entries[index], budgets.lines[index]
+    ident = entry.name or entry.model
+    repeat = sum((e.name or e.model) == ident for e in budgets.entries[:index])
+    ident += f"#{repeat + 1}" if repeat else ""
+    try:
+        rows = _entry_rows(entry, index, profile, line)
+    except FitplanError as exc:
+        raise BadValueError(f"{budgets.path}:{line}: budget {index + 1} on {profile}: {exc}") from None
+    return [replace(r, line=budgets.line_of(index, r.metric), key=f"{ident}|{profile}|{r.metric}") for r in rows]
+
+
+def _entry_rows(entry: BudgetEntry, index: int, profile: str, line: int) -> list[Row]:
+    from fitplan.advisor.budgets.predicted import predicted_plan
+    from fitplan.advisor.planner.solver import plan_loss_of
+
+    limits = entry.limits()
+    _, hw, advice = predicted_plan(entry.model, profile, entry.pins(), "max_vram" in limits and not entry.offload,
+                                   allow_hub=True)
+    chosen = advice.chosen
+    plan = f"{chosen.setup.runtime} {chosen.setup.weights}, {chosen.placement}"
+    figures: dict[str, tuple[float, str]] = {}
+    gpus = {d: m.total for d, m in chosen.memory.items() if d.startswith("gpu")}
+    if gpus:
+        device = max(gpus, key=gpus.__getitem__)
+        figures["max_vram"] = (float(gpus[device]), f"{plan}; largest GPU {device}")
+    else:
+        figures["max_vram"] = (0.0, f"{plan}; no GPU in {hw.name}")
+    figures["max_ram"] = (float(chosen.memory["cpu"].total), plan)
+    speed = chosen.speed
+    if speed is not None:
+        figures["min_decode_tokens_per_s"] = (speed.decode_tokens_per_s, f"{plan}; {speed.provenance}")
+        figures["min_prefill_tokens_per_s"] = (speed.prefill_tokens_per_s, f"{plan}; {speed.provenance}")
+        figures["max_ttft"] = (speed.ttft_s, f"{plan}; 512-token prompt, {speed.provenance}")
+    figures["max_ppl_increase"] = (plan_loss_of(chosen), f"{plan}; {chosen.fmt.quality_source}")
+    rows = []
+    for metric, limit in limits.items():
+        value, detail = figures.get(metric, (float("nan"), "not predicted"))
+        larger_is_worse = LIMITS[metric][1]
+        ok = value == value and (value <= limit if larger_is_worse else value >= limit)
+        if not advice.fits:
+            detail += f"; the plan does not fit {hw.name}: {chosen.reason}"
+        rows.append(Row(index, entry.label(index), profile, metric, limit, value, ok, line, "", detail))
+    return rows
+
+
+MEASURED_METRICS = {"peak memory cpu (process RSS)": "max_ram", "decode_tokens_per_s": "min_decode_tokens_per_s",
+                    "prefill_tokens_per_s": "min_prefill_tokens_per_s", "ttft_s": "max_ttft"}
+MEASURE_PROMPT_TOKENS, MEASURE_GEN_TOKENS = 128, 32
+
+
+def measure(budgets: BudgetFile, rows: list[Row]) -> list[Row]:
+    """`--measure`: for entries whose profile is `auto` or matches this machine (same GPU model and
+    count, or no GPU for a CPU profile), run the plan for real (fitplan verify) and gate on the
+    measured figures too; one row per measured limit, beside the predicted ones."""
+    import os
+
+    from fitplan.advisor.budgets.predicted import hardware
+    from fitplan.advisor.plans.verify_command import verify_plan
+
+    machine = hardware("auto")
+    measured: list[Row] = []
+    for row in {(r.entry, r.profile): r for r in rows}.values():
+        entry = budgets.entries[row.entry]
+        if not _matches(hardware(row.profile), machine, row.profile):
+            continue
+        limits = entry.limits()
+        if not os.path.exists(entry.model):
+            measured += [replace(row, metric=m, limit=v, predicted=float("nan"), ok=True, measured=True, key=row.key.rsplit("|", 1)[0]
+                                 + f"|{m}|measured", detail="not measured: no local weights (a catalog or hub model)")
+                         for m, v in limits.items() if m in MEASURED_METRICS.values()]
+            continue
+        pins = {k: v for k, v in entry.pins() if k in ("runtime", "weights", "context", "threads", "gpu_layers", "kv_cache")}
+        doc = verify_plan(entry.model, prompt_tokens=MEASURE_PROMPT_TOKENS, gen_tokens=MEASURE_GEN_TOKENS, repeat=1, **pins)
+        figures = {MEASURED_METRICS[r["metric"]]: float(r["measured"]) for r in doc["comparison"] if r["metric"] in MEASURED_METRICS}
+        gpu = [float(r["measured"]) for r in doc["comparison"] if r["metric"].startswith("peak memory gpu")]
+        if gpu:
+            figures["max_vram"] = max(gpu)
+        for metric, limit in limits.items():
+            if metric not in figures:
+                continue
+            value = figures[metric]
+            ok = value <= limit if LIMITS[metric][1] else value >= limit
+            measured.append(replace(row, metric=metric, limit=limit, predicted=value, ok=ok, measured=True,
+                                    line=budgets.line_of(row.entry, metric),
+                                    key=row.key.rsplit("|", 1)[0] + f"|{metric}|measured",
+                                    detail=f"measured by fitplan verify on this machine ({MEASURE_PROMPT_TOKENS}-token "
+                                           f"prompt, {MEASURE_GEN_TOKENS} tokens)"))
+    return measured
+
+
+def _matches(profile: Any, machine: Any, name: str) -> bool:
+    if name == "auto":
+        return True
+    if not profile.gpus:
+        return not machine.gpus
+    return sorted(g.name for g in profile.gpus) == sorted(g.name for g in machine.gpus)
+
+
+def _worsened(row: Row, tolerance: float) -> bool:
+    base = row.baseline
+    if base is None or base == 0:
+        return False
+    change = (row.predicted - base) / abs(base)
+    return change > tolerance if LIMITS[row.metric][1] else -change > tolerance
+
+
+def load_baseline(path: str) -> dict[str, float]:
+    """The predicted figures of an earlier `fitplan check --format json` run, by key."""
+    from fitplan.advisor.models.safetensors_header import strict_json
+    from fitplan.user_files import read_bytes
+
+    doc = strict_json(read_bytes(path, limit=MAX_BASELINE_BYTES, what="--baseline"), path)
+    try:
+        return {str(r["key"]): float(r["predicted"]) for r in doc["results"] if r["predicted"] is not None}
+    except (KeyError, TypeError, ValueError):
+        raise BadValueError(f"--baseline {path} is not a `fitplan check --format json` report") from None
+
+
+def show(metric: str, value: float) -> str:
+    unit = LIMITS[metric][0]
+    if value != value:
+        return "-"
+    if unit == "bytes":
+        return format_bytes(value)
+    if unit == "s":
+        return f"{value:.2f} s"
+    if unit == "tok/s":
+        return f"{value:.1f} tok/s"
+    return f"+{value:.3f}"
+
+
+def _verdict(row: Row) -> str:
+    if row.regressed:
+        return "REGRESSED"
+    if row.predicted != row.predicted:
+        return "not measured"
+    return "ok" if row.ok else "BROKEN"
+
+
+def render_text(rows: list[Row], path: str) -> str:
+    header = ("budget", "profile", "limit", "predicted", "headroom", "baseline", "verdict")
+    table = [header] + [(f"{r.label} {r.metric}{' (measured)' if r.measured else ''}", r.profile, show(r.metric, r.limit), show(r.metric, r.predicted),
+                         f"{r.headroom:+.0%}" if r.predicted == r.predicted else "", show(r.metric, r.baseline) if r.baseline is not None else "",
+                         _verdict(r)) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
+    broken = [r for r in rows if not r.ok]
+    regressed = sum(r.regressed for r in rows)
+    lines.append(f"{REPORT_MARK}: {path}: {len(rows)} limits, {len(broken)} failing"
+                 + (f" ({regressed} worsened beyond the baseline tolerance)" if regressed else "") +
+                 "".join(f"\n  {r.label} on {r.profile}: {r.metric} {show(r.metric, r.predicted)} vs limit "
+                         f"{show(r.metric, r.limit)} ({r.detail})" for r in broken))
+    return "\n".join(lines) + "\n"
+
+
+def render_json(rows: list[Row], path: str, tolerance: float) -> str:
+    results = [{**asdict(r), "headroom": r.headroom if r.predicted == r.predicted else None, "verdict": _verdict(r),
+                "predicted": r.predicted if r.predicted == r.predicted else None} for r in rows]
+    return json.dumps({"kind": REPORT_KIND, "tool": REPORT_MARK, "config": path, "ok": all(r.ok for r in rows),
+                       "baseline_tolerance": tolerance, "results": results}, indent=2, allow_nan=False) + "\n"
+
+
+def render_junit(rows: list[Row], path: str) -> str:
+    """One test case per entry x profile; its failure lists every broken limit."""
+    cases: dict[tuple[int, str], list[Row]] = {}
+    for r in rows:
+        cases.setdefault((r.entry, r.profile), []).append(r)
+    failures = sum(not all(r.ok for r in group) for group in cases.values())
+    out = ['<?xml version="1.0" encoding="utf-8"?>', JUNIT_REPORT_LINE,
+           f'<testsuites name={quoteattr(REPORT_MARK)}>',
+           f'  <testsuite name={quoteattr(REPORT_MARK)} tests="{len(cases)}" failures="{failures}" errors="0">']
+    for (_, profile), group in cases.items():
+        name = quoteattr(f"{group[0].label} on {profile}")
+        out.append(f'    <testcase classname={quoteattr(f"fitplan.budget.{path}")} name={name}>')
+        broken = [r for r in group if not r.ok]
+        if broken:
+            message = "; ".join(f"{r.metric} {show(r.metric, r.predicted)} vs limit {show(r.metric, r.limit)}"
+                                + (" (regressed from the baseline)" if r.regressed else "") for r in broken)
+            out.append(f"      <failure message={quoteattr(message)}>{escape(chr(10).join(r.detail for r in broken))}</failure>")
+        props = "".join(f'<property name={quoteattr(r.metric)} value={quoteattr(show(r.metric, r.predicted))}/>' for r in group)
+        out.append(f"      <properties>{props}</properties>")
+        out.append("    </testcase>")
+    out += ["  </testsuite>", "</testsuites>"]
+    return "\n".join(out) + "\n"
+
+
+def render_github(rows: list[Row], path: str) -> str:
+    """Workflow commands: an error annotation on the budget's line for each broken limit."""
+    lines = []
+    for r in rows:
+        if r.ok:
+            continue
+        what = "worsened beyond the baseline tolerance" if r.regressed else "broken"
+        message = (f"{r.label} on {r.profile}: {r.metric} {what}: predicted {show(r.metric, r.predicted)}, "
+                   f"limit {show(r.metric, r.limit)}" + (f", baseline {show(r.metric, r.baseline)}"
+                                                         if r.baseline is not None else "") + f" ({r.detail})")
+        lines.append(f"::error file={_gh_property(path)},line={r.line},title={_gh_property(REPORT_MARK)}::{_gh_data(message)}")
+    broken = sum(not r.ok for r in rows)
+    lines.append(f"::notice title={_gh_property(REPORT_MARK)}::{len(rows)} limits checked, {broken} broken")
+    return "\n".join(lines) + "\n"
+
+
+def _gh_data(text: str) -> str:
+    """Workflow-command escaping of a message (@actions/core escapeData)."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _gh_property(text: str) -> str:
+    """... and of a property such as file= or title= (escapeProperty)."""
+    return _gh_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+FORMATS = ("text", "json", "junit", "github")
+
+
+def report_is_ours(data: bytes) -> bool:
+    """Whether `data` is a report fitplan check wrote, in any format, by its marker (fitplan/owned_files.py)."""
+    from fitplan.owned_files import first_line, json_kind
+
+    return json_kind(REPORT_KIND)(data) or first_line(REPORT_LINE)(data) or first_line(JUNIT_REPORT_LINE)(data)
+
+
+def report_file_text(report: str, fmt: str) -> str:
+    """The report as -o writes it: text and github reports open with their marker line."""
+    return f"{REPORT_LINE}\n{report}" if fmt in ("text", "github") else report
+
+
+def render(rows: list[Row], fmt: str, path: str, tolerance: float) -> str:
+    if fmt == "text":
+        return render_text(rows, path)
+    if fmt == "json":
+        return render_json(rows, path, tolerance)
+    if fmt == "junit":
+        return render_junit(rows, path)
+    if fmt == "github":
+        return render_github(rows, path)
+    raise BadValueError(f"unknown --format {fmt!r}; known: {', '.join(FORMATS)}")

@@ -1,0 +1,1 @@
+"""The command line: the commands, the rich report and the plot."""

@@ -1,0 +1,594 @@
+"""The command line: `fitplan advise|profile|models|run|export|check|schema|strategies|verify` and the
+`advise` shortcut.
+
+Thin on purpose: commands parse and print, library functions do the work. Every user error is one
+line on stderr and exit code 2, in place of the CLI library's usage panels.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Optional
+
+import typer
+
+from fitplan.errors import BadValueError, FitplanError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, help="Will this model fit, and how should I run it?")
+
+
+@app.command("advise")
+def advise_command(
+    model: str = typer.Argument(..., help="a .gguf file, a folder with config.json, a catalog name or a hub id"),
+    hardware: str = typer.Option("auto", "--hardware", help="auto (this machine), a profile name, Nx<name>, or a .toml path"),
+    context: Optional[str] = typer.Option(None, "--context", help="tokens per sequence (default: min(model max, 8192))"),
+    batch: str = typer.Option("1", "--batch", help="parallel sequences"),
+    threads: Optional[str] = typer.Option(None, "--threads", help="CPU threads (default: physical cores)"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="pin the runtime: llama.cpp or transformers"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="pin the weight format, e.g. Q4_K_M, bf16, nf4"),
+    kv_cache: Optional[str] = typer.Option(None, "--kv-cache", help="pin the KV cache type: f16, bf16, f32, q8_0, q4_0"),
+    max_vram: Optional[str] = typer.Option(None, "--max-vram", help="per-GPU budget, e.g. 12GB (0GB: no GPU)"),
+    max_ram: Optional[str] = typer.Option(None, "--max-ram", help="host RAM budget, e.g. 16GiB"),
+    ram: Optional[str] = typer.Option(None, "--ram", help="host RAM of the profile, e.g. 32GB"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="also write the plan file here (never overwrites)"),
+    probe: bool = typer.Option(False, "--probe", help="measure this machine (cached) and calibrate the runtime on MODEL"),
+    objective: str = typer.Option("balanced", "--objective", help="balanced | quality | speed | throughput"),
+    min_tokens_per_s: Optional[str] = typer.Option(None, "--min-tokens-per-s", help="decode at least this fast"),
+    max_ttft: Optional[str] = typer.Option(None, "--max-ttft", help="time to first token at most, e.g. 2s"),
+    max_ppl_increase: Optional[str] = typer.Option(None, "--max-ppl-increase", help="perplexity loss at most, e.g. 0.2"),
+    top: Optional[str] = typer.Option(None, "--top", help="list at most K alternatives (default: all in --json, 8 in the table)"),
+    flash_attn: Optional[bool] = typer.Option(None, "--flash-attn/--no-flash-attn", help="llama.cpp flash attention (default on)"),
+    plot: Optional[str] = typer.Option(None, "--plot", help="draw the Pareto front and memory to FILE.png or .svg (matplotlib)"),
+    draft: Optional[str] = typer.Option(None, "--draft", help="speculative decoding: a smaller model of the same tokenizer, or prompt-lookup"),
+    acceptance: Optional[str] = typer.Option(None, "--acceptance", help="the draft's measured acceptance rate, e.g. 0.7"),
+    draft_tokens: Optional[str] = typer.Option(None, "--draft-tokens", help="tokens the draft proposes per step (default 4)"),
+    prune: Optional[str] = typer.Option(None, "--prune", help="2:4 or unstructured:RATIO: see what pruning changes here"),
+    disk_layers: Optional[str] = typer.Option(None, "--disk-layers", help="transformers: keep the last N blocks on disk (accelerate offload)"),
+    force: bool = typer.Option(False, "--force", help="let -o and --plot replace an existing file"),
+) -> None:
+    """Recommend how to run MODEL on this machine or a named profile, with exact memory per device."""
+    from fitplan.advisor.cli.report import advice_document, render
+    from fitplan.advisor.models.resolve import resolve_model
+    from fitplan.advisor.planner.solver import Request, advise, normalize_runtime
+    from fitplan.plan_spec import MAX_BATCH, MAX_CONTEXT, MAX_DRAFT_TOKENS, MAX_THREADS
+    from fitplan.strategies.quantization import weight_format
+    from fitplan.units import parse_count, parse_duration, parse_rate, parse_size
+
+    for option, value in (("--runtime", runtime), ("--weights", weights), ("--kv-cache", kv_cache),
+                          ("--min-tokens-per-s", min_tokens_per_s), ("--max-ttft", max_ttft), ("--draft", draft),
+                          ("--prune", prune), ("--plot", plot), ("-o", output), ("--hardware", hardware)):
+        _not_empty(value, option)
+    runtime = normalize_runtime(runtime) if runtime else None
+    request = Request(
+        context=parse_count(context, source="--context", maximum=MAX_CONTEXT) if context is not None else None,
+        batch=parse_count(batch, source="--batch", maximum=MAX_BATCH),
+        threads=parse_count(threads, source="--threads", maximum=MAX_THREADS) if threads is not None else None,
+        runtime=runtime,
+        weights=weight_format(weights, runtime=runtime).name if weights else None,
+        kv_cache=kv_cache,
+        max_vram=parse_size(max_vram, source="--max-vram") if max_vram is not None else None,
+        max_ram=parse_size(max_ram, source="--max-ram") if max_ram is not None else None,
+        objective=objective, flash_attn=flash_attn, draft=draft,
+        acceptance=_parse_fraction(acceptance) if acceptance is not None else None,
+        draft_tokens=parse_count(draft_tokens, source="--draft-tokens", maximum=MAX_DRAFT_TOKENS) if draft_tokens is not None else None,
+        min_tokens_per_s=parse_rate(min_tokens_per_s, source="--min-tokens-per-s") if min_tokens_per_s else None,
+        max_ttft_s=parse_duration(max_ttft, source="--max-ttft") if max_ttft else None,
+        max_ppl_increase=_parse_loss(max_ppl_increase) if max_ppl_increase is not None else None,
+        prune=prune,
+        disk_layers=parse_count(disk_layers, source="--disk-layers") if disk_layers is not None else None,
+    )
+    ram_bytes = parse_size(ram, source="--ram") if ram is not None else None
+    if prune is not None:
+        from fitplan.strategies.pruning import parse_prune
+
+        parse_prune(prune)  # a bad value fails before any model is read
+    if plot:
+        from fitplan.advisor.cli.plot import check_plot_target
+
+        check_plot_target(plot, force=force)
+    if output and os.path.lexists(output) and not force:
+        raise BadValueError(f"{output} exists (-o); fitplan never overwrites a file: pick another name, or pass --force")
+    spec = resolve_model(model)
+    hw = _hardware(hardware, ram_bytes, model_path=model)
+    if probe and draft and request.acceptance is None:
+        request = _measured_acceptance(spec, draft, request)
+    probes, calibration = _speed_context(hw, spec, probe=False)
+    advice = advise(spec, hw, request, probes=probes, calibration=calibration)
+    if probe:  # measure, calibrate the runtime the first answer chose, then answer again
+        probes, calibration = _speed_context(hw, spec, probe=True, chosen=advice.chosen)
+        advice = advise(spec, hw, request, probes=probes, calibration=calibration)
+    top_k = parse_count(top, source="--top", minimum=0, maximum=100_000) if top is not None else None
+    document = advice_document(spec, hw, advice, top=top_k)
+    if prune is not None:
+        document["plan"]["pruning"] = _pruning_effects(prune, advice.chosen, hw)
+    if output:
+        from fitplan.advisor.plans.plan_file import plan_from_advice
+
+        _write_plan_file(output, plan_from_advice(document).model_dump_json(indent=2) + "\n", force)
+    if plot:
+        from fitplan.advisor.cli.plot import plot as draw
+
+        draw(document, plot, force=force)
+    if as_json:
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    else:
+        render(document, _console(), top=8 if top_k is None else top_k)
+
+
+def _pruning_effects(prune: str, chosen: Any, hw: Any) -> dict[str, Any]:
+    from fitplan.strategies.pruning import effects, parse_prune, sparse_kernel_unmet
+
+    pattern, ratio = parse_prune(prune)
+    setup = chosen.setup
+    unmet = None if setup.sparse_kernels else sparse_kernel_unmet(
+        pattern, setup.weights, hw, setup.gpu_layers == chosen.layers and setup.gpus > 0)
+    return effects(pattern, ratio, unmet)
+
+
+@app.command("profile")
+def profile_command(
+    name: Optional[str] = typer.Argument(None, help="a profile name, Nx<name> or .toml path (default: this machine)"),
+    list_all: bool = typer.Option(False, "--list", help="list the named profiles"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    probe: bool = typer.Option(False, "--probe", help="run the micro-benchmarks on this machine (cached)"),
+    refresh: bool = typer.Option(False, "--refresh", help="with --probe: ignore the cache and measure again"),
+) -> None:
+    """Print a hardware profile: this machine (detected) by default."""
+    from fitplan.profiles.named import profile_names
+
+    if list_all:
+        sys.stdout.write("\n".join(profile_names()) + "\n")
+        return
+    _not_empty(name, "the profile name")
+    hw = _hardware(name or "auto", None)
+    probes = None
+    if probe:
+        if not hw.detected:
+            raise BadValueError("--probe measures this machine: leave out the profile name")
+        from fitplan.profiles.probes import probes_or_cached
+
+        probes = probes_or_cached(hw, refresh=refresh, progress=not as_json)
+    if as_json:
+        document = json.loads(hw.model_dump_json())
+        if probes is not None:
+            document["probes"] = json.loads(probes.model_dump_json())
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        return
+    _print_profile(hw)
+    if probes is not None:
+        _print_probes(probes)
+
+
+@app.command("models")
+def models_command() -> None:
+    """List the built-in catalog's model names."""
+    from fitplan.advisor.models.catalog import catalog_names
+
+    sys.stdout.write("\n".join(catalog_names()) + "\n")
+
+
+@app.command("run")
+def run_command(
+    source: str = typer.Argument(..., help="a plan file (advise -o) or a MODEL to plan for this machine"),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="the prompt text"),
+    prompt_file: Optional[str] = typer.Option(None, "--prompt-file", help="read the prompt from this file"),
+    max_tokens: str = typer.Option("128", "--max-tokens", help="generate at most N tokens"),
+    stop: Optional[list[str]] = typer.Option(None, "--stop", help="stop at this text (repeatable)"),
+    serve: bool = typer.Option(False, "--serve", help="start the runtime's OpenAI-compatible server instead"),
+    port: str = typer.Option("8000", "--port", help="with --serve: the port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="with --serve: the address (loopback by default)"),
+    server: Optional[str] = typer.Option(None, "--server", help="with --serve: vllm or tensorrt-llm instead of the plan's runtime"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="for a MODEL: pin the runtime (llama.cpp, transformers, onnxruntime)"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="for a MODEL: pin the weight format"),
+    context: Optional[str] = typer.Option(None, "--context", help="for a MODEL: tokens of context"),
+    threads: Optional[str] = typer.Option(None, "--threads", help="for a MODEL: CPU threads"),
+) -> None:
+    """Load as planned and stream the generated text as it comes (Ctrl-C stops cleanly)."""
+    from fitplan.advisor.plans.handle import load, resolve_plan
+    from fitplan.advisor.planner.solver import normalize_runtime
+    from fitplan.plan_spec import MAX_CONTEXT, MAX_THREADS
+    from fitplan.units import parse_count
+
+    for option, value in (("--runtime", runtime), ("--weights", weights), ("--context", context),
+                          ("--threads", threads), ("--server", server)):
+        _not_empty(value, option)
+    tokens = parse_count(max_tokens, source="--max-tokens", maximum=MAX_CONTEXT)
+    pins = {k: v for k, v in (
+        ("runtime", normalize_runtime(runtime) if runtime else None), ("weights", weights),
+        ("context", parse_count(context, source="--context", maximum=MAX_CONTEXT) if context else None),
+        ("threads", parse_count(threads, source="--threads", maximum=MAX_THREADS) if threads else None)) if v is not None}
+    if pins and source.endswith(".json"):
+        raise BadValueError(f"--{next(iter(pins))} pins a MODEL's plan; {source} is a plan file already: edit it, or "
+                            "make another with advise -o")
+    if serve:
+        _serve(resolve_plan(source, **pins), parse_count(port, source="--port", minimum=1, maximum=65535), host, server)
+        return
+    text = _prompt_text(prompt, prompt_file)
+    handle = load(source, **pins)
+    try:
+        for piece in handle.stream(text, max_tokens=tokens, stop=stop or ()):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        sys.stdout.write("\n")
+        sys.stderr.write("fitplan: stopped\n")
+        handle.close()
+        raise typer.Exit(130) from None
+    handle.close()
+    m = handle.metering
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    sys.stderr.write(f"[{handle.plan.plan.runtime} {handle.plan.plan.weights}: {m['prompt_tokens']} prompt tokens, "
+                     f"{m['generated_tokens']} generated in {m['seconds']:.2f} s ({m['generated_tokens_per_s']:.1f} tok/s)]\n")
+
+
+def _prompt_text(prompt: str | None, prompt_file: str | None) -> str:
+    if prompt is not None and prompt_file is not None:
+        raise BadValueError("give --prompt or --prompt-file, not both")
+    if prompt_file is not None:
+        from fitplan.user_files import read_text
+
+        return read_text(prompt_file, limit=2**24, what="--prompt-file")
+    if prompt is None:
+        raise BadValueError("no prompt: pass --prompt TEXT or --prompt-file FILE")
+    return prompt
+
+
+def _serve(plan: Any, port: int, host: str, server: str | None = None) -> None:
+    """Replace this process with the runtime's own server (in the foreground until it exits or Ctrl-C)."""
+    from fitplan.advisor.plans.export import serve_args
+    from fitplan.advisor.plans.plan_file import check_fingerprint
+
+    check_fingerprint(plan)
+    args = serve_args(plan, port=port, host=host, server=server)
+    # transformers serve, vLLM and TensorRT-LLM answer to the model they loaded (args[2]) by that name
+    model = args[2] if server or plan.plan.runtime == "transformers" else plan.model.name
+    sys.stderr.write(f"fitplan: serving {plan.model.name} on http://{host}:{port}/v1: request model \"{model}\"\n")
+    sys.stderr.flush()
+    sys.stdout.flush()
+    # the server takes this process's place: Ctrl-C and a terminating supervisor reach it directly,
+    # and no server is left behind when fitplan is stopped
+    try:
+        os.execvp(args[0], args)
+    except OSError as exc:
+        from fitplan.errors import RuntimeMissingError
+
+        raise RuntimeMissingError(f"cannot start {args[0]} (--serve): {exc.strerror or exc}") from None
+
+
+@app.command("export")
+def export_command(
+    plan_path: str = typer.Argument(..., help="a plan file written by advise -o"),
+    to: str = typer.Option("python", "--to", help="python | shell | llama-server | vllm | tensorrt-llm"),
+    max_tokens: str = typer.Option("128", "--max-tokens", help="tokens the exported code generates"),
+) -> None:
+    """Print the plan as Python code or a command line that runs it."""
+    from fitplan.advisor.plans.export import export
+    from fitplan.advisor.plans.plan_file import load_plan
+    from fitplan.units import parse_count
+
+    from fitplan.plan_spec import MAX_CONTEXT
+
+    text = export(load_plan(plan_path), to, max_tokens=parse_count(max_tokens, source="--max-tokens", maximum=MAX_CONTEXT))
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+@app.command("check")
+def check_command(
+    config: Optional[str] = typer.Option(None, "--config", help="budgets file (default: pyproject.toml here, else fitplan.toml)"),
+    fmt: str = typer.Option("text", "--format", help="text | json | junit | github"),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="write the report here instead of stdout"),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="an earlier --format json report to compare with"),
+    tolerance: str = typer.Option("5", "--baseline-tolerance", help="percent a prediction may worsen (default 5)"),
+    measure: bool = typer.Option(False, "--measure", help="also run entries whose profile is this machine (or auto) and gate on the measured figures"),
+    force: bool = typer.Option(False, "--force", help="with -o: replace the file even if fitplan did not write it"),
+) -> None:
+    """Predict every budget entry on every target profile; exit 1 when a budget breaks, 2 on a bad config."""
+    from fitplan.advisor.budgets.budget_file import find_config, load_budgets
+    from fitplan.advisor.budgets.check import FORMATS, check, load_baseline, render, report_file_text, report_is_ours
+    from fitplan.owned_files import write_owned
+
+    if fmt not in FORMATS:  # before any prediction is made
+        raise BadValueError(f"unknown --format {fmt!r}; known: {', '.join(FORMATS)}")
+    share = _parse_percent(tolerance)
+    path = find_config(config)
+    rows = check(load_budgets(path), baseline=load_baseline(baseline) if baseline else None, tolerance=share,
+                 measured=measure)
+    report = render(rows, fmt, os.path.relpath(path), share)
+    if output:
+        write_owned(output, report_file_text(report, fmt), ours=report_is_ours, option="-o", force=force)
+    else:
+        sys.stdout.write(report)
+    if not all(r.ok for r in rows):
+        raise typer.Exit(1)
+
+
+def _parse_percent(text: str) -> float:
+    message = f"bad --baseline-tolerance {text!r}: a percentage such as 5 or 2.5%"
+    return _number(text.strip().removesuffix("%"), 1000, message, inclusive=True) / 100
+
+
+@app.command("schema")
+def schema_command(
+    what: str = typer.Argument(..., help="plan: the plan file's JSON Schema"),
+) -> None:
+    """Print a published JSON Schema (plan files)."""
+    if what != "plan":
+        raise BadValueError(f"unknown schema {what!r}; known: plan")
+    from fitplan.advisor.plans.plan_file import plan_json_schema
+
+    sys.stdout.write(json.dumps(plan_json_schema(), indent=2) + "\n")
+
+
+@app.command("strategies")
+def strategies_command(
+    hardware: Optional[str] = typer.Option(None, "--hardware", help="say which options run on this profile"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """List every strategy's options (built-in and from plugins), what each needs and how it runs."""
+    from fitplan.strategies.registry import strategies
+
+    _not_empty(hardware, "--hardware")
+    hw = _hardware(hardware, None) if hardware else None
+    rows = [_option_row(o, hw) for s in strategies().values() for o in s.options()]
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    from rich.table import Table
+
+    from fitplan.advisor.cli.report import shown
+
+    table = Table(title=f"strategies{f' on {shown(hw.name)}' if hw else ''}", title_justify="left")
+    for column in ("strategy", "option", "needs", *(["here"] if hw else [])):
+        table.add_column(column)
+    for r in rows:
+        here = ["yes" if r["runs_on"] else f"no: {r['unmet']}"] if hw else []
+        table.add_row(r["strategy"], r["option"], r["needs"], *here)
+    _console().print(table)
+    sys.stdout.write("how each option runs, its effects and sources: fitplan strategies --json\n")
+
+
+def _option_row(option: Any, hw: Any) -> dict[str, Any]:
+    req = option.requirement
+    needs = [f"devices {'/'.join(req.devices)}"]
+    if req.gpu_vendors:
+        needs.append(f"{'/'.join(req.gpu_vendors)} GPU")
+    if req.min_compute_capability is not None:
+        needs.append(f"compute capability >= {req.min_compute_capability:.1f}")
+    if req.runtimes:
+        needs.append(f"runtime {'/'.join(req.runtimes)}")
+    if req.packages:
+        needs.append(f"packages {', '.join(req.packages)}")
+    row = {"strategy": option.strategy, "option": option.name, "needs": "; ".join(needs), "execute": option.execute,
+           "effects": option.effects, "source": req.source}
+    if hw is not None:
+        unmet = [req.unmet(hw, d) for d in req.devices]
+        row["runs_on"] = [d for d, u in zip(req.devices, unmet) if u is None]
+        row["unmet"] = "; ".join(dict.fromkeys(u for u in unmet if u)) if not row["runs_on"] else None
+        if hw.detected:
+            row["missing_packages"] = req.missing_packages()
+    return row
+
+
+@app.command("verify")
+def verify_command(
+    model: str = typer.Argument(..., help="a .gguf file, a folder with config.json + safetensors, or a plan .json"),
+    prompt_tokens: str = typer.Option("128", "--prompt-tokens", help="prompt length of each run"),
+    gen_tokens: str = typer.Option("32", "--gen-tokens", help="tokens generated in each run"),
+    repeat: str = typer.Option("3", "--repeat", help="runs; medians are reported with their spread"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="llama.cpp (GGUF files) or transformers"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="default: the file's own format (llama.cpp), fp32 (transformers)"),
+    context: Optional[str] = typer.Option(None, "--context", help="context to allocate (default 2048)"),
+    threads: Optional[str] = typer.Option(None, "--threads", help="CPU threads (default: physical cores)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
+) -> None:
+    """Run the plan on the real runtime here and print predicted against measured."""
+    from fitplan.advisor.plans.verify_command import verify_plan
+    from fitplan.plan_spec import MAX_CONTEXT, MAX_THREADS
+    from fitplan.units import parse_count
+
+    document = verify_plan(
+        model, prompt_tokens=parse_count(prompt_tokens, source="--prompt-tokens", maximum=MAX_CONTEXT),
+        gen_tokens=parse_count(gen_tokens, source="--gen-tokens", minimum=2, maximum=MAX_CONTEXT),
+        repeat=parse_count(repeat, source="--repeat", maximum=1000), runtime=runtime, weights=weights,
+        context=parse_count(context, source="--context", maximum=MAX_CONTEXT) if context is not None else None,
+        threads=parse_count(threads, source="--threads", maximum=MAX_THREADS) if threads is not None else None,
+    )
+    if as_json:
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    else:
+        from fitplan.advisor.plans.verify_command import render_verify
+
+        render_verify(document, _console())
+
+
+def _measured_acceptance(spec: Any, draft: str, request: Any) -> Any:
+    """--probe with --draft: measure the draft's acceptance on this pair (local GGUF files) instead of
+    assuming it; anything else keeps the stated default, and says why on stderr."""
+    import dataclasses
+
+    if spec.source != "gguf" or not draft.lower().endswith(".gguf"):
+        sys.stderr.write("acceptance probe skipped: it runs two local GGUF files (target and draft)\n")
+        return request
+    from fitplan.advisor.planner.acceptance import measure_acceptance
+
+    try:
+        found = measure_acceptance(spec.location, draft)
+    except FitplanError as exc:
+        sys.stderr.write(f"{exc}; the stated default acceptance stays\n")
+        return request
+    source = f"measured (acceptance probe, {found['positions']} greedy positions)"
+    return dataclasses.replace(request, acceptance=found["acceptance"], acceptance_source=source)
+
+
+def _not_empty(value: str | None, option: str) -> None:
+    """An option given as an empty string is a mistake (an unset shell variable), not "use the default"."""
+    if value is not None and not value.strip():
+        raise BadValueError(f"{option} is empty: give a value or leave the option out")
+
+
+def _number(text: str, below: float, message: str, *, inclusive: bool = False) -> float:
+    """A number in [0, below) ([0, below] when inclusive); otherwise `message` as the error."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (0 <= value <= below if inclusive else 0 <= value < below):
+        raise BadValueError(message)
+    return value
+
+
+def _parse_fraction(text: str) -> float:
+    return _number(text, 1, f"bad --acceptance {text!r}: expected a rate in [0, 1), e.g. 0.7")
+
+
+def _parse_loss(text: str) -> float:
+    return _number(text, 1e6, f"bad --max-ppl-increase {text!r}: expected a perplexity increase such as 0.2")
+
+
+def _speed_context(hw: Any, spec: Any, *, probe: bool, chosen: Any = None) -> tuple[Any, Any]:
+    """(probes, calibration) of this machine where it is the target: cached, or measured with --probe."""
+    if not hw.detected and probe:
+        raise BadValueError("--probe measures this machine: use it with --hardware auto")
+    if not probe:
+        from fitplan.advisor.planner.estimate import machine_context
+
+        return machine_context(hw)
+    from fitplan.advisor.planner.calibration import load_calibration
+    from fitplan.profiles.probes import fingerprint, probes_or_cached
+
+    files = [spec.location] if spec.source == "gguf" else []
+    probes = probes_or_cached(hw, model_files=files, progress=True)
+    from fitplan.advisor.plans.verify_command import calibrate_runtime
+
+    calibrate_runtime(spec, chosen, hw, probes)
+    return probes, load_calibration(fingerprint(hw))
+
+
+def _hardware(name: str, ram_bytes: int | None, model_path: str | None = None) -> Any:
+    if name == "auto":
+        from fitplan.profiles.detect import detect
+
+        folder = os.path.dirname(os.path.abspath(model_path)) if model_path and os.path.exists(model_path) else None
+        hw = detect(folder)
+    else:
+        from fitplan.profiles.named import load_profile
+
+        hw = load_profile(name)
+    if ram_bytes is not None:
+        hw = hw.model_copy(update={"ram_bytes": ram_bytes, "ram_available_bytes": None})
+    return hw
+
+
+def _print_profile(hw: Any) -> None:
+    from fitplan.units import format_bytes
+
+    lines = [f"{hw.name}: {hw.description}".rstrip(": ")]
+    for i, gpu in enumerate(hw.gpus):
+        free = f", {format_bytes(gpu.free_memory_bytes)} free" if gpu.free_memory_bytes is not None else ""
+        bw = f", {gpu.memory_bandwidth_GB_per_s:g} GB/s" if gpu.memory_bandwidth_GB_per_s else ""
+        lines.append(f"  gpu{i}: {gpu.name}, {format_bytes(gpu.memory_bytes)}{free}{bw}, compute capability {gpu.compute_capability or '-'}")
+    if not hw.gpus:
+        lines.append("  no GPU")
+    lines.append(f"  cpu: {hw.cpu.name}, {hw.cpu.cores} cores / {hw.cpu.threads} threads, {' '.join(hw.cpu.flags) or 'no flags listed'}")
+    avail = f", {format_bytes(hw.ram_available_bytes)} available" if hw.ram_available_bytes is not None else ""
+    lines.append(f"  ram: {format_bytes(hw.ram_bytes)}{avail}")
+    if hw.disk_free_bytes is not None:
+        lines.append(f"  disk: {format_bytes(hw.disk_free_bytes)} free")
+    for source in hw.sources:
+        lines.append(f"  source: {source}")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _print_probes(probes: Any) -> None:
+    rows = []
+    for name in ("host_read_GB_per_s_1thread", "host_read_GB_per_s_all", "host_copy_GB_per_s_1thread",
+                 "host_copy_GB_per_s_all"):
+        value = getattr(probes, name, None)
+        if value is not None:
+            rows.append(f"  {name}: {value.value:.1f} {value.unit}")
+    for name, value in sorted(probes.matmul_GFLOP_per_s.items()):
+        rows.append(f"  matmul {name}: {value.value:.1f} {value.unit}")
+    for path, value in probes.disk_read_GB_per_s.items():
+        rows.append(f"  disk read {path}: {value.value:.2f} {value.unit}")
+    for i, gpu in enumerate(probes.gpus):
+        for name, value in gpu.items():
+            rows.append(f"  gpu{i} {name}: {value.value:.1f} {value.unit}")
+    for name, why in probes.errors.items():
+        rows.append(f"  {name}: not measured ({why})")
+    sys.stdout.write(f"probes (measured, {probes.total_seconds():.1f} s):\n" + "\n".join(rows) + "\n")
+
+
+def _write_plan_file(path: str, text: str, force: bool) -> None:
+    """Create `path` without ever replacing an existing file (O_EXCL); --force replaces a regular file."""
+    if force:
+        from fitplan.owned_files import write_owned
+
+        write_owned(path, text, ours=lambda _: True, option="-o", force=True)
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise BadValueError(f"{path} exists (-o); fitplan never overwrites a file: pick another name") from None
+    except OSError as exc:
+        raise BadValueError(f"cannot write {path} (-o): {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _run(command: Any, prog: str, args: list[str] | None) -> int:
+    """Run a click command, turning every user error into one line on stderr and exit code 2.
+
+    Usage errors are recognised by click's `format_message` rather than by class: typer >= 0.2x
+    ships its own copy of click, whose exception classes are not the `click` package's.
+    """
+    try:
+        code = command.main(args=args, prog_name=prog, standalone_mode=False)
+        return code if isinstance(code, int) else 0  # typer.Exit(n) comes back as n
+    except FitplanError as exc:
+        message = str(exc)
+    except typer.Abort:
+        sys.stderr.write(f"{prog}: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:
+        if not hasattr(exc, "format_message"):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            sys.stdout.write(exc.ctx.get_help() + "\n")  # type: ignore[attr-defined]
+            return 0
+        message = exc.format_message()
+    from fitplan.user_files import printable
+
+    sys.stderr.write(f"{prog}: error: {printable(' '.join(message.split()))}\n")
+    return 2
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of `fitplan`."""
+    return _exit(_run(typer.main.get_command(app), "fitplan", args))
+
+
+def advise_main(args: list[str] | None = None) -> int:
+    """Entry point of `advise` (the same as `fitplan advise`)."""
+    group = typer.main.get_command(app)
+    return _exit(_run(group.commands["advise"], "advise", args))  # type: ignore[attr-defined]
+
+
+def _exit(code: int) -> int:
+    sys.stdout.flush()
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()

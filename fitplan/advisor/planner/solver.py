@@ -1,0 +1,461 @@
+"""Choose a plan among runtime x weight format x placement, by an objective, under constraints.
+
+Quality is the perplexity increase of the weight format (formats.toml); speed comes from the speed
+model (advisor/planner/speed.py) with this machine's probes and calibration where it is the target.
+Objectives: `balanced` (default): the fastest plan whose loss stays within a bound (Q4_K_M's, or
+--max-ppl-increase); `quality`: the least loss; `speed`: the fastest; `throughput`: the most
+tokens/s summed over the batch. Constraints (--min-tokens-per-s, --max-ttft, --max-ppl-increase)
+filter first. "Nothing fits" is a result with reasons, never an exception.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from fitplan.errors import BadValueError
+from fitplan.hardware_spec import HardwareSpec
+from fitplan.model_spec import ModelSpec
+from fitplan.plan_spec import DeviceMemory, Setup
+from fitplan.strategies.attention import FLASH_ATTENTION_2
+from fitplan.strategies.kv_cache import kv_bytes_per_element
+from fitplan.strategies.pruning import parse_prune, sparse_kernel_unmet, sparse_weight_bytes
+from fitplan.strategies.quantization import WeightFormat, all_formats, tensor_bytes, weight_format
+from fitplan.strategies.runtime import runtime_model
+from fitplan.units import format_bytes
+
+DEFAULT_CONTEXT = 8192
+QUALITY_BOUND_FORMAT = "Q4_K_M"  # the default loss bound: about Q4_K_M's on the model
+OBJECTIVES = ("balanced", "quality", "speed", "throughput")
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the user asked for: pins are None when free."""
+
+    context: int | None = None
+    batch: int = 1
+    threads: int | None = None
+    runtime: str | None = None
+    weights: str | None = None
+    kv_cache: str | None = None
+    max_vram: int | None = None  # bytes per GPU
+    max_ram: int | None = None
+    gpu_layers: int | None = None  # pin the blocks on the GPUs (0: CPU only); None: the solver places them
+    objective: str = "balanced"
+    flash_attn: bool | None = None  # None: on for llama.cpp (exact attention, less memory); off for transformers (SDPA)
+    draft: str | None = None  # speculative decoding: a draft model (catalog name or local file) or "prompt-lookup"
+    acceptance: float | None = None  # the draft's acceptance rate; None: the stated default
+    acceptance_source: str | None = None  # how the rate was obtained, e.g. by the acceptance probe
+    draft_tokens: int | None = None  # tokens the draft proposes per step
+    min_tokens_per_s: float | None = None
+    max_ttft_s: float | None = None
+    max_ppl_increase: float | None = None
+    prune: str | None = None  # "2:4" or "unstructured:RATIO": pinned only, the solver never proposes it
+    disk_layers: int | None = None  # transformers: keep the last N blocks on disk (accelerate offload); pinned only
+
+
+@dataclass
+class Candidate:
+    setup: Setup
+    fmt: WeightFormat
+    memory: dict[str, DeviceMemory]
+    fits: bool
+    layers: int
+    reason: str = ""
+    speed: Any = None  # a SpeedPrediction, attached by advisor.estimate
+    speculation: dict[str, Any] | None = None  # the draft, its acceptance and the speed-up, when asked for
+    source_loss: float = 0.0  # a quantized source file's own loss: converting it cannot undo it
+    converted: bool = False  # the weights must be converted or downloaded (not the files at hand)
+
+    @property
+    def placement(self) -> str:
+        if self.setup.disk_layers:
+            return "disk"
+        if self.setup.gpu_layers == 0:
+            return "cpu"
+        if self.setup.layer_map:
+            return "exact"
+        if self.setup.cpu_moe_layers:
+            return "experts-cpu"
+        return "gpu" if self.setup.gpu_layers == self.layers else "split"
+
+    @property
+    def label(self) -> str:
+        where = {"cpu": "CPU", "gpu": "GPU", "split": f"{self.setup.gpu_layers} layers on GPU, rest on CPU",
+                 "disk": f"{self.setup.disk_layers} layers on disk, {self.setup.gpu_layers} on GPU, rest on CPU",
+                 "experts-cpu": f"GPU, experts of {self.setup.cpu_moe_layers} layers on CPU",
+                 "exact": f"exact placement: {sum(d == 'cpu' for d in self.setup.layer_map)} blocks and "
+                          f"{sum(d == 'cpu' for d in self.setup.expert_map)} expert sets on CPU"}
+        return f"{self.setup.runtime} {self.fmt.name} ({where[self.placement]})"
+
+
+@dataclass
+class Advice:
+    chosen: Candidate
+    fits: bool
+    alternatives: list[Candidate] = field(default_factory=list)
+    rejected: list[Candidate] = field(default_factory=list)
+    context_note: str = ""
+    scale_out: Any = None  # where nothing fits: the fewest GPUs that would hold it (vLLM)
+    excluded: list[tuple[str, str]] = field(default_factory=list)  # (format, why this machine cannot run it)
+
+
+def normalize_runtime(name: str) -> str:
+    aliases = {"llama.cpp": "llama.cpp", "llamacpp": "llama.cpp", "llama-cpp": "llama.cpp",
+               "llama_cpp": "llama.cpp", "transformers": "transformers", "hf": "transformers",
+               "onnxruntime": "onnxruntime", "onnx": "onnxruntime", "ort": "onnxruntime"}
+    runtime = aliases.get(name.strip().lower())
+    if runtime is None:
+        raise BadValueError(f"unknown runtime {name!r} (--runtime); known: llama.cpp, transformers, onnxruntime")
+    return runtime
+
+
+def advise(spec: ModelSpec, hardware: HardwareSpec, request: Request, *, probes: Any = None,
+           calibration: Any = None) -> Advice:
+    """Size, time and rank every candidate; the best that fits, or the nearest miss with reasons."""
+    from fitplan.advisor.planner import speculation
+    from fitplan.advisor.planner.estimate import candidate_speed
+
+    if request.objective not in OBJECTIVES:
+        raise BadValueError(f"unknown objective {request.objective!r} (--objective); known: {', '.join(OBJECTIVES)}")
+    context = request.context or min(spec.max_context, DEFAULT_CONTEXT)
+    note = "" if request.context else f"default: min(model maximum {spec.max_context}, {DEFAULT_CONTEXT}); pass --context"
+    pinned, formats, excluded = _formats(spec, request, hardware)
+    candidates = []
+    for fmt in formats:
+        candidates += _placements(spec, hardware, request, fmt, context)
+    if not candidates:
+        where = f"{hardware.name} ({'GPU' if hardware.gpus else 'CPU only'})"
+        raise BadValueError(f"no plan to weigh: {', '.join(f.name for f in formats) or 'no format'} cannot run on {where}")
+    drafting = speculation.drafting(spec, request)
+    for c in candidates:
+        if drafting:
+            speculation.add_draft_memory(c, spec, drafting, lambda d: _capacity(d, hardware, request))
+        if c.fits:
+            c.speed = candidate_speed(spec, c, hardware, probes, calibration)
+            if drafting:
+                speculation.speculate(c, spec, drafting, hardware, probes, calibration)
+    fitting = [c for c in candidates if c.fits and not _breaks_constraints(c, request)]
+    best = _best(fitting, request)
+    if best is None:
+        best = min(candidates, key=lambda c: (not c.fits, _over_by(c, hardware, request)))
+        best.speed = best.speed or candidate_speed(spec, best, hardware, probes, calibration)
+        if best.fits:
+            best.reason = _breaks_constraints(best, request)
+        advice = Advice(best, False, [], [c for c in candidates if c is not best], note, excluded=excluded)
+        advice.scale_out = _scale_out(spec, hardware, pinned, context) if not best.fits else None
+        return advice
+    alternatives = sorted((c for c in fitting if c is not best), key=lambda c: _rank(c, request))
+    rejected = [c for c in candidates if c not in fitting]
+    return Advice(best, True, alternatives, rejected, note, excluded=excluded)
+
+
+def _formats(spec: ModelSpec, request: Request, hw: HardwareSpec
+             ) -> tuple[WeightFormat | None, list[WeightFormat], list[tuple[str, str]]]:
+    """(the pinned format, the formats to weigh, the formats this machine cannot run and why):
+    auto ones and the files' own, of the pinned runtime, narrowed by the pinned strategies."""
+    runtime = normalize_runtime(request.runtime) if request.runtime else None
+    pinned = weight_format(request.weights, runtime=runtime) if request.weights else None
+    if pinned and runtime and pinned.runtime != runtime:
+        raise BadValueError(f"--weights {pinned.name} runs on {pinned.runtime}, not on --runtime {runtime}")
+    formats = [pinned] if pinned else [f for f in all_formats().values() if f.auto or _is_files_format(spec, f)]
+    formats = [f for f in formats if runtime in (None, f.runtime)]
+    if not formats and runtime:  # a runtime with pin-only formats (onnxruntime): its formats, all of them
+        formats = [f for f in all_formats().values() if f.runtime == runtime]
+    if request.kv_cache and not pinned:  # a pinned KV type narrows the runtimes (q8_0 is llama.cpp's)
+        offered = [f for f in formats if _offers_kv(request.kv_cache, f.runtime)]
+        formats = offered or formats  # none offer it: the error names the type and the runtimes
+    formats = _narrow_by_pins(formats, request, hw)
+    excluded = [(f.name, why) for f in formats if (why := _format_unmet(f, hw, pinned=pinned is not None))]
+    if pinned and excluded:
+        raise BadValueError(f"--weights {pinned.name} cannot run on {hw.name}: {excluded[0][1]}")
+    return pinned, [f for f in formats if f.name not in dict(excluded)], excluded
+
+
+def _narrow_by_pins(formats: list[WeightFormat], req: Request, hw: HardwareSpec) -> list[WeightFormat]:
+    """Pruning runs on transformers; FlashAttention-2 on transformers needs its GPU."""
+    from fitplan.strategies.registry import option
+
+    if req.disk_layers:
+        formats = [f for f in formats if f.runtime == "transformers" and f.family == "dense"]
+        if not formats:
+            raise BadValueError("--disk-layers runs on transformers with fp32/bf16/fp16 weights (accelerate's disk offload)")
+    if req.prune:
+        formats = [f for f in formats if f.runtime == "transformers"]
+        if not formats:
+            raise BadValueError(f"--prune {req.prune} {option('pruning', 'unstructured').requirement.unmet(hw, 'cpu', 'llama.cpp')}")
+    if req.flash_attn and req.runtime and normalize_runtime(req.runtime) == "transformers":
+        why = option("attention", FLASH_ATTENTION_2).requirement.unmet(hw, "gpu", "transformers")
+        if why:
+            raise BadValueError(f"--flash-attn on transformers means {FLASH_ATTENTION_2}, which {why}")
+    return formats
+
+
+def _format_unmet(fmt: WeightFormat, hw: HardwareSpec, *, pinned: bool = True) -> str:
+    """'' when some device of `hw` can run `fmt` (and may be proposed there), else why none can."""
+    on_gpu, on_cpu = _device_unmet(fmt, hw, "gpu"), _device_unmet(fmt, hw, "cpu", pinned=pinned)
+    if on_gpu is None or on_cpu is None:
+        return ""
+    return on_gpu if "cpu" not in fmt.devices else f"GPU: {on_gpu}; CPU: {on_cpu}"
+
+
+def _device_unmet(fmt: WeightFormat, hw: HardwareSpec, device: str, *, pinned: bool = True) -> str | None:
+    from fitplan.strategies.registry import option
+
+    if device in fmt.pinned_only_on and not pinned:
+        return f"used on the {device.upper()} only when pinned (--weights {fmt.name}): its {device.upper()} speed is not modelled"
+    return option("quantization", fmt.name).requirement.unmet(hw, device, fmt.runtime)
+
+
+def _offers_kv(kv: str, runtime: str) -> bool:
+    try:
+        kv_bytes_per_element(kv.lower(), runtime)
+        return True
+    except BadValueError:
+        return False
+
+
+def _scale_out(spec: ModelSpec, hw: HardwareSpec, pinned: WeightFormat | None, context: int) -> Any:
+    """A multi-GPU vLLM plan on this machine's GPU kind (an H100 where it has none), in bf16 unless
+    the user pinned a transformers-side format."""
+    from fitplan.profiles.named import load_profile
+    from fitplan.strategies.runtimes.transformers.cost import constants
+    from fitplan.strategies.runtimes.vllm.cost import scale_out
+
+    gpu = hw.gpus[0] if hw.gpus else load_profile("h100-80gb").gpus[0]
+    fmt = pinned if pinned is not None and pinned.runtime == "transformers" else weight_format("bf16")
+    return scale_out(spec, tensor_bytes(spec, fmt), fmt.name, context, gpu, constants()["gpu_context_bytes"])
+
+
+def _breaks_constraints(c: Candidate, req: Request) -> str:
+    """Why a fitting candidate misses the user's speed/quality constraints ('' when it meets them)."""
+    why = []
+    if req.max_ppl_increase is not None and plan_loss_of(c) > req.max_ppl_increase:
+        why.append(f"perplexity +{plan_loss_of(c):.3f} > --max-ppl-increase {req.max_ppl_increase:g}")
+    if req.min_tokens_per_s is not None and c.speed.decode_tokens_per_s < req.min_tokens_per_s:
+        why.append(f"decode {c.speed.decode_tokens_per_s:.1f} tok/s < --min-tokens-per-s {req.min_tokens_per_s:g}")
+    if req.max_ttft_s is not None and c.speed.ttft_s > req.max_ttft_s:
+        why.append(f"TTFT {c.speed.ttft_s:.2f} s > --max-ttft {req.max_ttft_s:g} s")
+    if why and c.fits:
+        c.reason = "; ".join(why)
+    return "; ".join(why)
+
+
+def _placements(spec: ModelSpec, hw: HardwareSpec, req: Request, fmt: WeightFormat, context: int) -> list[Candidate]:
+    """GPU-only, then the largest GPU+CPU split that fits, then CPU-only, as the format allows."""
+    weights = tensor_bytes(spec, fmt)
+    gpus = len(hw.gpus) if hw.gpus and req.max_vram != 0 and _device_unmet(fmt, hw, "gpu") is None else 0
+    on_cpu = _device_unmet(fmt, hw, "cpu", pinned=req.weights is not None) is None
+    top = _most_gpu_layers(spec, req)
+    if req.gpu_layers is not None:  # a pinned placement: exactly that one
+        layers = min(req.gpu_layers, top) if gpus else 0
+        return [_candidate(spec, hw, req, fmt, weights, context, layers, gpus if layers else 0)]
+    out: list[Candidate] = []
+    if gpus:
+        full = _candidate(spec, hw, req, fmt, weights, context, top, gpus)
+        out.append(full)
+        if not full.fits and fmt.runtime == "llama.cpp" and req.kv_cache is None and req.flash_attn is not False:
+            # a q8_0 KV cache (measured lossless, kv_dtypes.toml) may keep every layer on the GPU
+            smaller = _candidate(spec, hw, replace(req, kv_cache="q8_0"), fmt, weights, context, spec.layers, gpus)
+            if smaller.fits:
+                out.append(smaller)
+        if not full.fits and on_cpu:
+            split = _largest_split(spec, hw, req, fmt, weights, context, gpus, top)
+            if split:
+                out.append(split)
+            if spec.is_moe and fmt.runtime == "llama.cpp":
+                experts = _fewest_cpu_expert_layers(spec, hw, req, fmt, weights, context, gpus)
+                if experts:
+                    out.append(experts)
+            if fmt.runtime == "llama.cpp":
+                exact = _milp_candidate(spec, hw, req, fmt, weights, full.setup)
+                if exact:
+                    out.append(exact)
+    if on_cpu:
+        out.append(_candidate(spec, hw, req, fmt, weights, context, 0, 0))
+    return out
+
+
+def _most_gpu_layers(spec: ModelSpec, req: Request) -> int:
+    """Blocks a GPU may hold: all of them, less the last `--disk-layers` a pin keeps on disk (honoured
+    exactly, or refused: never quietly fewer)."""
+    disk = req.disk_layers or 0
+    if disk > spec.layers:
+        raise BadValueError(f"bad --disk-layers {disk}: {spec.name} has {spec.layers} blocks")
+    if req.gpu_layers is not None and disk and req.gpu_layers > spec.layers - disk:
+        raise BadValueError(f"{req.gpu_layers} GPU layers and {disk} disk layers exceed the {spec.layers} blocks "
+                            f"of {spec.name}")
+    return spec.layers - disk
+
+
+def _largest_split(spec, hw, req, fmt, weights, context, gpus, top) -> Candidate | None:
+    """Binary search for the most blocks on the GPUs that still fits (memory grows with blocks)."""
+    low, high, best = 1, top - 1, None
+    while low <= high:
+        mid = (low + high) // 2
+        c = _candidate(spec, hw, req, fmt, weights, context, mid, gpus)
+        if _gpus_fit(c, hw, req):
+            best, low = c, mid + 1
+        else:
+            high = mid - 1
+    return best
+
+
+def _milp_candidate(spec, hw, req, fmt, weights, base: Setup) -> Candidate | None:
+    """The exact placement (advisor/planner/placement.py); kept only when it fits once sized exactly."""
+    from fitplan.advisor.planner.placement import device_bandwidth, milp_setup
+
+    setup = milp_setup(spec, base, weights, lambda d: _capacity(d, hw, req), device_bandwidth(hw, base.threads))
+    if setup is None or setup.gpu_layers == 0:
+        return None
+    return _sized(spec, hw, req, fmt, weights, setup)
+
+
+def _fewest_cpu_expert_layers(spec, hw, req, fmt, weights, context, gpus) -> Candidate | None:
+    """MoE: every block on the GPUs, with the routed experts of the fewest first blocks on the CPU
+    (llama.cpp --n-cpu-moe): attention, shared weights and the KV cache keep the GPU's speed."""
+    low, high, best = 1, spec.layers, None
+    while low <= high:
+        mid = (low + high) // 2
+        c = _candidate(spec, hw, req, fmt, weights, context, spec.layers, gpus, cpu_moe_layers=mid)
+        if _gpus_fit(c, hw, req):
+            best, high = c, mid - 1
+        else:
+            low = mid + 1
+    return best
+
+
+def _candidate(spec, hw, req, fmt, weights, context, gpu_layers, gpus, cpu_moe_layers: int = 0) -> Candidate:
+    threads = req.threads or hw.cpu.cores
+    kv = _kv_dtype(req, fmt, hw, gpu_layers)
+    all_on_gpu = gpu_layers == spec.layers and gpus > 0
+    sparse = bool(req.prune) and sparse_kernel_unmet(req.prune, fmt.name, hw, all_on_gpu) is None
+    disk = (req.disk_layers or 0) if fmt.runtime == "transformers" else 0
+    assert gpu_layers + disk <= spec.layers, (gpu_layers, disk)  # _most_gpu_layers bounds the GPU's share
+    setup = Setup(fmt.runtime, fmt.name, kv, context, req.batch, threads, gpu_layers, gpus if gpu_layers else 0,
+                  cpu_moe_layers, _flash_attn(req, fmt, kv, hw, all_on_gpu), prune=_prune_label(req.prune),
+                  sparse_kernels=sparse, disk_layers=disk)
+    return _sized(spec, hw, req, fmt, sparse_weight_bytes(weights, fmt.name) if sparse else weights, setup)
+
+
+def _prune_label(prune: str | None) -> str:
+    if not prune:
+        return ""
+    pattern, ratio = parse_prune(prune)
+    return pattern if pattern == "2:4" else f"{pattern}:{ratio:g}"
+
+
+def _sized(spec, hw, req, fmt, weights, setup: Setup) -> Candidate:
+    """A candidate with its exact memory per device and, where a device overflows, why."""
+    memory = runtime_model(fmt.runtime).memory(spec, setup, weights)
+    problems = [f"needs {format_bytes(mem.total)} on {dev} > {format_bytes(cap)} available"
+                for dev, mem in memory.items() if mem.total > (cap := _capacity(dev, hw, req))]
+    source_loss, converted = _source(spec, fmt)
+    return Candidate(setup, fmt, memory, not problems, spec.layers, "; ".join(problems), source_loss=source_loss,
+                     converted=converted)
+
+
+def _is_files_format(spec: ModelSpec, fmt: WeightFormat) -> bool:
+    """The format the model's own files hold: always a candidate, auto-chosen or not."""
+    if spec.source == "gguf":
+        return fmt.family == "gguf" and fmt.name == spec.native_dtype
+    return spec.source == "folder" and fmt.family == "dense" and fmt.name == spec.native_dtype
+
+
+def _source(spec: ModelSpec, fmt: WeightFormat) -> tuple[float, bool]:
+    """(the loss the files already carry, whether this format means converting them)."""
+    carried = 0.0
+    if spec.source == "gguf":
+        try:
+            carried = weight_format(spec.native_dtype).ppl_increase or 0.0
+        except BadValueError:  # a file type without a published figure
+            pass
+    return carried, not _is_files_format(spec, fmt)
+
+
+def _flash_attn(req: Request, fmt: WeightFormat, kv: str, hw: HardwareSpec, all_on_gpu: bool) -> bool:
+    """llama.cpp: on unless the user turned it off; a quantized V cache needs it (llama.cpp refuses
+    q8_0/q4_0 V without it). transformers: FlashAttention-2 only when asked for, with every block on
+    GPUs that meet its requirement (else sdpa)."""
+    if fmt.runtime != "llama.cpp":
+        if not req.flash_attn or not all_on_gpu or fmt.runtime != "transformers":
+            return False
+        from fitplan.strategies.registry import option
+
+        return option("attention", FLASH_ATTENTION_2).requirement.unmet(hw, "gpu", "transformers") is None
+    if kv in ("q8_0", "q4_0"):
+        if req.flash_attn is False:
+            raise BadValueError(f"a {kv} KV cache needs flash attention in llama.cpp; drop --no-flash-attn")
+        return True
+    return True if req.flash_attn is None else req.flash_attn
+
+
+def _kv_dtype(req: Request, fmt: WeightFormat, hw: HardwareSpec, gpu_layers: int) -> str:
+    if req.kv_cache:
+        kv = req.kv_cache.lower()
+        kv_bytes_per_element(kv, fmt.runtime)  # raises a clear error for a type the runtime lacks
+        return kv
+    if fmt.runtime == "llama.cpp":
+        return "f16"
+    if fmt.name == "fp32" or fmt.runtime == "onnxruntime":
+        return "f32"
+    bf16 = gpu_layers == 0 or all(_bf16_gpu(g.compute_capability) for g in hw.gpus)
+    return "bf16" if bf16 else "f16"
+
+
+def _bf16_gpu(capability: str | None) -> bool:
+    try:
+        return capability is not None and float(capability) >= 8.0
+    except ValueError:
+        return False
+
+
+def _capacity(device: str, hw: HardwareSpec, req: Request) -> int:
+    if device == "disk":
+        return hw.disk_free_bytes if hw.disk_free_bytes is not None else 2**62
+    if device == "cpu":
+        return min(hw.ram_usable_bytes, req.max_ram if req.max_ram is not None else hw.ram_usable_bytes)
+    gpu = hw.gpus[int(device[3:])]
+    return min(gpu.usable_bytes, req.max_vram if req.max_vram is not None else gpu.usable_bytes)
+
+
+def _gpus_fit(c: Candidate, hw: HardwareSpec, req: Request) -> bool:
+    return all(m.total <= _capacity(d, hw, req) for d, m in c.memory.items() if d not in ("cpu", "disk"))
+
+
+def _over_by(c: Candidate, hw: HardwareSpec, req: Request) -> float:
+    """How far a candidate overshoots, relative to capacity: the nearest miss becomes the plan shown."""
+    return max(m.total / max(1, _capacity(d, hw, req)) for d, m in c.memory.items())
+
+
+def plan_loss_of(c: Candidate) -> float:
+    """The plan's perplexity increase: requantizing a quantized file adds its format's loss to the
+    file's own (errors compound; a first-order estimate), and dequantizing keeps the file's."""
+    return plan_loss(c.fmt.ppl_increase, c.source_loss if c.converted else 0.0)
+
+
+def plan_loss(own: float | None, carried: float) -> float:
+    return (own if own is not None else float("inf")) + carried
+
+
+def _rank(c: Candidate, req: Request) -> tuple[float, ...]:
+    """Sort key of the objective: smaller is better."""
+    speed = c.speed
+    if req.objective == "quality":
+        return (plan_loss_of(c), -speed.decode_tokens_per_s, c.converted)
+    if req.objective == "throughput":
+        return (-speed.batch_tokens_per_s, plan_loss_of(c), c.converted)
+    return (-speed.decode_tokens_per_s, plan_loss_of(c), c.converted)
+
+
+def _best(fitting: list[Candidate], req: Request) -> Candidate | None:
+    if not fitting:
+        return None
+    if req.objective == "balanced":
+        bound = req.max_ppl_increase if req.max_ppl_increase is not None else \
+            weight_format(QUALITY_BOUND_FORMAT).ppl_increase or 0.0
+        within = [c for c in fitting if plan_loss_of(c) <= bound]
+        if within:
+            return min(within, key=lambda c: _rank(c, req))
+        return min(fitting, key=lambda c: (plan_loss_of(c), -c.speed.decode_tokens_per_s, c.converted))
+    return min(fitting, key=lambda c: _rank(c, req))

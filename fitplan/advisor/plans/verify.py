@@ -1,0 +1,79 @@
+"""`fitplan verify`: run a plan on the real runtime and hold every prediction against it.
+
+The run happens in a worker process (verify_worker) so that its peak RSS is the run's alone; a
+model that needs converting for the runtime (a GGUF for transformers) is prepared by an earlier
+worker, so the conversion's memory never counts.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from fitplan.errors import BadValueError, RunFailedError, RuntimeMissingError
+from fitplan.model_spec import ModelSpec
+from fitplan.plan_spec import ModelSource, Setup
+
+WORKER = [sys.executable, "-m", "fitplan.advisor.plans.verify_worker"]
+
+
+def model_source(spec: ModelSpec) -> ModelSource:
+    """The local weights of a spec; catalog and hub models have none to run."""
+    if spec.source in ("gguf", "folder"):
+        return ModelSource(spec.source, spec.location)
+    raise BadValueError(
+        f"verify runs local weights: {spec.name} came from the {spec.source}; pass a .gguf file or a "
+        "folder with config.json and *.safetensors"
+    )
+
+
+def run_worker(job: dict[str, Any], *, timeout_s: float) -> dict[str, Any]:
+    """One job in a fresh process; a crash, timeout or error becomes one RunFailedError line."""
+    try:
+        done = subprocess.run(WORKER, input=json.dumps(job), capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise RunFailedError(f"{job['runtime']} {job['mode']} run timed out after {timeout_s:.0f} s") from None
+    lines = done.stdout.strip().splitlines()
+    try:
+        result = json.loads(lines[-1]) if lines else {}
+    except json.JSONDecodeError:
+        result = {}
+    if done.returncode != 0 or "error" in result or not result:
+        why = result.get("error") or (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        raise RunFailedError(f"{job['runtime']} {job['mode']} run failed: {why}")
+    return result
+
+
+def measure(
+    spec: ModelSpec, setup: Setup, *, prompt_tokens: int, gen_tokens: int, repeat: int, timeout_s: float = 900,
+) -> dict[str, Any]:
+    """Prepare (if needed) and run the plan; the worker's measurements, untouched."""
+    from fitplan.strategies.registry import executor
+
+    missing = executor(setup.runtime).missing()
+    if missing:
+        raise RuntimeMissingError(f"cannot run {setup.runtime}: {missing}")
+    source = model_source(spec)
+    prepared = run_worker({"mode": "prepare", "runtime": setup.runtime, "source": asdict(source)}, timeout_s=timeout_s)
+    return run_worker({"mode": "measure", "runtime": setup.runtime, "source": prepared["source"],
+                       "setup": asdict(setup), "layers": spec.layers, "prompt_tokens": prompt_tokens,
+                       "gen_tokens": gen_tokens, "repeat": repeat}, timeout_s=timeout_s)
+
+
+def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Median, min and max of each speed figure over the repeats (the machine is noisy)."""
+    figures = {
+        "prefill_tokens_per_s": [r["prompt_tokens"] / r["prefill_s"] for r in runs],
+        "decode_tokens_per_s": [(r["generated"] - 1) / r["decode_s"] for r in runs if r["generated"] > 1],
+        "ttft_s": [r["ttft_s"] for r in runs],
+    }
+    return {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in figures.items() if v}
+
+
+def ratio(predicted: float | None, measured: float | None) -> float | None:
+    if not predicted or not measured:
+        return None
+    return round(predicted / measured, 3)

@@ -1,0 +1,1 @@
+"""ONNX Runtime through optimum's exporter."""

@@ -1,0 +1,87 @@
+"""Generating text from a plan with ONNX Runtime: the model exported once with optimum's exporter
+(`text-generation-with-past`: decoding reuses the KV cache), cached under the fitplan cache keyed by
+the source's fingerprint, and run by optimum's ORTModelForCausalLM with the plan's threads and
+provider (CPU, CUDA, or TensorRT where the plan asks and onnxruntime-gpu offers it).
+
+optimum-onnx 0.1.0 requires transformers < 4.58: this path lives in its own environment
+(pip install 'fitplan[onnx]' in a separate venv); nothing here is imported by the other runtimes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fitplan.strategies.runtimes.transformers.session import GenerateSession
+
+EXPORT_TASK = "text-generation-with-past"
+
+
+def providers(setup: Any) -> list[str]:
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if setup.gpus else ["CPUExecutionProvider"]
+
+
+def exported(folder: str, fingerprint: str) -> Path:
+    """The ONNX export of a safetensors folder, made once (atomically) and reused while the source's
+    fingerprint and the exporter's version are unchanged."""
+    from importlib.metadata import version
+
+    from fitplan.cachedir import cache_dir
+
+    stamp = {"source": fingerprint, "optimum-onnx": version("optimum-onnx"), "task": EXPORT_TASK}
+    target = cache_dir("onnx") / fingerprint.replace(":", "-")[-32:]
+    stamp_file = target / "fitplan-export.json"
+    if stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
+        return target
+    from optimum.exporters.onnx import main_export
+
+    staging = Path(tempfile.mkdtemp(prefix=".exporting-", dir=target.parent))
+    try:
+        main_export(folder, output=staging, task=EXPORT_TASK, device="cpu")
+        (staging / "fitplan-export.json").write_text(json.dumps(stamp))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def plan_export(plan: Any) -> tuple[str, Path]:
+    """(the safetensors folder, its ONNX export) of a plan's model, each made once and cached."""
+    from fitplan.advisor.plans.plan_file import fingerprint, local_weights
+    from fitplan.strategies.runtimes.transformers.cost import TransformersExecutor
+
+    folder = TransformersExecutor().plan_folder(plan)
+    return folder, exported(folder, plan.model.fingerprint or fingerprint(local_weights(plan)))
+
+
+GRAPH_OPTIMIZATION = "ORT_ENABLE_ALL"
+
+
+def session_settings(setup: Any) -> dict[str, int]:
+    """The SessionOptions attributes a plan sets (the session and the exported code share them)."""
+    return {"intra_op_num_threads": setup.threads, "inter_op_num_threads": 1}
+
+
+def session_options(setup: Any) -> Any:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    for name, value in session_settings(setup).items():
+        setattr(options, name, value)
+    options.graph_optimization_level = getattr(onnxruntime.GraphOptimizationLevel, GRAPH_OPTIMIZATION)
+    return options
+
+
+class OnnxSession(GenerateSession):
+    def __init__(self, folder: str, onnx_dir: str, setup: Any) -> None:
+        from optimum.onnxruntime import ORTModelForCausalLM
+        from transformers import AutoTokenizer
+
+        self.model = ORTModelForCausalLM.from_pretrained(onnx_dir, provider=providers(setup)[0],
+                                                         session_options=session_options(setup))
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.extra = {}

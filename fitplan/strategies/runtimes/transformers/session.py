@@ -1,0 +1,223 @@
+"""Generating text from a plan with transformers: greedy, streamed as it is produced.
+
+generate() runs in a worker thread and hands text to a TextIteratorStreamer; closing the stream
+early (a stop string, Ctrl-C) sets a flag a stopping criterion reads, so the thread ends within a
+token. Speculative decoding uses transformers' own `assistant_model` (a draft model, e.g. a
+lower-precision copy) or `prompt_lookup_num_tokens`; greedy output equals plain greedy.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from fitplan.errors import BadValueError
+from fitplan.strategies.runtimes.transformers.cost import TORCH_DTYPES
+from fitplan.strategies.speculative import PROMPT_LOOKUP
+
+_KV_DTYPES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
+
+
+def from_pretrained_kwargs(setup: Any, *, layers: int, tied: bool = False,
+                           offload_folder: str = "fitplan-offload") -> dict[str, Any]:
+    """AutoModelForCausalLM.from_pretrained's arguments for a plan (dtypes given by name; `bnb`:
+    the BitsAndBytesConfig arguments of a bitsandbytes plan, quantized at load)."""
+    from fitplan.strategies.quantization import weight_format
+
+    fmt = weight_format(setup.weights, source="plan.weights", runtime="transformers")
+    attention = "flash_attention_2" if setup.flash_attn else "sdpa"
+    if fmt.family == "dense":
+        out: dict[str, Any] = {"dtype": TORCH_DTYPES[setup.weights]}
+    elif fmt.family in ("bnb8", "bnb4"):
+        compute = _KV_DTYPES.get(setup.kv_cache, "bfloat16")  # the dtype of what is not quantized
+        out = {"dtype": compute, "bnb": {"load_in_8bit": True} if fmt.family == "bnb8" else {
+            "load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": fmt.double_quant,
+            "bnb_4bit_compute_dtype": compute}}
+    else:  # GPTQ / AWQ: a pre-quantized checkpoint; transformers reads its quantization_config itself
+        out = {"dtype": "float16"}
+    out.update(attn_implementation=attention, device_map=device_map(setup, layers, tied))
+    if setup.disk_layers:
+        out["offload_folder"] = offload_folder
+    return out
+
+
+def device_map(setup: Any, layers: int, tied: bool) -> str | dict[str, Any]:
+    """accelerate's placement: whole-model strings where they say it all, else block by block as the
+    plan places them (GPUs first, then the CPU, the last `disk_layers` blocks on disk), for the
+    decoder layout of Llama-family models (model.embed_tokens, model.layers.N, model.norm, lm_head)."""
+    split = setup.gpus and 0 < setup.gpu_layers < layers
+    if not setup.disk_layers and not split:
+        return "auto" if setup.gpus and setup.gpu_layers else "cpu"
+
+    def device(i: int) -> Any:
+        if i >= layers - setup.disk_layers:
+            return "disk"
+        return i * setup.gpus // setup.gpu_layers if i < setup.gpu_layers else "cpu"
+
+    first = device(0) if device(0) != "disk" else "cpu"
+    last = first if tied or device(layers - 1) == "disk" else device(layers - 1)  # a tied head shares the embedding
+    placed: dict[str, Any] = {"model.embed_tokens": first, "model.rotary_emb": first, "model.norm": last, "lm_head": last}
+    placed.update({f"model.layers.{i}": device(i) for i in range(layers)})
+    return placed
+
+
+def generate_kwargs(setup: Any) -> dict[str, Any]:
+    speculative = getattr(setup, "speculative", None)
+    if speculative is not None and speculative.used and speculative.draft == PROMPT_LOOKUP:
+        return {"prompt_lookup_num_tokens": speculative.draft_tokens}
+    return {}
+
+
+class GenerateSession:
+    """Greedy, streamed generation through Hugging Face's generate(): transformers models and
+    optimum's ONNX Runtime models alike (they share generate, the tokenizer and the streamer)."""
+
+    model: Any
+    tokenizer: Any
+    extra: dict[str, Any]
+    offload: str | None = None
+
+    def count_tokens(self, text: str, *, prompt: bool) -> int:
+        return len(self.tokenizer(text, add_special_tokens=prompt)["input_ids"])
+
+    def stream(self, prompt: str, max_tokens: int) -> Iterator[tuple[str, int]]:
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        stop = threading.Event()
+
+        class _Stop(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+                return stop.is_set()
+
+        inputs = self.tokenizer(prompt, return_tensors="pt").to(self.model.device)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        result: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                result["ids"] = self.model.generate(
+                    **inputs, max_new_tokens=max_tokens, do_sample=False, streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([_Stop()]), pad_token_id=self.tokenizer.eos_token_id,
+                    **self.extra)
+            except BaseException as exc:  # handed to the reading thread
+                result["error"] = exc
+                streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        try:
+            for piece in streamer:
+                yield piece, 0
+        finally:
+            stop.set()
+            thread.join()
+        if "error" in result:
+            raise result["error"]
+        yield "", int(result["ids"].shape[-1] - inputs["input_ids"].shape[-1])
+
+    def close(self) -> None:
+        self.model = self.extra = None
+        if self.offload:
+            shutil.rmtree(self.offload, ignore_errors=True)
+
+
+class TransformersSession(GenerateSession):
+    """A transformers model loaded as the plan says."""
+
+    def __init__(self, folder: str, setup: Any, *, layers: int, draft_folder: str | None = None,
+                 draft_weights: str | None = None) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # the stream is the output: no progress bars or load notes
+        hf_logging.disable_progress_bar()
+        torch.set_num_threads(setup.threads)
+        check_prequantized(folder, setup.weights)
+        self.offload = tempfile.mkdtemp(prefix="fitplan-offload-") if setup.disk_layers else None
+        kwargs = from_pretrained_kwargs(setup, layers=layers, tied=_tied(folder), offload_folder=self.offload or "")
+        kwargs["dtype"] = getattr(torch, kwargs["dtype"])
+        if "bnb" in kwargs:
+            from transformers import BitsAndBytesConfig
+
+            bnb = kwargs.pop("bnb")
+            if "bnb_4bit_compute_dtype" in bnb:
+                bnb["bnb_4bit_compute_dtype"] = getattr(torch, bnb["bnb_4bit_compute_dtype"])
+            kwargs["quantization_config"] = BitsAndBytesConfig(**bnb)
+        self.model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+        self.model.eval()
+        if setup.prune:
+            apply_pruning(self.model, setup.prune, sparse_kernels=setup.sparse_kernels)
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.extra = generate_kwargs(setup)
+        if draft_folder is not None:
+            dtype = getattr(torch, TORCH_DTYPES[draft_weights or setup.weights])
+            self.extra["assistant_model"] = AutoModelForCausalLM.from_pretrained(
+                draft_folder, dtype=dtype, attn_implementation="sdpa", device_map="auto" if setup.gpus else "cpu").eval()
+
+
+def apply_pruning(model: Any, prune: str, *, sparse_kernels: bool) -> int:
+    """Zero weights of every block linear layer as the plan says (magnitude, no retraining) with
+    torch.nn.utils.prune, made permanent; with sparse kernels, 2:4 weights become torch's
+    semi-structured tensors. Returns the number of layers pruned."""
+    import torch
+    from torch.nn.utils import prune as torch_prune
+
+    from fitplan.strategies.pruning import parse_prune
+
+    pattern, ratio = parse_prune(prune)
+    layers = [m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".layers." in name]
+    for linear in layers:
+        if pattern == "unstructured":
+            torch_prune.l1_unstructured(linear, "weight", amount=ratio)
+            torch_prune.remove(linear, "weight")
+            continue
+        with torch.no_grad():  # 2:4: keep the 2 largest of every 4 consecutive inputs
+            weight = linear.weight
+            groups = weight.abs().reshape(-1, 4)
+            keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(1, groups.topk(2, dim=1).indices, True)
+            weight.mul_(keep.reshape(weight.shape))
+        if sparse_kernels:
+            from torch.sparse import to_sparse_semi_structured
+
+            linear.weight = torch.nn.Parameter(to_sparse_semi_structured(linear.weight))
+    return len(layers)
+
+
+_PREQUANTIZED = {"gptq": ("gptqmodel", "gptqmodel (auto-gptq is archived)"), "awq": ("awq", "autoawq (archived)")}
+
+
+def check_prequantized(folder: str, weights: str) -> None:
+    """GPTQ/AWQ plans load a checkpoint quantized that way, through transformers' own integration,
+    where its package is installed (auto-gptq and autoawq are archived: used only where present)."""
+    from importlib.util import find_spec
+
+    from fitplan.strategies.quantization import weight_format
+
+    family = weight_format(weights, source="plan.weights", runtime="transformers").family
+    if family not in _PREQUANTIZED:
+        return
+    module, package = _PREQUANTIZED[family]
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as handle:
+            method = (json.load(handle).get("quantization_config") or {}).get("quant_method")
+    except (OSError, ValueError, AttributeError):
+        method = None
+    if method != family:
+        raise BadValueError(f"a {weights} plan needs a {family.upper()} checkpoint (config.json quantization_config "
+                            f"quant_method {family!r}); {folder} is not one, and fitplan does not quantize to {family.upper()}")
+    if find_spec(module) is None:
+        raise BadValueError(f"{family.upper()} checkpoints load through transformers' integration, which needs {package}: "
+                            "not installed here")
+
+
+def _tied(folder: str) -> bool:
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as handle:
+            return bool(json.load(handle).get("tie_word_embeddings", False))
+    except (OSError, ValueError):
+        return False

@@ -1,0 +1,1 @@
+"""vLLM: multi-GPU / multi-node scale-out and its server."""
