@@ -110,7 +110,8 @@ def table(results: dict[str, list[dict]], calibrated_on: dict[str, str], seconds
             fmt = (lambda v: f"{v / 2**20:.1f} MiB") if metric.startswith("peak") else (lambda v: f"{v:.3g}")
             lines.append(f"| {label} | {metric} | {fmt(predicted)} | {fmt(unc) if unc else '-'} | "
                          f"{fmt(value)} [{fmt(low)}-{fmt(high)}] | {ratio:.3f} | {unc / value:.3f} |" if unc else
-                         f"| {label} | {metric} | {fmt(predicted)} | - | {fmt(value)} [{fmt(low)}-{fmt(high)}] | {ratio:.3f} | - |")
+                         f"| {label} | {metric} | {fmt(predicted)} | - | "
+                         f"{fmt(value)} [{fmt(low)}-{fmt(high)}] | {ratio:.3f} | - |")
     lines += ["", "| metric | median ratio | p10 | p90 | uncalibrated median | p10 | p90 |", "|---|---|---|---|---|---|---|"]
     for metric in METRICS:
         if ratios[metric]:

@@ -41,8 +41,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     os.environ.setdefault("FITPLAN_CACHE_DIR", tempfile.mkdtemp(prefix="fitplan-regret-"))
-    from fitplan.advisor.planner.calibration import load_calibration
     from fitplan.advisor.models.model_files import gguf_spec
+    from fitplan.advisor.planner.calibration import load_calibration
     from fitplan.advisor.planner.solver import Request, advise
     from fitplan.advisor.plans.verify_command import verify_plan
     from fitplan.profiles.detect import detect

@@ -16,9 +16,10 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECK_MODELS = ["llama-3.1-8b", "llama-3.2-3b", "llama-3.2-1b", "qwen2.5-7b", "mistral-7b-v0.3", "gemma-2-9b",
@@ -50,7 +51,8 @@ def cases(gguf: str) -> list[tuple[str, list[str]]]:
                          ("transformers bf16", ["--runtime", "transformers", "--weights", "bf16", "--context", "2048"]),
                          ("onnxruntime", ["--runtime", "onnxruntime", "--context", "1024"]),
                          ("prune 2:4", ["--prune", "2:4"]), ("disk layers", ["--disk-layers", "10", "--weights", "bf16"]),
-                         ("prompt lookup", ["--draft", "prompt-lookup", "--acceptance", "0.5"]), ("kv q8_0", ["--kv-cache", "q8_0"])]:
+                         ("prompt lookup", ["--draft", "prompt-lookup", "--acceptance", "0.5"]),
+                         ("kv q8_0", ["--kv-cache", "q8_0"])]:
         out.append((f"accuracy {label}", ["advise", gguf, "--hardware", "laptop-cpu-16gb", "--json", *extra]))
     for model, hw, extra in [
         ("mixtral-8x7b-v0.1", "rtx-3090-24gb", ["--weights", "Q4_K_M"]),

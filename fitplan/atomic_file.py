@@ -1,9 +1,11 @@
-"""Write a file so that readers see the old content or the new, never half of either."""
+"""Write a file or a folder so that readers see the old content or the new, never half of either."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
@@ -38,3 +40,16 @@ def _remove_stale_temps(path: Path) -> None:
         with suppress(OSError):  # another writer may remove it first
             if temp.stat().st_mtime < cutoff:
                 temp.unlink()
+
+
+def replace_folder(target: Path, build: Callable[[Path], None]) -> None:
+    """Build a folder in a dot-named staging folder beside `target`, then put it in target's place:
+    readers of a cache see the old folder or the whole new one, and a failed build leaves nothing."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        build(staging)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import sys
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -12,7 +12,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_table(package: str, filename: str) -> dict[str, Any]:
     """Parse `filename` inside `package` once; tables are data, read lazily, never at import."""
     text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")

@@ -1,9 +1,14 @@
-"""A plan's choices (Setup) and its predicted memory per device (DeviceMemory)."""
+"""A plan's choices (Setup), its predicted memory per device (DeviceMemory), the weights a runtime
+loads (ModelSource, RunTarget) and one timed run (RunTiming)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from fitplan.errors import FitplanError
 from fitplan.model_spec import TensorInfo
 
 # The bounds of a plan's numbers: checked where a value enters (CLI, budget files, markers, profiles)
@@ -14,26 +19,61 @@ MAX_THREADS = 4096  # CPU threads (and a profile's cores and threads)
 MAX_DRAFT_TOKENS = 64  # tokens a draft proposes per step
 
 
-@dataclass(frozen=True)
-class Setup:
-    """The discrete choices of one candidate plan."""
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    runtime: str  # a registered runtime: "llama.cpp", "transformers" or "onnxruntime"
+
+class Speculative(_Strict):
+    # speculative decoding in a plan: the draft, how many tokens it proposes, its acceptance and gain
+
+    draft: str  # a model (catalog name or local file) or "prompt-lookup"
+    draft_weights: str | None = None  # the draft's format, e.g. bf16 for a lower-precision copy (transformers)
+    draft_tokens: int = Field(gt=0, le=MAX_DRAFT_TOKENS)
+    acceptance: float = Field(ge=0, lt=1)
+    acceptance_source: str = ""
+    cost_ratio: float | None = None
+    speedup: float | None = None
+    used: bool = True
+
+
+Placement = Literal["gpu", "split", "cpu", "experts-cpu", "exact", "disk"]
+
+
+class Setup(_Strict):
+    """Every choice of one plan: what the solver weighs, the plan file stores and the executors carry out.
+
+    The solver makes them (`placement` and the descriptive fields last stay unset there); the plan
+    file validates one against the registered runtimes (advisor/plans/plan_file.py)."""
+
+    runtime: str  # a registered runtime (strategies/registry.py runtime_names())
     weights: str  # a weight format name (formats.toml)
     kv_cache: str  # KV cache element type (kv_dtypes.toml)
-    context: int  # tokens per sequence
-    batch: int  # parallel sequences
-    threads: int  # CPU threads
-    gpu_layers: int  # transformer blocks on GPUs (the rest on the CPU)
-    gpus: int = 0  # GPUs the blocks are spread over
-    cpu_moe_layers: int = 0  # llama.cpp --n-cpu-moe: routed experts of the first N blocks stay on the CPU
+    context: int = Field(gt=0, le=MAX_CONTEXT)  # tokens per sequence
+    batch: int = Field(gt=0, le=MAX_BATCH)  # parallel sequences
+    threads: int = Field(gt=0, le=MAX_THREADS)  # CPU threads
+    gpu_layers: int = Field(ge=0)  # transformer blocks on GPUs (the rest on the CPU)
+    gpus: int = Field(default=0, ge=0)  # GPUs the blocks are spread over
+    cpu_moe_layers: int = Field(default=0, ge=0)  # llama.cpp --n-cpu-moe: routed experts of the first N blocks stay on the CPU
     flash_attn: bool = False  # fused attention: no materialized KQ scores (llama.cpp needs it for a quantized V cache)
+    use_mmap: bool = True  # llama.cpp maps the file (pages load on demand, the page cache is shared)
+    use_mlock: bool = False  # llama.cpp locks the weights in RAM (no swapping; needs RLIMIT_MEMLOCK)
+    placement: Placement | None = None  # how the blocks are placed, as the plan file records it
+    disk_layers: int = Field(default=0, ge=0)  # transformers: the last N blocks stay on disk (accelerate offload)
     # an explicit placement (the MILP's): the device of each block, and of each block's routed experts
     layer_map: tuple[str, ...] = ()
     expert_map: tuple[str, ...] = ()
+    tensor_overrides: tuple[str, ...] = ()  # llama.cpp --override-tensor rules that carry out the maps
     prune: str = ""  # "2:4" or "unstructured:RATIO" (strategies/pruning.py); "" when not pruned
     sparse_kernels: bool = False  # 2:4 weights held in torch's semi-structured layout (GPU, cc >= 8.0)
-    disk_layers: int = 0  # transformers: the last N blocks stay on disk (accelerate offload), read per token
+    speculative: Speculative | None = None
+    # what the plan file records about the choices (never read by an executor)
+    context_note: str = ""
+    weights_source: dict[str, Any] = {}
+    pruning: dict[str, Any] | None = None
+
+    def with_(self, **changes: Any) -> Setup:
+        """A copy with `changes` (the solver's variations of a candidate; values it made itself)."""
+        return self.model_copy(update=changes)
 
 
 @dataclass
@@ -71,6 +111,28 @@ class ModelSource:
 
     kind: str  # "gguf" | "folder"
     path: str
+
+
+@dataclass(frozen=True)
+class RunTarget:
+    """What an executor runs: a plan's choices and its model, the local weights already checked
+    against the plan's fingerprint (advisor/plans/plan_file.py `run_target`)."""
+
+    setup: Setup
+    name: str  # the model's name
+    layers: int  # its transformer blocks
+    source: str  # where it came from: "catalog" | "gguf" | "folder" | "hub"
+    location: str
+    hub_id: str | None = None
+    fingerprint: str | None = None
+    local: ModelSource | None = None  # the weights on disk; None when there are none (why: `no_local`)
+    no_local: FitplanError | None = None
+
+    def weights(self) -> ModelSource:
+        """The local weights, or the one-line reason there are none."""
+        if self.local is None:
+            raise self.no_local or FitplanError(f"the plan's model {self.name} has no local weights")
+        return self.local
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,10 @@ is refused in one line instead of hanging, filling memory or raising a traceback
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
+from typing import Any
 
 from fitplan.errors import BadValueError, FitplanError
 
@@ -98,3 +100,43 @@ def printable(text: str) -> str:
     Call it on every string read from a user's file that can reach the screen: model names, architecture
     names, tensor and key names in error messages."""
     return text if text.isprintable() else text.translate(_CONTROL)
+
+
+def weights_fingerprint(location: str) -> str:
+    """sha256 over each weight file's size and first and last MiB: it tells a replaced or truncated
+    file from the planned one in milliseconds, without reading 100 GB.
+
+    Regular files only: a FIFO, a device, a folder or a dangling link, as the location or named like a
+    weight file inside it, is refused in one line (ModelFileError) rather than blocking or reading forever."""
+    from fitplan.errors import ModelFileError
+
+    if os.path.isdir(location):
+        try:
+            names = os.listdir(location)
+        except OSError as exc:
+            raise ModelFileError(printable(f"cannot list model folder {location}: {exc.strerror or exc}")) from None
+        files = sorted(os.path.join(location, n) for n in names if n.endswith((".safetensors", ".gguf", "config.json")))
+    else:
+        files = [location]
+    digest = hashlib.sha256()
+    for path in files:
+        fd = open_regular(path, "model file", ModelFileError)
+        try:
+            size = os.fstat(fd).st_size
+            digest.update(f"{os.path.basename(path)}:{size}:".encode())
+            digest.update(os.pread(fd, 2**20, 0))
+            if size > 2**21:
+                digest.update(os.pread(fd, 2**20, size - 2**20))
+        except OSError as exc:
+            raise ModelFileError(printable(f"cannot read model file {path}: {exc.strerror or exc}")) from None
+        finally:
+            os.close(fd)
+    return "sha256-ends:" + digest.hexdigest()
+
+
+def shown(text: Any) -> str:
+    """A string from a file or the user as rich prints it literally: no terminal escapes (printable) and
+    no rich markup (a model named '[link=https://...]' would otherwise print as a hyperlink)."""
+    from rich.markup import escape
+
+    return escape(printable(str(text)))

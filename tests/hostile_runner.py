@@ -8,7 +8,8 @@ hang-guard timeout. The parent reports the exit code, both outputs, the child's 
 rusage) and whether the guard fired.
 
 Protocol: one JSON request per line on stdin ({"argv", "cwd", "env", "unset", "block", "timeout_s",
-"as_limit_bytes"}; "block" lists modules the child sees as not installed); one JSON answer per line on stdout. argv[0] is "fitplan", "advise" or "pytest".
+"as_limit_bytes"}; "block" lists modules the child sees as not installed); one JSON answer per line on stdout.
+argv[0] is "fitplan", "advise" or "pytest".
 """
 from __future__ import annotations
 

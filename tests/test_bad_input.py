@@ -15,8 +15,8 @@ import subprocess
 import sys
 import tempfile
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from gguf_bytes import ALIGN, ARRAY, STRING, U8, U32, U64, g_kv, g_str, g_u32

@@ -25,9 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from gguf_bytes import ALIGN, ARRAY, BOOL, STRING, U8, U32, WIDTH, g_array, g_kv, g_str, g_u32

@@ -16,8 +16,8 @@ import pytest
 
 from fitplan.advisor.models.model_files import gguf_spec
 from fitplan.plan_spec import Setup
-from fitplan.strategies.runtimes.llamacpp import cost as runtime_llamacpp
 from fitplan.strategies.quantization import tensor_bytes, weight_format
+from fitplan.strategies.runtimes.llamacpp import cost as runtime_llamacpp
 
 pytest.importorskip("llama_cpp", reason="needs the llamacpp extra (pip install -e '.[llamacpp]')")
 SCRIPT = Path(__file__).with_name("llamacpp_peak.py")
@@ -25,7 +25,8 @@ SCRIPT = Path(__file__).with_name("llamacpp_peak.py")
 
 def predicted_cpu_bytes(path: str, n_ctx: int, flash_attn: bool) -> int:
     spec = gguf_spec(path)
-    setup = Setup("llama.cpp", "Q4_1", "f16", n_ctx, batch=1, threads=1, gpu_layers=0, flash_attn=flash_attn)
+    setup = Setup(runtime="llama.cpp", weights="Q4_1", kv_cache="f16", context=n_ctx, batch=1, threads=1, gpu_layers=0,
+                  flash_attn=flash_attn)
     return runtime_llamacpp.memory(spec, setup, tensor_bytes(spec, weight_format("Q4_1")))["cpu"].total
 
 

@@ -18,7 +18,14 @@ from fitplan.profiles import probes
 from fitplan.profiles.detect import detect
 from fitplan.profiles.named import load_profile
 from fitplan.profiles.probes import (
-    MachineProbes, ProbeValue, cache_path, fingerprint, load_cached, probes_or_cached, run_probes, write_cache,
+    MachineProbes,
+    ProbeValue,
+    cache_path,
+    fingerprint,
+    load_cached,
+    probes_or_cached,
+    run_probes,
+    write_cache,
 )
 
 CHEAP = "host_copy_1thread"  # ~1 s: one numpy copy of 256 MiB, a few times

@@ -124,7 +124,7 @@ def test_a_gguf_file_is_run_as_it_is(smollm2_gguf: str) -> None:
 def test_every_plan_says_where_its_weights_come_from(smollm2_gguf: str) -> None:
     """Existing file, local conversion with its command, or a download with the repository and size."""
     from fitplan.advisor.models.model_files import gguf_spec
-    from fitplan.advisor.cli.report import advice_document
+    from fitplan.advisor.planner.document import advice_document
 
     local = advice_document(gguf_spec(smollm2_gguf), load_profile("gha-ubuntu-4core"),
                             advise(gguf_spec(smollm2_gguf), load_profile("gha-ubuntu-4core"), Request()))
@@ -140,7 +140,7 @@ def test_every_plan_says_where_its_weights_come_from(smollm2_gguf: str) -> None:
 
 def test_pareto_front_is_not_dominated() -> None:
     """No plan on the Pareto front is slower, lossier and larger than another fitting plan."""
-    from fitplan.advisor.cli.report import pareto_front
+    from fitplan.advisor.planner.document import pareto_front
 
     advice = solve("llama-3.1-8b", "rtx-3060-12gb", context=8192)
     plans = [advice.chosen, *advice.alternatives]

@@ -64,8 +64,8 @@ def test_acceptance_probe_on_lower_precision_copies(smollm2_gguf: str, tmp_path,
     import json
 
     llama_cpp = pytest.importorskip("llama_cpp")
-    from fitplan.advisor.planner.acceptance import measure_acceptance
     from fitplan.advisor.cli.commands import advise_main
+    from fitplan.advisor.planner.acceptance import measure_acceptance
 
     def copy(file_type: str):
         path = tmp_path / f"draft-{file_type}.gguf"

@@ -1,7 +1,6 @@
 """The speed model's arithmetic on named profiles (pure functions, no runtime)."""
 from __future__ import annotations
 
-
 import pytest
 
 from fitplan.advisor.models.catalog import catalog_spec
@@ -16,8 +15,9 @@ ONE = Efficiency(1.0, 1.0, "estimated")
 def speed(model: str, weights: str, hardware: str, *, gpu_layers: int | None = None, efficiency=ONE, **setup):
     spec, hw = catalog_spec(model), load_profile(hardware)
     layers = spec.layers if gpu_layers is None else gpu_layers
-    s = Setup("llama.cpp", weights, "f16", setup.get("context", 4096), setup.get("batch", 1),
-              setup.get("threads", hw.cpu.cores), layers if hw.gpus else 0, len(hw.gpus) if layers else 0)
+    s = Setup(runtime="llama.cpp", weights=weights, kv_cache="f16", context=setup.get("context", 4096),
+              batch=setup.get("batch", 1), threads=setup.get("threads", hw.cpu.cores),
+              gpu_layers=layers if hw.gpus else 0, gpus=len(hw.gpus) if layers else 0)
     return spec, plan_speed(spec, s, tensor_bytes(spec, weight_format(weights)), hw, efficiency=efficiency,
                             prompt_tokens=512)
 

@@ -53,7 +53,8 @@ def test_formats_a_machine_cannot_run_are_excluded_with_the_reason() -> None:
     """On a CPU-only runner bitsandbytes is not weighed unpinned (no GPU; its CPU speed is not modelled),
     and the answer says why; a pinned nf4 on an Apple machine runs on its CPU; GPTQ without a GPU is refused."""
     advice = advise(catalog_spec("llama-3.1-8b"), load_profile("gha-ubuntu-4core"), Request())
-    assert {name: why.split(";")[0] for name, why in advice.excluded} == {"bnb-int8": "GPU: needs a GPU", "nf4": "GPU: needs a GPU"}
+    assert {name: why.split(";")[0] for name, why in advice.excluded} == {"bnb-int8": "GPU: needs a GPU",
+                                                                          "nf4": "GPU: needs a GPU"}
     assert all("only when pinned" in why for _, why in advice.excluded)
     apple = advise(catalog_spec("llama-3.1-8b"), load_profile("apple-m2-max-32gb"), Request(weights="nf4")).chosen
     assert apple.placement == "cpu"  # bitsandbytes' CUDA kernels cannot use the Apple GPU; its CPU backend can run

@@ -5,9 +5,9 @@ import gguf
 import pytest
 
 from fitplan.advisor.models.catalog import catalog_spec
+from fitplan.advisor.models.ggml_types import ggml_type_size
 from fitplan.errors import BadValueError, ProfileError
 from fitplan.profiles.named import load_profile, profile_names
-from fitplan.strategies.ggml_types import ggml_type_size
 from fitplan.strategies.kv_cache import layer_kv_bytes
 from fitplan.units import parse_size
 

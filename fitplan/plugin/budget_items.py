@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest._code.code import TerminalRepr
 
 BUDGET_FILES = ("pyproject.toml", "fitplan.toml")
 
@@ -59,7 +60,7 @@ class BudgetItem(pytest.Item):
             raise BudgetBroken("; ".join(f"{r.metric}: predicted {show(r.metric, r.predicted)}, limit "
                                          f"{show(r.metric, r.limit)} (line {r.line}: {r.detail})" for r in broken))
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | TerminalRepr:
         if isinstance(excinfo.value, BudgetBroken):
             return f"{self.name}: {excinfo.value}"
         from fitplan.errors import FitplanError

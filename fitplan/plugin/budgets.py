@@ -5,14 +5,15 @@ it applies to fitplan's prediction for that model and pins on the target hardwar
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fitplan.advisor.budgets.vocabulary import MARKERS, PIN_FIELDS
 from fitplan.errors import BadValueError
 from fitplan.units import parse_duration, parse_rate, parse_size
 
-KINDS = ("fits_vram", "fits_ram", "max_latency", "min_tokens_per_s")
-PINS = ("weights", "context", "runtime", "kv_cache", "batch", "threads", "gpu_layers", "offload")
+KINDS = tuple(MARKERS)
 MARKER_HELP = {
     "fits_vram": "fits_vram(size, *, model=None, hardware=None, **pins): peak GPU memory of the test, or of "
                  "MODEL's predicted plan on HARDWARE, within SIZE (e.g. '12GB'; GB = 10^9, GiB = 2^30)",
@@ -41,7 +42,7 @@ class Budget:
         return self.model is not None
 
 
-def parse_marker(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any], test: str) -> Budget:
+def parse_marker(kind: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], test: str) -> Budget:
     """A Budget from one marker; a bad value names the marker and the test and quotes the value."""
     where = f"@pytest.mark.{kind} on {test}"
     if len(args) != 1:
@@ -57,9 +58,9 @@ def parse_marker(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any], test:
         given = sorted({*extra, *(["model"] if model is not None else []), *(["hardware"] if hardware is not None else [])})
         if given:
             raise BadValueError(f"{where}: takes only percentile=, not {given[0]}=")
-    unknown = sorted(set(extra) - set(PINS))
+    unknown = sorted(set(extra) - set(PIN_FIELDS))
     if unknown:
-        raise BadValueError(f"{where}: unknown argument {unknown[0]}=; pins are {', '.join(PINS)}")
+        raise BadValueError(f"{where}: unknown argument {unknown[0]}=; pins are {', '.join(PIN_FIELDS)}")
     if extra and model is None:
         raise BadValueError(f"{where}: pins ({', '.join(sorted(extra))}) need model=")
     if model is not None and (not isinstance(model, str) or not model.strip()):

@@ -13,12 +13,10 @@ from typing import Any
 import pytest
 
 from fitplan.plugin.measure import PeakMeter, PeakResult
-from fitplan.plugin.state import TestRecord, record_for
+from fitplan.plugin.state import SETTINGS_KEY, TestRecord, record_for
 
 
 def settings_of(config: pytest.Config) -> Any:
-    from fitplan.plugin.pytest_plugin import SETTINGS_KEY
-
     return config.stash[SETTINGS_KEY]
 
 
@@ -34,8 +32,8 @@ def fitplan_hardware(pytestconfig: pytest.Config) -> Any:
 def fitplan_plan(fitplan_hardware: Any) -> Callable[..., dict[str, Any]]:
     """Factory: fitplan_plan("smollm2-135m", context=2048) -> the advise document on the hardware in force."""
     from fitplan.advisor.models.catalog import catalog_spec
-    from fitplan.advisor.cli.report import advice_document
     from fitplan.advisor.models.resolve import resolve_model
+    from fitplan.advisor.planner.document import advice_document
     from fitplan.advisor.planner.solver import Request, advise
 
     def plan(model: str, **pins: Any) -> dict[str, Any]:
@@ -133,7 +131,7 @@ class Budget:
     """`with fitplan_budget.measure() as m:` gives the block's peak RAM/VRAM and seconds."""
 
     @contextmanager
-    def measure(self) -> Iterator["Measured"]:
+    def measure(self) -> Iterator[Measured]:
         meter, measured = PeakMeter(), Measured()
         meter.start()
         try:

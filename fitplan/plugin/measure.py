@@ -77,11 +77,14 @@ class PeakResult:
         return max(self.ram_bytes, self.children_bytes)
 
 
-_ACTIVE: list["PeakMeter"] = []  # meters running now; a nested start() must not erase their peak
+_ACTIVE: list[PeakMeter] = []  # meters running now; a nested start() must not erase their peak
 
 
 class PeakMeter:
     """start() ... stop(): the peak memory growth and wall time between them (meters may nest)."""
+
+    carried_hwm_kib = 0  # the peak a nested meter's start() reset, carried for this one
+    child_peak_bytes = 0
 
     def start(self) -> None:
         if _ACTIVE:  # the reset below erases the peak the running meters have seen so far: carry it

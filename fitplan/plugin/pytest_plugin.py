@@ -10,37 +10,28 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from fitplan.advisor.budgets.vocabulary import show
 from fitplan.errors import FitplanError
 from fitplan.plugin.budgets import KINDS, MARKER_HELP, Budget, parse_limit, parse_marker
 from fitplan.plugin.fixtures import (  # noqa: F401  (pytest finds fixtures in the plugin's namespace)
-    _fitplan_loaded_models, fitplan_budget, fitplan_hardware, fitplan_meter, fitplan_model, fitplan_plan,
+    _fitplan_loaded_models,
+    fitplan_budget,
+    fitplan_hardware,
+    fitplan_meter,
+    fitplan_model,
+    fitplan_plan,
     fitplan_timer,
 )
 from fitplan.plugin.measure import PeakMeter, PeakResult
-from fitplan.plugin.state import record_for
-from fitplan.units import format_bytes, format_seconds
-
-
-@dataclass(frozen=True)
-class Settings:
-    hardware: str | None
-    report: str | None
-    strict: bool
-    default_ram: Budget | None
-    default_vram: Budget | None
-    report_origin: str = ""
-    report_force: bool = False
-
+from fitplan.plugin.state import SETTINGS_KEY, Settings, record_for
 
 REPORT_KIND = "fitplan-pytest-report"  # what --fitplan-report verifies before replacing a report
 
 
-SETTINGS_KEY = pytest.StashKey[Settings]()
 RESULTS_KEY = pytest.StashKey[list[dict[str, Any]]]()
 BUDGETS_KEY = pytest.StashKey[list[Budget]]()
 ERROR_KEY = pytest.StashKey[str]()
@@ -175,6 +166,7 @@ def _record(item: pytest.Item, budgets: list[Budget], peak: PeakResult) -> list[
 def _verdict(budget: Budget, peak: PeakResult, item: pytest.Item, settings: Settings) -> dict[str, Any]:
     """One budget's figure and verdict, as it goes to user_properties, the report and the summary."""
     detail, where = "", "measured"
+    value: float | None
     try:
         if budget.predicted:
             from fitplan.plugin.predict import predict
@@ -192,7 +184,7 @@ def _verdict(budget: Budget, peak: PeakResult, item: pytest.Item, settings: Sett
     lower_bound = budget.kind == "min_tokens_per_s"
     passed = value >= budget.limit if lower_bound else value <= budget.limit
     relation = "<" if lower_bound else ">"
-    message = (f"{budget.kind}: {where} {_show(budget.kind, value)} {relation} budget {budget.limit_text}"
+    message = (f"{budget.kind}: {where} {show(budget.kind, value)} {relation} budget {budget.limit_text}"
                + (f" ({detail})" if detail else ""))
     return _row(budget, item, value, where, passed=passed, message=message)
 
@@ -212,14 +204,6 @@ def _measured(budget: Budget, peak: PeakResult, item: pytest.Item) -> tuple[floa
     rate = record.tokens_per_s
     return rate, (f"{record.tokens} tokens in {record.token_seconds:.3f} s" if rate is not None
                   else "nothing recorded with fitplan_model or fitplan_meter")
-
-
-def _show(kind: str, value: float) -> str:
-    if kind in ("fits_ram", "fits_vram"):
-        return format_bytes(value)
-    if kind == "max_latency":
-        return format_seconds(value)
-    return f"{value:.1f} tok/s"
 
 
 def _row(budget: Budget, item: pytest.Item, value: float | None, where: str, *, passed: bool,
@@ -244,7 +228,7 @@ class _Collector:
             return
         for name, value in report.user_properties:
             if name == PROPERTY:
-                self.config.stash[RESULTS_KEY].append(json.loads(value))
+                self.config.stash[RESULTS_KEY].append(json.loads(str(value)))
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -255,8 +239,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     width = max(len(r["test"]) for r in rows)
     terminalreporter.write_line(f"{'test':<{width}}  {'budget':<16} {'limit':>10} {'value':>12} {'headroom':>12}  form")
     for r in sorted(rows, key=lambda r: (r["test"], r["kind"])):
-        value = "-" if r["value"] is None else _show(r["kind"], r["value"])
-        headroom = "-" if r["headroom"] is None else _show(r["kind"], abs(r["headroom"]))
+        value = "-" if r["value"] is None else show(r["kind"], r["value"])
+        headroom = "-" if r["headroom"] is None else show(r["kind"], abs(r["headroom"]))
         if r["headroom"] is not None and r["headroom"] < 0:
             headroom = "-" + headroom
         verdict = "ok" if r["passed"] else "BROKEN"

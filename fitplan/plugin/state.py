@@ -1,10 +1,27 @@
-"""What a test records for its budgets: timer samples and metered tokens (per test item)."""
+"""The plugin's state: its settings for the session, and what a test records for its budgets (timer
+samples and metered tokens, per test item)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+
+from fitplan.plugin.budgets import Budget
+
+
+@dataclass(frozen=True)
+class Settings:
+    hardware: str | None
+    report: str | None
+    strict: bool
+    default_ram: Budget | None
+    default_vram: Budget | None
+    report_origin: str = ""
+    report_force: bool = False
+
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
 
 
 @dataclass

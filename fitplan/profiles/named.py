@@ -24,6 +24,16 @@ def profile_names() -> list[str]:
     return sorted(f.name[:-5] for f in files if f.name.endswith(".toml"))
 
 
+def hardware(name: str, *, source: str = "--hardware", beside: str | None = None) -> HardwareSpec:
+    """A machine by name: "auto" is this one (free disk measured where `beside`, a model file, lives);
+    any other name is a named profile, an `Nx` profile or a profile file."""
+    if name == "auto":
+        from fitplan.profiles.detect import detect
+
+        return detect(os.path.dirname(os.path.abspath(beside)) if beside and os.path.exists(beside) else None)
+    return load_profile(name, source=source)
+
+
 def load_profile(name_or_path: str, *, source: str = "--hardware") -> HardwareSpec:
     """A named profile, `Nx<name>`, or a path to the user's own TOML profile file."""
     if name_or_path.endswith(".toml") or os.sep in name_or_path:

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 Result = dict[str, Any]
@@ -54,7 +55,7 @@ def thread_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _parallel(threads: int, size: int, body: Callable[[slice], object]) -> Callable[[], None]:
+def _parallel(threads: int, size: int, body: Callable[[slice], object]) -> Callable[[], object]:
     """Run `body` on `threads` disjoint slices at once (numpy releases the GIL while copying/summing)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -71,7 +72,10 @@ def host_copy(threads: int) -> Result:
     src = np.ones(_HOST_BYTES // 8)
     dst = np.zeros_like(src)
     if threads == 1:
-        run: Callable[[], object] = lambda: np.copyto(dst, src)
+        def copy() -> None:
+            np.copyto(dst, src)
+
+        run: Callable[[], object] = copy
     else:
         run = _parallel(threads, src.size, lambda s: np.copyto(dst[s], src[s]))
     rate = best_rate(run, 2 * src.nbytes)
@@ -137,7 +141,11 @@ def _torch_int8(torch: Any) -> Result:
     started = time.perf_counter()
     a, b = (torch.randint(-128, 127, (_MM_N, _MM_N), dtype=torch.int8) for _ in range(2))
     note = ""
-    run: Callable[[], object] = lambda: torch._int_mm(a, b)
+
+    def int_mm() -> object:
+        return torch._int_mm(a, b)
+
+    run: Callable[[], object] = int_mm
     try:
         run()
     except (AttributeError, RuntimeError, NotImplementedError):
@@ -191,13 +199,13 @@ def gpu(index: str | None) -> Result:
     started = time.perf_counter()
     src = torch.empty(2**30, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
-    rate = _cuda_rate(torch, lambda: dst.copy_(src), 2 * src.numel())
+    rate = _cuda_rate(torch, partial(dst.copy_, src), 2 * src.numel())
     values["memory_GB_per_s"] = figure(rate / 1e9, "GB/s", started, "1 GiB device-to-device copy, read + write")
     del src, dst
     for dtype, key in ((torch.float16, "fp16_TFLOP_per_s"), (torch.bfloat16, "bf16_TFLOP_per_s")):
         started = time.perf_counter()
         a, b = (torch.randn(_GPU_MM_N, _GPU_MM_N, device=device, dtype=dtype) for _ in range(2))
-        values[key] = figure(_cuda_rate(torch, lambda: a @ b, 2 * _GPU_MM_N**3) / 1e12, "TFLOP/s", started)
+        values[key] = figure(_cuda_rate(torch, partial(torch.matmul, a, b), 2 * _GPU_MM_N**3) / 1e12, "TFLOP/s", started)
     del a, b
     started = time.perf_counter()
     host = torch.empty(_HOST_BYTES, dtype=torch.uint8).pin_memory()

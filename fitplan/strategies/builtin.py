@@ -5,25 +5,37 @@ hook implementations when it builds a plugin manager for installed plugins.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def fitplan_register_strategies(register: Callable[[Any], None]) -> None:
-    from fitplan.strategies import (attention, batching, kv_cache, offload, pruning, quantization, runtime,
-                                    speculative)
+    from fitplan.strategies import (
+        attention,
+        batching,
+        kv_cache,
+        offload,
+        pruning,
+        quantization,
+        runtime,
+        speculative,
+    )
 
     for module in (quantization, offload, pruning, attention, speculative, kv_cache, batching, runtime):
         register(module.STRATEGY)
 
 
 def fitplan_register_runtimes(register: Callable[[Any], None]) -> None:
-    from fitplan.strategies.runtimes.llamacpp.cost import LlamaCppExecutor
-    from fitplan.strategies.runtimes.onnx.cost import OnnxRuntimeExecutor
-    from fitplan.strategies.runtimes.servers import TensorRTLLMExecutor, VllmExecutor
-    from fitplan.strategies.runtimes.transformers.cost import TransformersExecutor
+    """Each runtime's cost model (what advise plans with) and executor (what runs the plan)."""
+    from fitplan.strategies.runtimes.llamacpp.cost import COST_MODEL as LLAMACPP
+    from fitplan.strategies.runtimes.llamacpp.executor import LlamaCppExecutor
+    from fitplan.strategies.runtimes.onnx.cost import COST_MODEL as ONNX
+    from fitplan.strategies.runtimes.onnx.executor import OnnxRuntimeExecutor
+    from fitplan.strategies.runtimes.tensorrt_llm.executor import TensorRTLLMExecutor
+    from fitplan.strategies.runtimes.transformers.cost import COST_MODEL as TRANSFORMERS
+    from fitplan.strategies.runtimes.transformers.executor import TransformersExecutor
+    from fitplan.strategies.runtimes.vllm.executor import VllmExecutor
 
-    register(LlamaCppExecutor())
-    register(TransformersExecutor())
-    register(OnnxRuntimeExecutor())
-    register(VllmExecutor())
-    register(TensorRTLLMExecutor())
+    for item in (LLAMACPP, TRANSFORMERS, ONNX, LlamaCppExecutor(), TransformersExecutor(), OnnxRuntimeExecutor(),
+                 VllmExecutor(), TensorRTLLMExecutor()):
+        register(item)

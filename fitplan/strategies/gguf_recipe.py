@@ -51,8 +51,8 @@ Assumptions (what ``llama-quantize`` would be told on its command line):
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 LLAMA_CPP_COMMIT = "007dbbf3fd17eefe9b47fee45f48f7ba5e62b714"
 
@@ -118,7 +118,7 @@ _FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})
 # type the source file holds for tensors llama.cpp leaves alone (see docstring)
 UNQUANTIZED_SOURCE_TYPE = "F32"
 
-# block sizes of file-type targets that data/ggml_types.toml does not list (not yet a ggml tensor type
+# block sizes of file-type targets that advisor/models/data/ggml_types.toml does not list (not yet a ggml tensor type
 # in gguf-py 0.19; value from upstream gguf-py/gguf/constants.py GGML_QUANT_SIZES)
 _EXTRA_BLOCK_SIZES: dict[str, int] = {"Q2_0": 64}
 
@@ -231,7 +231,7 @@ _BLK_RE = re.compile(r"blk\.\s*([+-]?\d+)")
 
 def _block_size(type_name: str) -> int:
     """ggml_blck_size(), from the package's ggml type table (no gguf import on this path)."""
-    from fitplan.strategies.ggml_types import ggml_type_size
+    from fitplan.advisor.models.ggml_types import ggml_type_size
 
     try:
         return ggml_type_size(type_name)[0]

@@ -3,7 +3,8 @@ third-party plugin does: an installed package with a module under the `fitplan` 
 is loaded and its hook implementations called (strategies/registry.py)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pluggy
 
@@ -18,4 +19,5 @@ def fitplan_register_strategies(register: Callable[[Any], None]) -> None:
 
 @hookspec
 def fitplan_register_runtimes(register: Callable[[Any], None]) -> None:
-    """Call register(executor) for each runtime executor this plugin provides."""
+    """Call register(item) for each runtime this plugin provides: its CostModel (advise plans for it) and
+    its Executor (fitplan run / verify / export run it), both in strategies/runtimes/contract.py."""

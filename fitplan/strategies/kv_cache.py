@@ -7,7 +7,8 @@ per-head keys and values.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
+from typing import Any
 
 from fitplan.datafiles import load_table
 from fitplan.errors import BadValueError
@@ -15,15 +16,39 @@ from fitplan.model_spec import ModelSpec
 from fitplan.strategies.strategy import Option, TableStrategy, requirement_from
 
 
-@lru_cache(maxsize=None)
+@cache
 def kv_bytes_per_element(kv_dtype: str, runtime: str) -> float:
-    table = load_table("fitplan.strategies.data", "kv_dtypes.toml")
+    """Bytes of one cached element of `kv_dtype` in a built-in runtime (kv_dtypes.toml says which offer it)."""
+    row = _row(kv_dtype)
+    if runtime not in row["runtimes"]:
+        raise BadValueError(f"KV cache type {kv_dtype!r} is not offered by {runtime} (offered by: {', '.join(row['runtimes'])})")
+    return float(row["bytes_per_element"])
+
+
+def element_bytes(kv_dtype: str) -> float:
+    """Bytes of one cached element of `kv_dtype`, whichever runtime holds it."""
+    return float(_row(kv_dtype)["bytes_per_element"])
+
+
+def offered_kv_types(runtime: str) -> tuple[str, ...]:
+    """The KV cache types kv_dtypes.toml lists for a built-in runtime."""
+    return tuple(name for name, row in _table().items() if runtime in row["runtimes"])
+
+
+def offered_by(kv_dtype: str) -> tuple[str, ...]:
+    return tuple(_row(kv_dtype)["runtimes"])
+
+
+def _table() -> dict[str, Any]:
+    return load_table("fitplan.strategies.data", "kv_dtypes.toml")
+
+
+def _row(kv_dtype: str) -> dict[str, Any]:
+    table = _table()
     row = table.get(kv_dtype.lower())
     if row is None:
         raise BadValueError(f"unknown KV cache type {kv_dtype!r} (--kv-cache); known: {', '.join(table)}")
-    if runtime not in row["runtimes"]:
-        raise BadValueError(f"KV cache type {kv_dtype!r} is not offered by {runtime} (offered by: {', '.join(row['runtimes'])})")
-    return row["bytes_per_element"]
+    return row
 
 
 def kv_widths(spec: ModelSpec, runtime: str) -> tuple[int, int]:

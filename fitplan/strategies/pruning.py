@@ -14,7 +14,7 @@ from fitplan.datafiles import load_table
 from fitplan.errors import BadValueError
 from fitplan.hardware_spec import HardwareSpec
 from fitplan.plan_spec import WeightBytes
-from fitplan.strategies.strategy import Option, TableStrategy, table_options
+from fitplan.strategies.strategy import Option, TableStrategy, option_of, table_options
 
 SPARSE_KERNELS = "2:4 sparse kernels"
 
@@ -41,9 +41,7 @@ def sparse_kernel_unmet(prune: str, weights: str, hardware: HardwareSpec, on_gpu
     ratios = _table()[SPARSE_KERNELS]["bytes_ratio"]
     if weights not in ratios:
         return f"sparse kernels take {' / '.join(ratios)} weights, not {weights}"
-    from fitplan.strategies.registry import option
-
-    unmet = option("pruning", SPARSE_KERNELS).requirement.unmet(hardware, "gpu", "transformers")
+    unmet = option_of(STRATEGY, SPARSE_KERNELS).requirement.unmet(hardware, "gpu", "transformers")
     if unmet is None and not on_gpu:
         return "the plan keeps blocks on the CPU, where no sparse kernel runs"
     return unmet

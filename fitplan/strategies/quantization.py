@@ -5,13 +5,15 @@ as parameters x average bits per weight: a Q4_K_M file keeps some tensors at Q6_
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
+from fitplan.advisor.models.ggml_types import ggml_tensor_bytes
 from fitplan.datafiles import load_table
 from fitplan.errors import BadValueError
 from fitplan.model_spec import ModelSpec, TensorInfo
-from fitplan.strategies.ggml_types import ggml_tensor_bytes
 from fitplan.strategies.gguf_recipe import RecipeTensor, assign_types
 from fitplan.strategies.strategy import Option, TableStrategy, requirement_from
 
@@ -34,23 +36,30 @@ class WeightFormat:
 
 @lru_cache(maxsize=1)
 def all_formats() -> dict[str, WeightFormat]:
-    out = {}
-    for name, row in load_table("fitplan.strategies.data", "formats.toml").items():
-        out[name] = WeightFormat(
-            name=name, runtime=row["runtime"], family=row["family"], devices=tuple(row["devices"]),
-            auto=row["auto"], ppl_increase=row.get("ppl_increase"),
-            quality_source=row.get("quality_source", "no published figure"),
-            bits=row.get("bits", 0), group_size=row.get("group_size", 0),
-            bytes_per_weight=row.get("bytes_per_weight", 0), double_quant=row.get("double_quant", False),
-            pinned_only_on=tuple(row.get("pinned_only_on", ())),
-        )
-    return out
+    """The built-in formats (formats.toml); a registered runtime's own come through the registry."""
+    return {name: format_from_row(name, row) for name, row in load_table("fitplan.strategies.data", "formats.toml").items()}
+
+
+def format_from_row(name: str, row: Mapping[str, Any]) -> WeightFormat:
+    """A format from a row in formats.toml's shape (a third-party runtime's rows have the same keys)."""
+    return WeightFormat(
+        name=name, runtime=row["runtime"], family=row["family"], devices=tuple(row["devices"]),
+        auto=row["auto"], ppl_increase=row.get("ppl_increase"),
+        quality_source=row.get("quality_source", "no published figure"),
+        bits=row.get("bits", 0), group_size=row.get("group_size", 0),
+        bytes_per_weight=row.get("bytes_per_weight", 0), double_quant=row.get("double_quant", False),
+        pinned_only_on=tuple(row.get("pinned_only_on", ())),
+    )
 
 
 def weight_format(name: str, *, source: str = "--weights", runtime: str | None = None) -> WeightFormat:
+    """A built-in format by name (strategies/registry.py `weight_format` knows the registered runtimes' too)."""
+    return find_format(all_formats(), name, source=source, runtime=runtime)
+
+
+def find_format(formats: Mapping[str, WeightFormat], name: str, *, source: str, runtime: str | None) -> WeightFormat:
     """A format by name: an exact match first, then case-insensitively, preferring `runtime`'s
     (bf16 is transformers' format, BF16 llama.cpp's; q4_k_m finds Q4_K_M)."""
-    formats = all_formats()
     wanted = name.strip()
     if wanted in formats and runtime in (None, formats[wanted].runtime):
         return formats[wanted]
@@ -118,10 +127,14 @@ def _hf_tensor_bytes(t: TensorInfo, fmt: WeightFormat) -> int:
 
 
 def _options() -> list[Option]:
-    """One option per format: devices and runtime from formats.toml, the rest from its family."""
+    return format_options(all_formats().values())
+
+
+def format_options(formats: Iterable[WeightFormat]) -> list[Option]:
+    """One option per format: devices and runtime from its row, the rest from its family."""
     families = load_table("fitplan.strategies.data", "strategies.toml")["quantization"]
     out = []
-    for fmt in all_formats().values():
+    for fmt in formats:
         row = families[fmt.family]
         effects = {"memory": "exact bytes per tensor (llama.cpp's type recipe, or the format's packing)",
                    "quality": {"ppl_increase": fmt.ppl_increase, "source": fmt.quality_source}}

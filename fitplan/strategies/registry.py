@@ -1,4 +1,5 @@
-"""The strategies and runtime executors of this installation, collected through the pluggy hooks.
+"""The strategies and runtimes of this installation, collected through the pluggy hooks, and what
+third-party runtimes add to the built-in tables: their names and aliases, weight formats and options.
 
 Finding plugins means scanning every installed distribution's entry points (~55 ms here) and
 importing pluggy (~30 ms): too much for `advise`'s cold start. So the scan's answer is cached,
@@ -13,30 +14,93 @@ import hashlib
 import json
 import os
 import sys
-from functools import lru_cache
-from typing import Any, Protocol
+from functools import cache, lru_cache
+from typing import Any
 
 from fitplan.errors import BadValueError, FitplanError
-from fitplan.strategies.strategy import Option, Strategy
+from fitplan.strategies.kv_cache import element_bytes, offered_by
+from fitplan.strategies.quantization import WeightFormat, all_formats, find_format, format_from_row, format_options
+from fitplan.strategies.runtimes.contract import CostModel, Executor, is_cost_model, is_executor
+from fitplan.strategies.strategy import Option, Strategy, requirement_from
 
 GROUP = "fitplan"
 HOOKS = ("fitplan_register_strategies", "fitplan_register_runtimes")
 
 
-class RuntimeExecutor(Protocol):
-    """Runs a plan on a real runtime (loaded lazily: nothing heavy is imported before `open`)."""
-
-    name: str
-
-    def missing(self) -> str | None:
-        """Why this runtime cannot run here (package absent, no GPU), or None."""
-
-    def open(self, source: Any, setup: Any, *, layers: int) -> Any:
-        """Load the model as `setup` says; the result has `run(prompt_tokens, gen_tokens)` and `close()`."""
-
-
 def strategies() -> dict[str, Strategy]:
-    return _collect("fitplan_register_strategies")
+    return {item.name: item for item in _collect("fitplan_register_strategies")}
+
+
+@lru_cache(maxsize=1)
+def cost_models() -> dict[str, CostModel]:
+    """The runtimes advise can plan for, by name: the built-ins first."""
+    return _by_name(item for item in _collect("fitplan_register_runtimes") if is_cost_model(item))
+
+
+@lru_cache(maxsize=1)
+def executors() -> dict[str, Executor]:
+    """The runtimes fitplan can run (or serve), by name."""
+    return _by_name(item for item in _collect("fitplan_register_runtimes") if is_executor(item))
+
+
+def export_targets() -> list[str]:
+    """Every `fitplan export --to` form some registered executor writes, in registration order."""
+    return list(dict.fromkeys(to for e in executors().values() for to in e.exports))
+
+
+def cost_model(name: str) -> CostModel:
+    found = cost_models()
+    if name not in found:
+        raise BadValueError(f"no cost model for runtime {name!r}; known: {', '.join(found)}")
+    return found[name]
+
+
+def runtime_names() -> list[str]:
+    """The names plans use for the runtimes advise can plan for (--runtime, the plan file)."""
+    return list(cost_models())
+
+
+def normalize_runtime(name: str) -> str:
+    """A runtime's name from its name or an alias, any case (`llamacpp`, `hf`, `ort`)."""
+    wanted = name.strip().lower()
+    for model in cost_models().values():
+        if wanted == model.name.lower() or wanted in model.aliases:
+            return model.name
+    raise BadValueError(f"unknown runtime {name!r} (--runtime); known: {', '.join(runtime_names())}")
+
+
+def check_kv_cache(kv_cache: str, runtime: str) -> str:
+    """`kv_cache` (lower-cased) when `runtime` offers it; else one line naming the runtimes that do."""
+    kv = kv_cache.lower()
+    element_bytes(kv)  # an unknown type: the line lists the known ones
+    if kv not in cost_model(runtime).kv_cache_types:
+        offered = list(offered_by(kv))
+        offered += [n for n, m in cost_models().items() if kv in m.kv_cache_types and n not in offered]
+        raise BadValueError(f"KV cache type {kv!r} is not offered by {runtime} (offered by: {', '.join(offered)})")
+    return kv
+
+
+def weight_formats() -> dict[str, WeightFormat]:
+    """The built-in formats, then those the registered runtimes bring (a built-in's name wins)."""
+    return _weight_formats(tuple(cost_models()))
+
+
+@lru_cache(maxsize=4)
+def _weight_formats(_runtimes: tuple[str, ...]) -> dict[str, WeightFormat]:
+    out = dict(all_formats())
+    for model in cost_models().values():
+        for name, row in model.formats.items():
+            out.setdefault(name, format_from_row(name, {**row, "runtime": model.name}))
+    return out
+
+
+def weight_format(name: str, *, source: str = "--weights", runtime: str | None = None) -> WeightFormat:
+    return find_format(weight_formats(), name, source=source, runtime=runtime)
+
+
+def options(strategy_name: str) -> list[Option]:
+    """A strategy's options, with what third-party runtimes add: their formats and their runtime."""
+    return list(_options(strategy_name).values())
 
 
 def strategy(name: str) -> Strategy:
@@ -53,33 +117,51 @@ def option(strategy_name: str, option_name: str) -> Option:
     return found
 
 
-@lru_cache(maxsize=None)
+@cache
 def _options(strategy_name: str) -> dict[str, Option]:
-    return {o.name: o for o in strategy(strategy_name).options()}
+    found = {o.name: o for o in strategy(strategy_name).options()}
+    builtin = all_formats()
+    if strategy_name == "quantization":
+        extra = [f for name, f in weight_formats().items() if name not in builtin]
+        for o in format_options(extra):
+            found.setdefault(o.name, o)
+    if strategy_name == "runtime":
+        for name, model in cost_models().items():
+            row = model.strategy_row
+            found.setdefault(name, Option("runtime", name, requirement_from(dict(row), runtimes=(name,)), {},
+                                          str(row.get("execute", ""))))
+    return found
 
 
-def executor(name: str) -> RuntimeExecutor:
-    found = _collect("fitplan_register_runtimes")
+def executor(name: str) -> Executor:
+    found = executors()
     if name not in found:
         raise BadValueError(f"no executor for runtime {name!r}; installed: {', '.join(sorted(found))}")
     return found[name]
 
 
-@lru_cache(maxsize=None)
-def _collect(hook: str) -> dict[str, Any]:
+def _by_name(items: Any) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for item in items:
+        found.setdefault(item.name, item)  # the first registered wins: the built-ins are called first
+    return found
+
+
+@cache
+def _collect(hook: str) -> tuple[Any, ...]:
     from fitplan.strategies import builtin
 
-    found: dict[str, Any] = {}
+    found: list[Any] = []
 
     def register(item: Any) -> None:
-        found.setdefault(item.name, item)
+        found.append(item)
 
     plugins = plugin_entry_points()
     if not plugins:  # the only implementation is the built-in one: call it, no manager needed
         getattr(builtin, hook)(register)
     else:
         getattr(_manager(tuple(map(tuple, plugins))).hook, hook)(register=register)
-    return found
+    return tuple(found)
 
 
 @lru_cache(maxsize=1)

@@ -76,8 +76,11 @@ class Option:
 class Strategy(Protocol):
     """A technique the solver may combine with others."""
 
-    name: str
-    summary: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def summary(self) -> str: ...
 
     def options(self) -> list[Option]:
         """Every option, built from the strategy's data file (read lazily)."""
@@ -95,11 +98,16 @@ class TableStrategy:
         return self.build()
 
 
+def option_of(strategy: Strategy, name: str) -> Option:
+    """One of a strategy's own options by name (a technique module asking about itself needs no registry)."""
+    return next(o for o in strategy.options() if o.name == name)
+
+
 def requirement_from(row: dict[str, Any], **defaults: Any) -> Requirement:
     """A Requirement from a strategies.toml row; `defaults` fill what the row leaves out."""
     fields = ("devices", "gpu_vendors", "min_compute_capability", "runtimes", "packages", "source")
     values = {**defaults, **{k: row[k] for k in fields if k in row}}
-    return Requirement(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()})
+    return Requirement(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()})  # type: ignore[arg-type]
 
 
 def table_options(strategy: str, section: str, effects: Any = None) -> list[Option]:

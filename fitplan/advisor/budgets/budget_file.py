@@ -11,18 +11,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fitplan.advisor.budgets.vocabulary import LIMITS, PIN_FIELDS
 from fitplan.errors import BadValueError
 from fitplan.plan_spec import MAX_BATCH, MAX_CONTEXT, MAX_THREADS
 from fitplan.units import parse_duration, parse_rate, parse_size
 
 MAX_BUDGET_FILE_BYTES = 16 * 2**20  # pyproject.toml files run to kilobytes; a larger one is refused, not cut
 
-LIMITS = {  # field: (unit, larger is worse)
-    "max_vram": ("bytes", True), "max_ram": ("bytes", True), "max_ttft": ("s", True),
-    "max_ppl_increase": ("ppl", True), "min_decode_tokens_per_s": ("tok/s", False),
-    "min_prefill_tokens_per_s": ("tok/s", False),
-}
-PIN_FIELDS = ("weights", "context", "batch", "runtime", "kv_cache", "threads", "gpu_layers", "offload")
 
 
 class Pins(BaseModel):

@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from fitplan.advisor.budgets.budget_file import LIMITS, BudgetEntry, BudgetFile
+from fitplan.advisor.budgets.budget_file import BudgetEntry, BudgetFile
+from fitplan.advisor.budgets.vocabulary import LIMITS, show
 from fitplan.errors import BadValueError, FitplanError
-from fitplan.units import format_bytes
 
 REPORT_MARK = "fitplan check"
 MAX_BASELINE_BYTES = 16 * 2**20
@@ -132,13 +132,15 @@ def measure(budgets: BudgetFile, rows: list[Row]) -> list[Row]:
             continue
         limits = entry.limits()
         if not os.path.exists(entry.model):
-            measured += [replace(row, metric=m, limit=v, predicted=float("nan"), ok=True, measured=True, key=row.key.rsplit("|", 1)[0]
-                                 + f"|{m}|measured", detail="not measured: no local weights (a catalog or hub model)")
+            measured += [replace(row, metric=m, limit=v, predicted=float("nan"), ok=True, measured=True,
+                                 key=row.key.rsplit("|", 1)[0] + f"|{m}|measured",
+                                 detail="not measured: no local weights (a catalog or hub model)")
                          for m, v in limits.items() if m in MEASURED_METRICS.values()]
             continue
         pins = {k: v for k, v in entry.pins() if k in ("runtime", "weights", "context", "threads", "gpu_layers", "kv_cache")}
         doc = verify_plan(entry.model, prompt_tokens=MEASURE_PROMPT_TOKENS, gen_tokens=MEASURE_GEN_TOKENS, repeat=1, **pins)
-        figures = {MEASURED_METRICS[r["metric"]]: float(r["measured"]) for r in doc["comparison"] if r["metric"] in MEASURED_METRICS}
+        figures = {MEASURED_METRICS[r["metric"]]: float(r["measured"])
+                   for r in doc["comparison"] if r["metric"] in MEASURED_METRICS}
         gpu = [float(r["measured"]) for r in doc["comparison"] if r["metric"].startswith("peak memory gpu")]
         if gpu:
             figures["max_vram"] = max(gpu)
@@ -183,19 +185,6 @@ def load_baseline(path: str) -> dict[str, float]:
         raise BadValueError(f"--baseline {path} is not a `fitplan check --format json` report") from None
 
 
-def show(metric: str, value: float) -> str:
-    unit = LIMITS[metric][0]
-    if value != value:
-        return "-"
-    if unit == "bytes":
-        return format_bytes(value)
-    if unit == "s":
-        return f"{value:.2f} s"
-    if unit == "tok/s":
-        return f"{value:.1f} tok/s"
-    return f"+{value:.3f}"
-
-
 def _verdict(row: Row) -> str:
     if row.regressed:
         return "REGRESSED"
@@ -206,8 +195,10 @@ def _verdict(row: Row) -> str:
 
 def render_text(rows: list[Row], path: str) -> str:
     header = ("budget", "profile", "limit", "predicted", "headroom", "baseline", "verdict")
-    table = [header] + [(f"{r.label} {r.metric}{' (measured)' if r.measured else ''}", r.profile, show(r.metric, r.limit), show(r.metric, r.predicted),
-                         f"{r.headroom:+.0%}" if r.predicted == r.predicted else "", show(r.metric, r.baseline) if r.baseline is not None else "",
+    table = [header] + [(f"{r.label} {r.metric}{' (measured)' if r.measured else ''}", r.profile,
+                         show(r.metric, r.limit), show(r.metric, r.predicted),
+                         f"{r.headroom:+.0%}" if r.predicted == r.predicted else "",
+                         show(r.metric, r.baseline) if r.baseline is not None else "",
                          _verdict(r)) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]

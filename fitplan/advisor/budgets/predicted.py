@@ -9,24 +9,21 @@ model is weighed as shipped (its native format).
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from fitplan.errors import BadValueError
+from fitplan.hardware_spec import HardwareSpec
 
 
-@lru_cache(maxsize=None)
-def hardware(name: str) -> Any:
-    if name == "auto":
-        from fitplan.profiles.detect import detect
+@cache
+def hardware(name: str) -> HardwareSpec:
+    from fitplan.profiles.named import hardware as by_name
 
-        return detect()
-    from fitplan.profiles.named import load_profile
-
-    return load_profile(name, source="fitplan hardware")
+    return by_name(name, source="fitplan hardware")
 
 
-@lru_cache(maxsize=None)
+@cache
 def model_spec(model: str, allow_hub: bool = False) -> Any:
     """A catalog name or a local file or folder; a hub id only where the caller allows the network
     (`fitplan check`: config and safetensors headers, cached; never in tests' predicted budgets)."""
@@ -39,12 +36,12 @@ def model_spec(model: str, allow_hub: bool = False) -> Any:
     return resolve_model(model)
 
 
-@lru_cache(maxsize=None)
+@cache
 def predicted_plan(model: str, hardware_name: str, pins: tuple[tuple[str, Any], ...], all_on_gpu: bool,
                    allow_hub: bool = False) -> Any:
     """(spec, hardware, advice) for MODEL with `pins` on the named hardware."""
-    from fitplan.advisor.planner.solver import Request, advise, normalize_runtime
-    from fitplan.strategies.quantization import weight_format
+    from fitplan.advisor.planner.solver import Request, advise
+    from fitplan.strategies.registry import normalize_runtime, weight_format
 
     spec, hw = model_spec(model, allow_hub), hardware(hardware_name)
     p = dict(pins)

@@ -15,6 +15,8 @@ import typer
 
 from fitplan.errors import BadValueError, FitplanError
 
+RUNTIMES, EXPORTS = "{runtimes}", "{exports}"  # filled from the registry when help is shown (_fill_help)
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None, help="Will this model fit, and how should I run it?")
 
@@ -26,7 +28,7 @@ def advise_command(
     context: Optional[str] = typer.Option(None, "--context", help="tokens per sequence (default: min(model max, 8192))"),
     batch: str = typer.Option("1", "--batch", help="parallel sequences"),
     threads: Optional[str] = typer.Option(None, "--threads", help="CPU threads (default: physical cores)"),
-    runtime: Optional[str] = typer.Option(None, "--runtime", help="pin the runtime: llama.cpp or transformers"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help=f"pin the runtime: {RUNTIMES}"),
     weights: Optional[str] = typer.Option(None, "--weights", help="pin the weight format, e.g. Q4_K_M, bf16, nf4"),
     kv_cache: Optional[str] = typer.Option(None, "--kv-cache", help="pin the KV cache type: f16, bf16, f32, q8_0, q4_0"),
     max_vram: Optional[str] = typer.Option(None, "--max-vram", help="per-GPU budget, e.g. 12GB (0GB: no GPU)"),
@@ -40,21 +42,25 @@ def advise_command(
     max_ttft: Optional[str] = typer.Option(None, "--max-ttft", help="time to first token at most, e.g. 2s"),
     max_ppl_increase: Optional[str] = typer.Option(None, "--max-ppl-increase", help="perplexity loss at most, e.g. 0.2"),
     top: Optional[str] = typer.Option(None, "--top", help="list at most K alternatives (default: all in --json, 8 in the table)"),
-    flash_attn: Optional[bool] = typer.Option(None, "--flash-attn/--no-flash-attn", help="llama.cpp flash attention (default on)"),
+    flash_attn: Optional[bool] = typer.Option(None, "--flash-attn/--no-flash-attn",
+                                              help="llama.cpp flash attention (default on)"),
     plot: Optional[str] = typer.Option(None, "--plot", help="draw the Pareto front and memory to FILE.png or .svg (matplotlib)"),
-    draft: Optional[str] = typer.Option(None, "--draft", help="speculative decoding: a smaller model of the same tokenizer, or prompt-lookup"),
+    draft: Optional[str] = typer.Option(None, "--draft",
+                                        help="speculative decoding: a smaller model of the same tokenizer, or prompt-lookup"),
     acceptance: Optional[str] = typer.Option(None, "--acceptance", help="the draft's measured acceptance rate, e.g. 0.7"),
     draft_tokens: Optional[str] = typer.Option(None, "--draft-tokens", help="tokens the draft proposes per step (default 4)"),
     prune: Optional[str] = typer.Option(None, "--prune", help="2:4 or unstructured:RATIO: see what pruning changes here"),
-    disk_layers: Optional[str] = typer.Option(None, "--disk-layers", help="transformers: keep the last N blocks on disk (accelerate offload)"),
+    disk_layers: Optional[str] = typer.Option(None, "--disk-layers",
+                                              help="transformers: keep the last N blocks on disk (accelerate offload)"),
     force: bool = typer.Option(False, "--force", help="let -o and --plot replace an existing file"),
 ) -> None:
     """Recommend how to run MODEL on this machine or a named profile, with exact memory per device."""
-    from fitplan.advisor.cli.report import advice_document, render
+    from fitplan.advisor.cli.report import render
     from fitplan.advisor.models.resolve import resolve_model
-    from fitplan.advisor.planner.solver import Request, advise, normalize_runtime
+    from fitplan.advisor.planner.document import advice_document
+    from fitplan.advisor.planner.solver import Request, advise
     from fitplan.plan_spec import MAX_BATCH, MAX_CONTEXT, MAX_DRAFT_TOKENS, MAX_THREADS
-    from fitplan.strategies.quantization import weight_format
+    from fitplan.strategies.registry import normalize_runtime, weight_format
     from fitplan.units import parse_count, parse_duration, parse_rate, parse_size
 
     for option, value in (("--runtime", runtime), ("--weights", weights), ("--kv-cache", kv_cache),
@@ -73,7 +79,8 @@ def advise_command(
         max_ram=parse_size(max_ram, source="--max-ram") if max_ram is not None else None,
         objective=objective, flash_attn=flash_attn, draft=draft,
         acceptance=_parse_fraction(acceptance) if acceptance is not None else None,
-        draft_tokens=parse_count(draft_tokens, source="--draft-tokens", maximum=MAX_DRAFT_TOKENS) if draft_tokens is not None else None,
+        draft_tokens=(parse_count(draft_tokens, source="--draft-tokens", maximum=MAX_DRAFT_TOKENS)
+                      if draft_tokens is not None else None),
         min_tokens_per_s=parse_rate(min_tokens_per_s, source="--min-tokens-per-s") if min_tokens_per_s else None,
         max_ttft_s=parse_duration(max_ttft, source="--max-ttft") if max_ttft else None,
         max_ppl_increase=_parse_loss(max_ppl_increase) if max_ppl_increase is not None else None,
@@ -180,16 +187,17 @@ def run_command(
     serve: bool = typer.Option(False, "--serve", help="start the runtime's OpenAI-compatible server instead"),
     port: str = typer.Option("8000", "--port", help="with --serve: the port"),
     host: str = typer.Option("127.0.0.1", "--host", help="with --serve: the address (loopback by default)"),
-    server: Optional[str] = typer.Option(None, "--server", help="with --serve: vllm or tensorrt-llm instead of the plan's runtime"),
-    runtime: Optional[str] = typer.Option(None, "--runtime", help="for a MODEL: pin the runtime (llama.cpp, transformers, onnxruntime)"),
+    server: Optional[str] = typer.Option(None, "--server",
+                                         help="with --serve: vllm or tensorrt-llm instead of the plan's runtime"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help=f"for a MODEL: pin the runtime ({RUNTIMES})"),
     weights: Optional[str] = typer.Option(None, "--weights", help="for a MODEL: pin the weight format"),
     context: Optional[str] = typer.Option(None, "--context", help="for a MODEL: tokens of context"),
     threads: Optional[str] = typer.Option(None, "--threads", help="for a MODEL: CPU threads"),
 ) -> None:
     """Load as planned and stream the generated text as it comes (Ctrl-C stops cleanly)."""
     from fitplan.advisor.plans.handle import load, resolve_plan
-    from fitplan.advisor.planner.solver import normalize_runtime
     from fitplan.plan_spec import MAX_CONTEXT, MAX_THREADS
+    from fitplan.strategies.registry import normalize_runtime
     from fitplan.units import parse_count
 
     for option, value in (("--runtime", runtime), ("--weights", weights), ("--context", context),
@@ -239,13 +247,12 @@ def _prompt_text(prompt: str | None, prompt_file: str | None) -> str:
 
 def _serve(plan: Any, port: int, host: str, server: str | None = None) -> None:
     """Replace this process with the runtime's own server (in the foreground until it exits or Ctrl-C)."""
-    from fitplan.advisor.plans.export import serve_args
+    from fitplan.advisor.plans.export import serve
     from fitplan.advisor.plans.plan_file import check_fingerprint
 
     check_fingerprint(plan)
-    args = serve_args(plan, port=port, host=host, server=server)
-    # transformers serve, vLLM and TensorRT-LLM answer to the model they loaded (args[2]) by that name
-    model = args[2] if server or plan.plan.runtime == "transformers" else plan.model.name
+    command = serve(plan, port=port, host=host, server=server)
+    args, model = command.args, command.model
     sys.stderr.write(f"fitplan: serving {plan.model.name} on http://{host}:{port}/v1: request model \"{model}\"\n")
     sys.stderr.flush()
     sys.stdout.flush()
@@ -262,15 +269,14 @@ def _serve(plan: Any, port: int, host: str, server: str | None = None) -> None:
 @app.command("export")
 def export_command(
     plan_path: str = typer.Argument(..., help="a plan file written by advise -o"),
-    to: str = typer.Option("python", "--to", help="python | shell | llama-server | vllm | tensorrt-llm"),
+    to: str = typer.Option("python", "--to", help=EXPORTS),
     max_tokens: str = typer.Option("128", "--max-tokens", help="tokens the exported code generates"),
 ) -> None:
     """Print the plan as Python code or a command line that runs it."""
     from fitplan.advisor.plans.export import export
     from fitplan.advisor.plans.plan_file import load_plan
-    from fitplan.units import parse_count
-
     from fitplan.plan_spec import MAX_CONTEXT
+    from fitplan.units import parse_count
 
     text = export(load_plan(plan_path), to, max_tokens=parse_count(max_tokens, source="--max-tokens", maximum=MAX_CONTEXT))
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
@@ -283,7 +289,9 @@ def check_command(
     output: Optional[str] = typer.Option(None, "-o", "--output", help="write the report here instead of stdout"),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="an earlier --format json report to compare with"),
     tolerance: str = typer.Option("5", "--baseline-tolerance", help="percent a prediction may worsen (default 5)"),
-    measure: bool = typer.Option(False, "--measure", help="also run entries whose profile is this machine (or auto) and gate on the measured figures"),
+    measure: bool = typer.Option(False, "--measure",
+                                 help="also run entries whose profile is this machine (or auto) "
+                                      "and gate on the measured figures"),
     force: bool = typer.Option(False, "--force", help="with -o: replace the file even if fitplan did not write it"),
 ) -> None:
     """Predict every budget entry on every target profile; exit 1 when a budget breaks, 2 on a bad config."""
@@ -329,17 +337,17 @@ def strategies_command(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """List every strategy's options (built-in and from plugins), what each needs and how it runs."""
-    from fitplan.strategies.registry import strategies
+    from fitplan.strategies.registry import options, strategies
 
     _not_empty(hardware, "--hardware")
     hw = _hardware(hardware, None) if hardware else None
-    rows = [_option_row(o, hw) for s in strategies().values() for o in s.options()]
+    rows = [_option_row(o, hw) for s in strategies().values() for o in options(s.name)]
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
     from rich.table import Table
 
-    from fitplan.advisor.cli.report import shown
+    from fitplan.user_files import shown
 
     table = Table(title=f"strategies{f' on {shown(hw.name)}' if hw else ''}", title_justify="left")
     for column in ("strategy", "option", "needs", *(["here"] if hw else [])):
@@ -379,8 +387,9 @@ def verify_command(
     prompt_tokens: str = typer.Option("128", "--prompt-tokens", help="prompt length of each run"),
     gen_tokens: str = typer.Option("32", "--gen-tokens", help="tokens generated in each run"),
     repeat: str = typer.Option("3", "--repeat", help="runs; medians are reported with their spread"),
-    runtime: Optional[str] = typer.Option(None, "--runtime", help="llama.cpp (GGUF files) or transformers"),
-    weights: Optional[str] = typer.Option(None, "--weights", help="default: the file's own format (llama.cpp), fp32 (transformers)"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help=f"the runtime to measure: {RUNTIMES}"),
+    weights: Optional[str] = typer.Option(None, "--weights",
+                                          help="default: the file's own format (llama.cpp), fp32 (transformers)"),
     context: Optional[str] = typer.Option(None, "--context", help="context to allocate (default 2048)"),
     threads: Optional[str] = typer.Option(None, "--threads", help="CPU threads (default: physical cores)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
@@ -469,15 +478,9 @@ def _speed_context(hw: Any, spec: Any, *, probe: bool, chosen: Any = None) -> tu
 
 
 def _hardware(name: str, ram_bytes: int | None, model_path: str | None = None) -> Any:
-    if name == "auto":
-        from fitplan.profiles.detect import detect
+    from fitplan.profiles.named import hardware
 
-        folder = os.path.dirname(os.path.abspath(model_path)) if model_path and os.path.exists(model_path) else None
-        hw = detect(folder)
-    else:
-        from fitplan.profiles.named import load_profile
-
-        hw = load_profile(name)
+    hw = hardware(name, beside=model_path)
     if ram_bytes is not None:
         hw = hw.model_copy(update={"ram_bytes": ram_bytes, "ram_available_bytes": None})
     return hw
@@ -490,10 +493,12 @@ def _print_profile(hw: Any) -> None:
     for i, gpu in enumerate(hw.gpus):
         free = f", {format_bytes(gpu.free_memory_bytes)} free" if gpu.free_memory_bytes is not None else ""
         bw = f", {gpu.memory_bandwidth_GB_per_s:g} GB/s" if gpu.memory_bandwidth_GB_per_s else ""
-        lines.append(f"  gpu{i}: {gpu.name}, {format_bytes(gpu.memory_bytes)}{free}{bw}, compute capability {gpu.compute_capability or '-'}")
+        lines.append(f"  gpu{i}: {gpu.name}, {format_bytes(gpu.memory_bytes)}{free}{bw}, "
+                     f"compute capability {gpu.compute_capability or '-'}")
     if not hw.gpus:
         lines.append("  no GPU")
-    lines.append(f"  cpu: {hw.cpu.name}, {hw.cpu.cores} cores / {hw.cpu.threads} threads, {' '.join(hw.cpu.flags) or 'no flags listed'}")
+    lines.append(f"  cpu: {hw.cpu.name}, {hw.cpu.cores} cores / {hw.cpu.threads} threads, "
+                 f"{' '.join(hw.cpu.flags) or 'no flags listed'}")
     avail = f", {format_bytes(hw.ram_available_bytes)} available" if hw.ram_available_bytes is not None else ""
     lines.append(f"  ram: {format_bytes(hw.ram_bytes)}{avail}")
     if hw.disk_free_bytes is not None:
@@ -552,6 +557,9 @@ def _run(command: Any, prog: str, args: list[str] | None) -> int:
     ships its own copy of click, whose exception classes are not the `click` package's.
     """
     try:
+        given = sys.argv[1:] if args is None else args
+        if not given or "--help" in given or "-h" in given:
+            _fill_help(command)
         code = command.main(args=args, prog_name=prog, standalone_mode=False)
         return code if isinstance(code, int) else 0  # typer.Exit(n) comes back as n
     except FitplanError as exc:
@@ -572,6 +580,19 @@ def _run(command: Any, prog: str, args: list[str] | None) -> int:
 
     sys.stderr.write(f"{prog}: error: {printable(' '.join(message.split()))}\n")
     return 2
+
+
+def _fill_help(command: Any) -> None:
+    """The runtimes and export forms in the help texts, as this installation registers them (a plugin's
+    runtime too); asked for only when help is shown, so a broken plugin is one error line like any other."""
+    from fitplan.strategies.registry import export_targets, runtime_names
+
+    names = {RUNTIMES: ", ".join(runtime_names()), EXPORTS: " | ".join(export_targets())}
+    for sub in [command, *getattr(command, "commands", {}).values()]:
+        for param in sub.params:
+            for placeholder, text in names.items():
+                if getattr(param, "help", None) and placeholder in param.help:
+                    param.help = param.help.replace(placeholder, text)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -8,7 +8,6 @@ from typing import Any
 
 from fitplan.errors import BadValueError, RuntimeMissingError
 
-
 PLOT_MARK = "fitplan advise --plot"  # PNG tEXt Software; an SVG's first line after its XML declaration
 
 

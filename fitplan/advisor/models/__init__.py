@@ -1,1 +1,2 @@
-"""Where a model comes from: the MODEL argument, file headers (GGUF, safetensors), the hub, the catalog and the architecture tables."""
+"""Where a model comes from: the MODEL argument, file headers (GGUF, safetensors), the hub, the catalog \
+and the architecture tables."""

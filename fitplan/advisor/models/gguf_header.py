@@ -15,8 +15,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from fitplan.advisor.models.ggml_types import ggml_type_name, ggml_type_size
 from fitplan.errors import ModelFileError
-from fitplan.strategies.ggml_types import ggml_type_name, ggml_type_size
 from fitplan.user_files import open_regular, printable
 
 _MAGIC = b"GGUF"
@@ -199,7 +199,7 @@ def read_gguf_header(path: str) -> GGUFHeader:
     try:
         size = os.fstat(fd).st_size
         with os.fdopen(fd, "rb", buffering=0) as handle:
-            return _read(_Reader(handle, size, path))  # type: ignore[arg-type]
+            return _read(_Reader(handle, size, path))
     except OSError as exc:
         raise ModelFileError(printable(f"{path}: cannot read ({exc.strerror or exc})")) from None
 

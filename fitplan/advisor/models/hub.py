@@ -270,6 +270,7 @@ def _online(ex: _Exchange, repo_id: str, revision: str | None, label: str) -> tu
     """config.json at `revision` (its answer names the commit), then that commit's headers; cached after."""
     from huggingface_hub import constants
 
+    unreachable: tuple[type[BaseException], ...] = (_HubDown, *ex.errors())
     try:
         with ex.get(ex.url(repo_id, revision or "main", "config.json"), constants.HF_HUB_ETAG_TIMEOUT) as response:
             if response.status_code in _HUB_DOWN:
@@ -283,7 +284,7 @@ def _online(ex: _Exchange, repo_id: str, revision: str | None, label: str) -> tu
                 config_text = _utf8(ex.body(response, MAX_CONFIG_BYTES, lambda: ModelFileError(
                     f"config.json of {repo_id}: larger than the {MAX_CONFIG_BYTES} bytes fitplan reads")),
                     f"config.json of {repo_id}")
-    except (_HubDown, *ex.errors()) as exc:
+    except unreachable as exc:
         fallback = _lookup(repo_id, revision)
         if fallback is not None:  # the hub is down or unreachable: the cached commit of this revision
             return _from_files(repo_id, *fallback, label)

@@ -61,8 +61,6 @@ def save_entry(fingerprint: str, entry_key: str, entry: CalibrationEntry) -> Non
 
 def fit_entry(spec: Any, setup: Any, predicted_at_one: Any, measured: dict[str, Any]) -> CalibrationEntry:
     """Efficiencies from a run: measured rate / rate predicted at efficiency 1."""
-    from fitplan.advisor.plans.verify import summarize_runs
-
     summary = summarize_runs(measured["runs"])
     if "decode_tokens_per_s" not in summary or "prefill_tokens_per_s" not in summary:
         raise RunFailedError("the runtime probe's run generated no tokens to time")
@@ -73,3 +71,15 @@ def fit_entry(spec: Any, setup: Any, predicted_at_one: Any, measured: dict[str, 
         model=spec.name, weights=setup.weights, threads=setup.threads,
         measured_decode_tokens_per_s=decode, measured_prefill_tokens_per_s=prefill, created_unix=time.time(),
     )
+
+
+def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Median, min and max of each speed figure over the repeats (the machine is noisy)."""
+    import statistics
+
+    figures = {
+        "prefill_tokens_per_s": [r["prompt_tokens"] / r["prefill_s"] for r in runs],
+        "decode_tokens_per_s": [(r["generated"] - 1) / r["decode_s"] for r in runs if r["generated"] > 1],
+        "ttft_s": [r["ttft_s"] for r in runs],
+    }
+    return {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in figures.items() if v}

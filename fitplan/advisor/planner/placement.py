@@ -10,13 +10,13 @@ scipy.optimize.milp (HiGHS). llama.cpp runs it with every layer offloaded and te
 """
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fitplan.model_spec import ModelSpec
 from fitplan.plan_spec import Setup, WeightBytes, gpu_name
-from fitplan.strategies.runtimes.llamacpp import cost as runtime_llamacpp
 from fitplan.strategies.kv_cache import layer_kv_bytes
+from fitplan.strategies.runtimes.llamacpp import cost as runtime_llamacpp
 
 
 def _units(spec: ModelSpec, weights: WeightBytes, context: int, kv: str) -> list[tuple[str, int, int, float]]:
@@ -48,15 +48,15 @@ def milp_setup(spec: ModelSpec, base: Setup, weights: WeightBytes, capacity: Cal
     devices = [*gpus, "cpu"]
     units = _units(spec, weights, base.context * base.batch, base.kv_cache)
     # what each device holds whatever the placement: measured from the all-on-GPU and all-on-CPU plans
-    all_gpu = replace(base, gpu_layers=spec.layers, layer_map=tuple(gpus[i * len(gpus) // spec.layers]
-                                                                    for i in range(spec.layers)))
-    unit_bytes = {(k, l): h for k, l, h, _ in units}
+    all_gpu = base.with_(gpu_layers=spec.layers, layer_map=tuple(gpus[i * len(gpus) // spec.layers]
+                                                                 for i in range(spec.layers)))
+    unit_bytes = {(k, layer): h for k, layer, h, _ in units}
     fixed = {}
     on_gpu = runtime_llamacpp.memory(spec, all_gpu, weights)
     for d in gpus:
-        held = sum(h for (k, l), h in unit_bytes.items() if all_gpu.layer_map[l] == d)
+        held = sum(h for (k, layer), h in unit_bytes.items() if all_gpu.layer_map[layer] == d)
         fixed[d] = on_gpu[d].total - held
-    on_cpu = runtime_llamacpp.memory(spec, replace(all_gpu, layer_map=("cpu",) * spec.layers), weights)
+    on_cpu = runtime_llamacpp.memory(spec, all_gpu.with_(layer_map=("cpu",) * spec.layers), weights)
     fixed["cpu"] = on_cpu["cpu"].total - sum(unit_bytes.values())
     n_units, n_dev = len(units), len(devices)
     cost = np.array([read / bandwidth(d) for _, _, _, read in units for d in devices])
@@ -77,10 +77,10 @@ def milp_setup(spec: ModelSpec, base: Setup, weights: WeightBytes, capacity: Cal
     for (kind, layer, _, _), j in zip(units, choice):
         (expert_map if kind == "experts" else layer_map)[layer] = devices[j]
     for layer in range(spec.layers):  # a dense block's "experts" follow the block
-        if not any(k == "experts" and l == layer for k, l, _, _ in units):
+        if not any(k == "experts" and unit_layer == layer for k, unit_layer, _, _ in units):
             expert_map[layer] = layer_map[layer]
-    return replace(base, gpu_layers=sum(d != "cpu" for d in layer_map), layer_map=tuple(layer_map),
-                   expert_map=tuple(expert_map) if spec.is_moe else ())
+    return base.with_(gpu_layers=sum(d != "cpu" for d in layer_map), layer_map=tuple(layer_map),
+                      expert_map=tuple(expert_map) if spec.is_moe else ())
 
 
 def overrides(spec: ModelSpec, setup: Setup) -> list[str]:

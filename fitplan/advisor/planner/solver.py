@@ -9,105 +9,35 @@ filter first. "Nothing fits" is a result with reasons, never an exception.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
+from fitplan.advisor.planner.candidates import Advice, Candidate, Request
 from fitplan.errors import BadValueError
 from fitplan.hardware_spec import HardwareSpec
 from fitplan.model_spec import ModelSpec
-from fitplan.plan_spec import DeviceMemory, Setup
-from fitplan.strategies.attention import FLASH_ATTENTION_2
-from fitplan.strategies.kv_cache import kv_bytes_per_element
+from fitplan.plan_spec import Setup
 from fitplan.strategies.pruning import parse_prune, sparse_kernel_unmet, sparse_weight_bytes
-from fitplan.strategies.quantization import WeightFormat, all_formats, tensor_bytes, weight_format
-from fitplan.strategies.runtime import runtime_model
+from fitplan.strategies.quantization import WeightFormat, tensor_bytes
+from fitplan.strategies.registry import (
+    check_kv_cache,
+    cost_model,
+    normalize_runtime,
+    option,
+    weight_format,
+    weight_formats,
+)
+from fitplan.strategies.runtimes.contract import DISK, EXACT, EXPERTS_CPU, KV_FALLBACK, PRUNE, SPLIT
 from fitplan.units import format_bytes
+
+if TYPE_CHECKING:
+    from fitplan.strategies.runtimes.vllm.cost import ScaleOut
+
+__all__ = ["Advice", "Candidate", "Request", "advise", "plan_loss", "plan_loss_of"]
 
 DEFAULT_CONTEXT = 8192
 QUALITY_BOUND_FORMAT = "Q4_K_M"  # the default loss bound: about Q4_K_M's on the model
 OBJECTIVES = ("balanced", "quality", "speed", "throughput")
-
-
-@dataclass(frozen=True)
-class Request:
-    """What the user asked for: pins are None when free."""
-
-    context: int | None = None
-    batch: int = 1
-    threads: int | None = None
-    runtime: str | None = None
-    weights: str | None = None
-    kv_cache: str | None = None
-    max_vram: int | None = None  # bytes per GPU
-    max_ram: int | None = None
-    gpu_layers: int | None = None  # pin the blocks on the GPUs (0: CPU only); None: the solver places them
-    objective: str = "balanced"
-    flash_attn: bool | None = None  # None: on for llama.cpp (exact attention, less memory); off for transformers (SDPA)
-    draft: str | None = None  # speculative decoding: a draft model (catalog name or local file) or "prompt-lookup"
-    acceptance: float | None = None  # the draft's acceptance rate; None: the stated default
-    acceptance_source: str | None = None  # how the rate was obtained, e.g. by the acceptance probe
-    draft_tokens: int | None = None  # tokens the draft proposes per step
-    min_tokens_per_s: float | None = None
-    max_ttft_s: float | None = None
-    max_ppl_increase: float | None = None
-    prune: str | None = None  # "2:4" or "unstructured:RATIO": pinned only, the solver never proposes it
-    disk_layers: int | None = None  # transformers: keep the last N blocks on disk (accelerate offload); pinned only
-
-
-@dataclass
-class Candidate:
-    setup: Setup
-    fmt: WeightFormat
-    memory: dict[str, DeviceMemory]
-    fits: bool
-    layers: int
-    reason: str = ""
-    speed: Any = None  # a SpeedPrediction, attached by advisor.estimate
-    speculation: dict[str, Any] | None = None  # the draft, its acceptance and the speed-up, when asked for
-    source_loss: float = 0.0  # a quantized source file's own loss: converting it cannot undo it
-    converted: bool = False  # the weights must be converted or downloaded (not the files at hand)
-
-    @property
-    def placement(self) -> str:
-        if self.setup.disk_layers:
-            return "disk"
-        if self.setup.gpu_layers == 0:
-            return "cpu"
-        if self.setup.layer_map:
-            return "exact"
-        if self.setup.cpu_moe_layers:
-            return "experts-cpu"
-        return "gpu" if self.setup.gpu_layers == self.layers else "split"
-
-    @property
-    def label(self) -> str:
-        where = {"cpu": "CPU", "gpu": "GPU", "split": f"{self.setup.gpu_layers} layers on GPU, rest on CPU",
-                 "disk": f"{self.setup.disk_layers} layers on disk, {self.setup.gpu_layers} on GPU, rest on CPU",
-                 "experts-cpu": f"GPU, experts of {self.setup.cpu_moe_layers} layers on CPU",
-                 "exact": f"exact placement: {sum(d == 'cpu' for d in self.setup.layer_map)} blocks and "
-                          f"{sum(d == 'cpu' for d in self.setup.expert_map)} expert sets on CPU"}
-        return f"{self.setup.runtime} {self.fmt.name} ({where[self.placement]})"
-
-
-@dataclass
-class Advice:
-    chosen: Candidate
-    fits: bool
-    alternatives: list[Candidate] = field(default_factory=list)
-    rejected: list[Candidate] = field(default_factory=list)
-    context_note: str = ""
-    scale_out: Any = None  # where nothing fits: the fewest GPUs that would hold it (vLLM)
-    excluded: list[tuple[str, str]] = field(default_factory=list)  # (format, why this machine cannot run it)
-
-
-def normalize_runtime(name: str) -> str:
-    aliases = {"llama.cpp": "llama.cpp", "llamacpp": "llama.cpp", "llama-cpp": "llama.cpp",
-               "llama_cpp": "llama.cpp", "transformers": "transformers", "hf": "transformers",
-               "onnxruntime": "onnxruntime", "onnx": "onnxruntime", "ort": "onnxruntime"}
-    runtime = aliases.get(name.strip().lower())
-    if runtime is None:
-        raise BadValueError(f"unknown runtime {name!r} (--runtime); known: llama.cpp, transformers, onnxruntime")
-    return runtime
 
 
 def advise(spec: ModelSpec, hardware: HardwareSpec, request: Request, *, probes: Any = None,
@@ -158,10 +88,11 @@ def _formats(spec: ModelSpec, request: Request, hw: HardwareSpec
     pinned = weight_format(request.weights, runtime=runtime) if request.weights else None
     if pinned and runtime and pinned.runtime != runtime:
         raise BadValueError(f"--weights {pinned.name} runs on {pinned.runtime}, not on --runtime {runtime}")
-    formats = [pinned] if pinned else [f for f in all_formats().values() if f.auto or _is_files_format(spec, f)]
+    known = weight_formats()
+    formats = [pinned] if pinned else [f for f in known.values() if f.auto or _is_files_format(spec, f)]
     formats = [f for f in formats if runtime in (None, f.runtime)]
     if not formats and runtime:  # a runtime with pin-only formats (onnxruntime): its formats, all of them
-        formats = [f for f in all_formats().values() if f.runtime == runtime]
+        formats = [f for f in known.values() if f.runtime == runtime]
     if request.kv_cache and not pinned:  # a pinned KV type narrows the runtimes (q8_0 is llama.cpp's)
         offered = [f for f in formats if _offers_kv(request.kv_cache, f.runtime)]
         formats = offered or formats  # none offer it: the error names the type and the runtimes
@@ -173,21 +104,21 @@ def _formats(spec: ModelSpec, request: Request, hw: HardwareSpec
 
 
 def _narrow_by_pins(formats: list[WeightFormat], req: Request, hw: HardwareSpec) -> list[WeightFormat]:
-    """Pruning runs on transformers; FlashAttention-2 on transformers needs its GPU."""
-    from fitplan.strategies.registry import option
-
+    """Only the runtimes that offload to disk or prune take those pins; a pinned runtime's flash
+    attention must run on this machine (FlashAttention-2 on transformers needs its GPU)."""
     if req.disk_layers:
-        formats = [f for f in formats if f.runtime == "transformers" and f.family == "dense"]
+        formats = [f for f in formats if DISK in cost_model(f.runtime).features and f.family == "dense"]
         if not formats:
             raise BadValueError("--disk-layers runs on transformers with fp32/bf16/fp16 weights (accelerate's disk offload)")
     if req.prune:
-        formats = [f for f in formats if f.runtime == "transformers"]
+        formats = [f for f in formats if PRUNE in cost_model(f.runtime).features]
         if not formats:
-            raise BadValueError(f"--prune {req.prune} {option('pruning', 'unstructured').requirement.unmet(hw, 'cpu', 'llama.cpp')}")
-    if req.flash_attn and req.runtime and normalize_runtime(req.runtime) == "transformers":
-        why = option("attention", FLASH_ATTENTION_2).requirement.unmet(hw, "gpu", "transformers")
+            raise BadValueError(f"--prune {req.prune} "
+                                f"{option('pruning', 'unstructured').requirement.unmet(hw, 'cpu', 'llama.cpp')}")
+    if req.flash_attn and req.runtime:
+        why = cost_model(normalize_runtime(req.runtime)).flash_attn_unmet(hw)
         if why:
-            raise BadValueError(f"--flash-attn on transformers means {FLASH_ATTENTION_2}, which {why}")
+            raise BadValueError(why)
     return formats
 
 
@@ -200,22 +131,16 @@ def _format_unmet(fmt: WeightFormat, hw: HardwareSpec, *, pinned: bool = True) -
 
 
 def _device_unmet(fmt: WeightFormat, hw: HardwareSpec, device: str, *, pinned: bool = True) -> str | None:
-    from fitplan.strategies.registry import option
-
     if device in fmt.pinned_only_on and not pinned:
         return f"used on the {device.upper()} only when pinned (--weights {fmt.name}): its {device.upper()} speed is not modelled"
     return option("quantization", fmt.name).requirement.unmet(hw, device, fmt.runtime)
 
 
 def _offers_kv(kv: str, runtime: str) -> bool:
-    try:
-        kv_bytes_per_element(kv.lower(), runtime)
-        return True
-    except BadValueError:
-        return False
+    return kv.lower() in cost_model(runtime).kv_cache_types
 
 
-def _scale_out(spec: ModelSpec, hw: HardwareSpec, pinned: WeightFormat | None, context: int) -> Any:
+def _scale_out(spec: ModelSpec, hw: HardwareSpec, pinned: WeightFormat | None, context: int) -> ScaleOut | None:
     """A multi-GPU vLLM plan on this machine's GPU kind (an H100 where it has none), in bf16 unless
     the user pinned a transformers-side format."""
     from fitplan.profiles.named import load_profile
@@ -232,10 +157,12 @@ def _breaks_constraints(c: Candidate, req: Request) -> str:
     why = []
     if req.max_ppl_increase is not None and plan_loss_of(c) > req.max_ppl_increase:
         why.append(f"perplexity +{plan_loss_of(c):.3f} > --max-ppl-increase {req.max_ppl_increase:g}")
-    if req.min_tokens_per_s is not None and c.speed.decode_tokens_per_s < req.min_tokens_per_s:
-        why.append(f"decode {c.speed.decode_tokens_per_s:.1f} tok/s < --min-tokens-per-s {req.min_tokens_per_s:g}")
-    if req.max_ttft_s is not None and c.speed.ttft_s > req.max_ttft_s:
-        why.append(f"TTFT {c.speed.ttft_s:.2f} s > --max-ttft {req.max_ttft_s:g} s")
+    speed = c.speed
+    assert speed is not None, "only candidates with a speed are judged"
+    if req.min_tokens_per_s is not None and speed.decode_tokens_per_s < req.min_tokens_per_s:
+        why.append(f"decode {speed.decode_tokens_per_s:.1f} tok/s < --min-tokens-per-s {req.min_tokens_per_s:g}")
+    if req.max_ttft_s is not None and speed.ttft_s > req.max_ttft_s:
+        why.append(f"TTFT {speed.ttft_s:.2f} s > --max-ttft {req.max_ttft_s:g} s")
     if why and c.fits:
         c.reason = "; ".join(why)
     return "; ".join(why)
@@ -244,6 +171,7 @@ def _breaks_constraints(c: Candidate, req: Request) -> str:
 def _placements(spec: ModelSpec, hw: HardwareSpec, req: Request, fmt: WeightFormat, context: int) -> list[Candidate]:
     """GPU-only, then the largest GPU+CPU split that fits, then CPU-only, as the format allows."""
     weights = tensor_bytes(spec, fmt)
+    features = cost_model(fmt.runtime).features
     gpus = len(hw.gpus) if hw.gpus and req.max_vram != 0 and _device_unmet(fmt, hw, "gpu") is None else 0
     on_cpu = _device_unmet(fmt, hw, "cpu", pinned=req.weights is not None) is None
     top = _most_gpu_layers(spec, req)
@@ -254,20 +182,21 @@ def _placements(spec: ModelSpec, hw: HardwareSpec, req: Request, fmt: WeightForm
     if gpus:
         full = _candidate(spec, hw, req, fmt, weights, context, top, gpus)
         out.append(full)
-        if not full.fits and fmt.runtime == "llama.cpp" and req.kv_cache is None and req.flash_attn is not False:
-            # a q8_0 KV cache (measured lossless, kv_dtypes.toml) may keep every layer on the GPU
-            smaller = _candidate(spec, hw, replace(req, kv_cache="q8_0"), fmt, weights, context, spec.layers, gpus)
+        if not full.fits and KV_FALLBACK in features and req.kv_cache is None and req.flash_attn is not False:
+            # a smaller KV cache (llama.cpp's q8_0, measured lossless: kv_dtypes.toml) may keep every layer on the GPU
+            smaller_kv = replace(req, kv_cache=cost_model(fmt.runtime).smaller_kv_cache)
+            smaller = _candidate(spec, hw, smaller_kv, fmt, weights, context, spec.layers, gpus)
             if smaller.fits:
                 out.append(smaller)
         if not full.fits and on_cpu:
-            split = _largest_split(spec, hw, req, fmt, weights, context, gpus, top)
+            split = _largest_split(spec, hw, req, fmt, weights, context, gpus, top) if SPLIT in features else None
             if split:
                 out.append(split)
-            if spec.is_moe and fmt.runtime == "llama.cpp":
+            if spec.is_moe and EXPERTS_CPU in features:
                 experts = _fewest_cpu_expert_layers(spec, hw, req, fmt, weights, context, gpus)
                 if experts:
                     out.append(experts)
-            if fmt.runtime == "llama.cpp":
+            if EXACT in features:
                 exact = _milp_candidate(spec, hw, req, fmt, weights, full.setup)
                 if exact:
                     out.append(exact)
@@ -327,13 +256,15 @@ def _fewest_cpu_expert_layers(spec, hw, req, fmt, weights, context, gpus) -> Can
 
 def _candidate(spec, hw, req, fmt, weights, context, gpu_layers, gpus, cpu_moe_layers: int = 0) -> Candidate:
     threads = req.threads or hw.cpu.cores
-    kv = _kv_dtype(req, fmt, hw, gpu_layers)
+    runtime = cost_model(fmt.runtime)
+    kv = check_kv_cache(req.kv_cache, fmt.runtime) if req.kv_cache else runtime.default_kv_cache(fmt, hw, gpu_layers)
     all_on_gpu = gpu_layers == spec.layers and gpus > 0
     sparse = bool(req.prune) and sparse_kernel_unmet(req.prune, fmt.name, hw, all_on_gpu) is None
-    disk = (req.disk_layers or 0) if fmt.runtime == "transformers" else 0
+    disk = (req.disk_layers or 0) if DISK in runtime.features else 0
     assert gpu_layers + disk <= spec.layers, (gpu_layers, disk)  # _most_gpu_layers bounds the GPU's share
-    setup = Setup(fmt.runtime, fmt.name, kv, context, req.batch, threads, gpu_layers, gpus if gpu_layers else 0,
-                  cpu_moe_layers, _flash_attn(req, fmt, kv, hw, all_on_gpu), prune=_prune_label(req.prune),
+    setup = Setup(runtime=fmt.runtime, weights=fmt.name, kv_cache=kv, context=context, batch=req.batch, threads=threads,
+                  gpu_layers=gpu_layers, gpus=gpus if gpu_layers else 0, cpu_moe_layers=cpu_moe_layers,
+                  flash_attn=runtime.flash_attn(req.flash_attn, kv, hw, all_on_gpu), prune=_prune_label(req.prune),
                   sparse_kernels=sparse, disk_layers=disk)
     return _sized(spec, hw, req, fmt, sparse_weight_bytes(weights, fmt.name) if sparse else weights, setup)
 
@@ -347,7 +278,7 @@ def _prune_label(prune: str | None) -> str:
 
 def _sized(spec, hw, req, fmt, weights, setup: Setup) -> Candidate:
     """A candidate with its exact memory per device and, where a device overflows, why."""
-    memory = runtime_model(fmt.runtime).memory(spec, setup, weights)
+    memory = cost_model(fmt.runtime).memory(spec, setup, weights)
     problems = [f"needs {format_bytes(mem.total)} on {dev} > {format_bytes(cap)} available"
                 for dev, mem in memory.items() if mem.total > (cap := _capacity(dev, hw, req))]
     source_loss, converted = _source(spec, fmt)
@@ -371,43 +302,6 @@ def _source(spec: ModelSpec, fmt: WeightFormat) -> tuple[float, bool]:
         except BadValueError:  # a file type without a published figure
             pass
     return carried, not _is_files_format(spec, fmt)
-
-
-def _flash_attn(req: Request, fmt: WeightFormat, kv: str, hw: HardwareSpec, all_on_gpu: bool) -> bool:
-    """llama.cpp: on unless the user turned it off; a quantized V cache needs it (llama.cpp refuses
-    q8_0/q4_0 V without it). transformers: FlashAttention-2 only when asked for, with every block on
-    GPUs that meet its requirement (else sdpa)."""
-    if fmt.runtime != "llama.cpp":
-        if not req.flash_attn or not all_on_gpu or fmt.runtime != "transformers":
-            return False
-        from fitplan.strategies.registry import option
-
-        return option("attention", FLASH_ATTENTION_2).requirement.unmet(hw, "gpu", "transformers") is None
-    if kv in ("q8_0", "q4_0"):
-        if req.flash_attn is False:
-            raise BadValueError(f"a {kv} KV cache needs flash attention in llama.cpp; drop --no-flash-attn")
-        return True
-    return True if req.flash_attn is None else req.flash_attn
-
-
-def _kv_dtype(req: Request, fmt: WeightFormat, hw: HardwareSpec, gpu_layers: int) -> str:
-    if req.kv_cache:
-        kv = req.kv_cache.lower()
-        kv_bytes_per_element(kv, fmt.runtime)  # raises a clear error for a type the runtime lacks
-        return kv
-    if fmt.runtime == "llama.cpp":
-        return "f16"
-    if fmt.name == "fp32" or fmt.runtime == "onnxruntime":
-        return "f32"
-    bf16 = gpu_layers == 0 or all(_bf16_gpu(g.compute_capability) for g in hw.gpus)
-    return "bf16" if bf16 else "f16"
-
-
-def _bf16_gpu(capability: str | None) -> bool:
-    try:
-        return capability is not None and float(capability) >= 8.0
-    except ValueError:
-        return False
 
 
 def _capacity(device: str, hw: HardwareSpec, req: Request) -> int:
@@ -441,6 +335,7 @@ def plan_loss(own: float | None, carried: float) -> float:
 def _rank(c: Candidate, req: Request) -> tuple[float, ...]:
     """Sort key of the objective: smaller is better."""
     speed = c.speed
+    assert speed is not None, "fitting candidates are timed"
     if req.objective == "quality":
         return (plan_loss_of(c), -speed.decode_tokens_per_s, c.converted)
     if req.objective == "throughput":
@@ -457,5 +352,5 @@ def _best(fitting: list[Candidate], req: Request) -> Candidate | None:
         within = [c for c in fitting if plan_loss_of(c) <= bound]
         if within:
             return min(within, key=lambda c: _rank(c, req))
-        return min(fitting, key=lambda c: (plan_loss_of(c), -c.speed.decode_tokens_per_s, c.converted))
+        return min(fitting, key=lambda c: (plan_loss_of(c), -c.timed().decode_tokens_per_s, c.converted))
     return min(fitting, key=lambda c: _rank(c, req))

@@ -4,15 +4,16 @@ Only when --draft asks for it; the formula and the guards live in strategies/spe
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
-from fitplan.advisor.planner.solver import Candidate, Request
+from fitplan.advisor.planner.candidates import Candidate, Request
 from fitplan.errors import BadValueError
 from fitplan.hardware_spec import HardwareSpec
 from fitplan.model_spec import ModelSpec
-from fitplan.strategies.quantization import WeightFormat, tensor_bytes, weight_format
-from fitplan.strategies.runtime import runtime_model
+from fitplan.strategies.quantization import WeightFormat, tensor_bytes
+from fitplan.strategies.registry import cost_model, weight_format
 from fitplan.units import format_bytes
 
 
@@ -44,7 +45,7 @@ def add_draft_memory(c: Candidate, spec: ModelSpec, drafting: tuple[Any, ModelSp
         return
     from fitplan.strategies.kv_cache import layer_kv_bytes
 
-    runtime = runtime_model(c.setup.runtime)
+    runtime = cost_model(c.setup.runtime)
     device = runtime.layer_device(spec, c.setup, spec.layers - 1)
     fmt = _draft_format(c, draft)
     memory = c.memory[device]
@@ -75,12 +76,12 @@ def speculate(c: Candidate, spec: ModelSpec, drafting: tuple[Any, ModelSpec | No
     spec_info, draft = drafting
     cost, draft_prefill_s = 0.0, 0.0
     if draft is not None:
-        on_gpu = runtime_model(c.setup.runtime).layer_device(spec, c.setup, spec.layers - 1) != "cpu"  # beside the last block
-        draft_setup = replace(c.setup, gpu_layers=draft.layers if on_gpu else 0, layer_map=(), expert_map=(),
-                           cpu_moe_layers=0)
-        draft_candidate = Candidate(replace(draft_setup, weights=_draft_format(c, draft).name), _draft_format(c, draft),
-                                    {}, True, draft.layers)
+        on_gpu = cost_model(c.setup.runtime).layer_device(spec, c.setup, spec.layers - 1) != "cpu"  # beside the last block
+        draft_setup = c.setup.with_(gpu_layers=draft.layers if on_gpu else 0, layer_map=(), expert_map=(),
+                                    cpu_moe_layers=0, weights=_draft_format(c, draft).name)
+        draft_candidate = Candidate(draft_setup, _draft_format(c, draft), {}, True, draft.layers)
         draft_speed = candidate_speed(draft, draft_candidate, hw, probes, calibration)
+        assert c.speed is not None, "a fitting candidate is timed before its draft"
         cost = c.speed.decode_tokens_per_s / draft_speed.decode_tokens_per_s
         draft_prefill_s = draft_speed.ttft_s - 1 / draft_speed.decode_tokens_per_s
     gain = speculative.speedup(spec_info.acceptance, spec_info.draft_tokens, cost)
@@ -90,7 +91,7 @@ def speculate(c: Candidate, spec: ModelSpec, drafting: tuple[Any, ModelSpec | No
     if gain <= 1:  # not used: the plan carries no draft
         for memory in c.memory.values():
             memory.draft_weights = memory.draft_kv_cache = 0
-    if gain > 1:
+    if gain > 1 and c.speed is not None:
         speed = c.speed
         c.speed = replace(speed, decode_tokens_per_s=speed.decode_tokens_per_s * gain,
                        ttft_s=speed.ttft_s + draft_prefill_s,

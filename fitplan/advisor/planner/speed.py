@@ -10,8 +10,9 @@ defaults from runtimes.toml ("estimated"), or fitted to a real run of this model
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from fitplan.model_spec import ModelSpec, TensorInfo
 from fitplan.plan_spec import Setup, WeightBytes
@@ -171,10 +172,10 @@ def plan_speed(
     probes: Any | None = None, efficiency: Efficiency | None = None, prompt_tokens: int = 512,
 ) -> SpeedPrediction:
     """The speed of one plan on `hw`, with the runtime's own placement of every tensor."""
-    from fitplan.strategies.kv_cache import kv_bytes_per_element, kv_widths
-    from fitplan.strategies.runtime import runtime_model
+    from fitplan.strategies.kv_cache import element_bytes, kv_widths
+    from fitplan.strategies.registry import cost_model
 
-    runtime = runtime_model(setup.runtime)
+    runtime = cost_model(setup.runtime)
     placed = runtime.place(spec, setup, weights)
     rates = {"cpu": cpu_rates(hw, setup.threads, probes, setup.weights)}
     if "disk" in placed:
@@ -182,6 +183,6 @@ def plan_speed(
     for i, gpu in enumerate(hw.gpus):
         rates[f"gpu{i}"] = gpu_rates(gpu, probes.gpus[i] if probes and i < len(probes.gpus) else None)
     k, v = kv_widths(spec, setup.runtime)
-    per_token_layer = (k + v) * kv_bytes_per_element(setup.kv_cache, setup.runtime)
+    per_token_layer = (k + v) * element_bytes(setup.kv_cache)
     return predict_speed(spec, setup, placed, lambda i: runtime.layer_device(spec, setup, i), per_token_layer,
                          rates, efficiency or default_efficiency(), prompt_tokens=min(prompt_tokens, setup.context))

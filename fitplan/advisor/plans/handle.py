@@ -11,13 +11,15 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from fitplan.advisor.plans.plan_file import PlanFile, check_fingerprint, load_plan, plan_from_advice
-from fitplan.errors import RuntimeMissingError
+from fitplan.advisor.plans.plan_file import PlanFile, check_fingerprint, load_plan, plan_from_advice, run_target
+from fitplan.errors import BadValueError, RuntimeMissingError
+from fitplan.strategies.runtimes.contract import Session
 
 
 class Handle:
-    def __init__(self, plan: PlanFile, session: Any) -> None:
-        self.plan, self._session = plan, session
+    def __init__(self, plan: PlanFile, session: Session) -> None:
+        self.plan = plan
+        self._session: Session | None = session
         self.tokens_in = self.tokens_out = self.calls = 0
         self.seconds = 0.0
 
@@ -28,8 +30,9 @@ class Handle:
         text, emitted, counted = "", 0, 0
         start = time.perf_counter()
         self.calls += 1
-        self.tokens_in += self._session.count_tokens(prompt, prompt=True)
-        pieces = self._session.stream(prompt, max_tokens)
+        session = self._open()
+        self.tokens_in += session.count_tokens(prompt, prompt=True)
+        pieces = session.stream(prompt, max_tokens)
         try:
             for piece, tokens in pieces:
                 text, counted = text + piece, counted + tokens
@@ -39,7 +42,7 @@ class Handle:
                         yield text[emitted:cut]
                     text = text[:cut]
                     if not counted:  # the runtime counts at the end, which a stop string cuts off
-                        counted = self._session.count_tokens(text, prompt=False)
+                        counted = session.count_tokens(text, prompt=False)
                     return
                 if len(text) - hold > emitted:
                     yield text[emitted:len(text) - hold]
@@ -50,6 +53,11 @@ class Handle:
             pieces.close()
             self.tokens_out += counted
             self.seconds += time.perf_counter() - start
+
+    def _open(self) -> Session:
+        if self._session is None:
+            raise BadValueError("this fitplan handle is closed: load the plan again")
+        return self._session
 
     def generate(self, prompt: str, *, max_tokens: int = 128, stop: Iterable[str] = ()) -> str:
         return "".join(self.stream(prompt, max_tokens=max_tokens, stop=stop))
@@ -86,21 +94,21 @@ def load(source: PlanFile | str | os.PathLike[str], **pins: Any) -> Handle:
     missing = runner.missing()
     if missing:
         raise RuntimeMissingError(missing)
-    return Handle(plan, runner.session(plan))
+    return Handle(plan, runner.session(run_target(plan)))
 
 
 def resolve_plan(source: str, **pins: Any) -> PlanFile:
     """A plan from a plan file, or the plan advise makes for MODEL on this machine."""
     if source.endswith(".json") and os.path.isfile(source):
         return load_plan(source)
-    from fitplan.advisor.planner.estimate import machine_context
-    from fitplan.advisor.cli.report import advice_document
     from fitplan.advisor.models.resolve import resolve_model
+    from fitplan.advisor.planner.document import advice_document
+    from fitplan.advisor.planner.estimate import machine_context
     from fitplan.advisor.planner.solver import Request, advise
-    from fitplan.profiles.detect import detect
+    from fitplan.profiles.named import hardware
 
     spec = resolve_model(source)
-    hw = detect(os.path.dirname(os.path.abspath(spec.location)) if spec.source != "catalog" else None)
+    hw = hardware("auto", beside=spec.location)
     probes, calibration = machine_context(hw)
     advice = advise(spec, hw, Request(**pins), probes=probes, calibration=calibration)
     return plan_from_advice(advice_document(spec, hw, advice, top=0))

@@ -6,17 +6,17 @@ runtime and every strategy option are names checked against the known ones.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fitplan.errors import BadValueError
-from fitplan.plan_spec import MAX_BATCH, MAX_CONTEXT, MAX_DRAFT_TOKENS, MAX_THREADS
+from fitplan.errors import BadValueError, FitplanError
+from fitplan.plan_spec import ModelSource, Placement, RunTarget, Setup
+from fitplan.user_files import weights_fingerprint
 
 PLAN_SCHEMA_VERSION = 1
-PLAN_KIND = "fitplan-plan"
+PLAN_KIND: Literal["fitplan-plan"] = "fitplan-plan"
 MAX_PLAN_BYTES = 4 * 2**20
 
 
@@ -31,7 +31,7 @@ class PlanModel(_Strict):
     source: Literal["catalog", "gguf", "folder", "hub"]
     location: str
     hub_id: str | None = None
-    fingerprint: str | None = None  # of local weights: see `fingerprint`
+    fingerprint: str | None = None  # of local weights: user_files.weights_fingerprint
     parameters: int = Field(ge=0)
     layers: int = Field(gt=0)
 
@@ -44,70 +44,63 @@ class PlanHardware(_Strict):
     ram_bytes: int = Field(gt=0)
 
 
-class Speculative(_Strict):
-    draft: str  # a model (catalog name or local file) or "prompt-lookup"
-    draft_weights: str | None = None  # the draft's format, e.g. bf16 for a lower-precision copy (transformers)
-    draft_tokens: int = Field(gt=0, le=MAX_DRAFT_TOKENS)
-    acceptance: float = Field(ge=0, lt=1)
-    acceptance_source: str = ""
-    cost_ratio: float | None = None
-    speedup: float | None = None
-    used: bool = True
-
-
-class PlanSetup(_Strict):
+class PlanSetup(Setup):
     """Every chosen strategy option: what the executors carry out."""
 
-    runtime: Literal["llama.cpp", "transformers", "onnxruntime"]
-    weights: str
-    kv_cache: str
-    context: int = Field(gt=0, le=MAX_CONTEXT)
-    batch: int = Field(gt=0, le=MAX_BATCH)
-    threads: int = Field(gt=0, le=MAX_THREADS)
-    gpu_layers: int = Field(ge=0)
-    gpus: int = Field(ge=0)
-    cpu_moe_layers: int = Field(default=0, ge=0)
-    flash_attn: bool = False
-    use_mmap: bool = True  # llama.cpp maps the file (pages load on demand, the page cache is shared)
-    use_mlock: bool = False  # llama.cpp locks the weights in RAM (no swapping; needs RLIMIT_MEMLOCK)
-    placement: Literal["gpu", "split", "cpu", "experts-cpu", "exact", "disk"]
-    disk_layers: int = Field(default=0, ge=0)
-    layer_map: list[str] = []
-    expert_map: list[str] = []
-    tensor_overrides: list[str] = []
-    prune: str = ""
-    sparse_kernels: bool = False
-    speculative: Speculative | None = None
-    context_note: str = ""
-    weights_source: dict[str, Any] = {}
-    pruning: dict[str, Any] | None = None
+    gpus: int = Field(ge=0)  # stated in every plan file, as is the placement
+    placement: Placement
+
+    @field_validator("runtime")
+    @classmethod
+    def _registered(cls, runtime: str) -> str:
+        from fitplan.strategies.registry import runtime_names
+
+        if runtime not in runtime_names():
+            raise ValueError(f"unknown runtime {runtime!r}; known: {', '.join(runtime_names())}")
+        return runtime
 
     @model_validator(mode="after")
     def _possible(self) -> PlanSetup:
-        """Refuse combinations no runtime can execute (one message each)."""
-        from fitplan.strategies.kv_cache import kv_bytes_per_element
-        from fitplan.strategies.pruning import parse_prune
-        from fitplan.strategies.quantization import weight_format
-
-        fmt = weight_format(self.weights, source="plan.weights", runtime=self.runtime)
-        if fmt.runtime != self.runtime:
-            raise ValueError(f"weights {self.weights} run on {fmt.runtime}, not on {self.runtime}")
-        kv_bytes_per_element(self.kv_cache, self.runtime)
-        if self.runtime == "llama.cpp" and self.kv_cache in ("q8_0", "q4_0") and not self.flash_attn:
-            raise ValueError(f"a {self.kv_cache} KV cache needs flash_attn in llama.cpp")
-        if (self.gpu_layers > 0) != (self.gpus > 0):
-            raise ValueError("gpu_layers and gpus must be both zero (CPU) or both positive")
-        if self.placement == "cpu" and self.gpu_layers:
-            raise ValueError("placement 'cpu' with gpu_layers > 0")
-        if self.prune:
-            parse_prune(self.prune)
-            if self.runtime != "transformers":
-                raise ValueError("pruning runs on transformers only")
-        if self.disk_layers and self.runtime != "transformers":
-            raise ValueError("disk_layers (accelerate's disk offload) runs on transformers only")
-        if self.sparse_kernels and self.prune != "2:4":
-            raise ValueError("sparse_kernels needs prune '2:4'")
+        """Refuse what the registered runtimes cannot execute (one message each)."""
+        refused = refusal(self)
+        if refused:
+            raise ValueError(refused)
         return self
+
+
+def refusal(setup: Setup) -> str:
+    """Why no registered runtime can execute `setup` ('' when one can): the plan file's checks."""
+    from fitplan.strategies.pruning import parse_prune
+    from fitplan.strategies.registry import check_kv_cache, cost_model, cost_models, runtime_names, weight_format
+    from fitplan.strategies.runtimes.contract import DISK, PRUNE
+
+    if setup.runtime not in runtime_names():
+        return f"unknown runtime {setup.runtime!r}; known: {', '.join(runtime_names())}"
+    runtime = cost_model(setup.runtime)
+    fmt = weight_format(setup.weights, source="plan.weights", runtime=setup.runtime)
+    if fmt.runtime != setup.runtime:
+        return f"weights {setup.weights} run on {fmt.runtime}, not on {setup.runtime}"
+    check_kv_cache(setup.kv_cache, setup.runtime)
+    refused = runtime.refuse(setup)
+    if refused:
+        return refused
+    if (setup.gpu_layers > 0) != (setup.gpus > 0):
+        return "gpu_layers and gpus must be both zero (CPU) or both positive"
+    if setup.placement == "cpu" and setup.gpu_layers:
+        return "placement 'cpu' with gpu_layers > 0"
+    if setup.prune:
+        parse_prune(setup.prune)
+        if PRUNE not in runtime.features:
+            return f"pruning runs on {_having(cost_models(), PRUNE)} only"
+    if setup.disk_layers and DISK not in runtime.features:
+        return f"disk_layers (accelerate's disk offload) runs on {_having(cost_models(), DISK)} only"
+    if setup.sparse_kernels and setup.prune != "2:4":
+        return "sparse_kernels needs prune '2:4'"
+    return ""
+
+
+def _having(models: dict[str, Any], feature: str) -> str:
+    return " / ".join(name for name, m in models.items() if feature in m.features)
 
 
 class PlanFile(_Strict):
@@ -133,7 +126,7 @@ def plan_from_advice(doc: dict[str, Any]) -> PlanFile:
         created_by = "fitplan"
     m, hw = doc["model"], doc["hardware"]
     model = PlanModel(name=m["name"], source=m["source"], location=m["location"], hub_id=m.get("hub_id"),
-                      fingerprint=fingerprint(m["location"]) if m["source"] in ("gguf", "folder") else None,
+                      fingerprint=weights_fingerprint(m["location"]) if m["source"] in ("gguf", "folder") else None,
                       parameters=m["parameters"], layers=m["layers"])
     hardware = PlanHardware(name=hw["name"], detected=hw["detected"], gpus=[g["name"] for g in hw["gpus"]],
                             cpu=hw["cpu"]["name"], ram_bytes=hw["ram_bytes"])
@@ -171,43 +164,14 @@ def parse_plan(doc: Any, where: str = "plan") -> PlanFile:
 
 
 def plan_json_schema() -> dict[str, Any]:
+    from fitplan.strategies.registry import runtime_names
+
     schema = PlanFile.model_json_schema()
+    # a plan names a registered runtime: the schema lists this installation's
+    schema["$defs"]["PlanSetup"]["properties"]["runtime"] = {"enum": runtime_names(), "title": "Runtime", "type": "string"}
     schema["$id"] = f"https://fitplan.dev/schema/plan/v{PLAN_SCHEMA_VERSION}.json"
     schema["title"] = f"fitplan plan file, schema version {PLAN_SCHEMA_VERSION}"
     return schema
-
-
-def fingerprint(location: str) -> str:
-    """sha256 over each weight file's size and first and last MiB: it tells a replaced or truncated
-    file from the planned one in milliseconds, without reading 100 GB.
-
-    Regular files only: a FIFO, a device, a folder or a dangling link, as the location or named like a
-    weight file inside it, is refused in one line (ModelFileError) rather than blocking or reading forever."""
-    from fitplan.errors import ModelFileError
-    from fitplan.user_files import open_regular, printable
-
-    if os.path.isdir(location):
-        try:
-            names = os.listdir(location)
-        except OSError as exc:
-            raise ModelFileError(printable(f"cannot list model folder {location}: {exc.strerror or exc}")) from None
-        files = sorted(os.path.join(location, n) for n in names if n.endswith((".safetensors", ".gguf", "config.json")))
-    else:
-        files = [location]
-    digest = hashlib.sha256()
-    for path in files:
-        fd = open_regular(path, "model file", ModelFileError)
-        try:
-            size = os.fstat(fd).st_size
-            digest.update(f"{os.path.basename(path)}:{size}:".encode())
-            digest.update(os.pread(fd, 2**20, 0))
-            if size > 2**21:
-                digest.update(os.pread(fd, 2**20, size - 2**20))
-        except OSError as exc:
-            raise ModelFileError(printable(f"cannot read model file {path}: {exc.strerror or exc}")) from None
-        finally:
-            os.close(fd)
-    return "sha256-ends:" + digest.hexdigest()
 
 
 def check_fingerprint(plan: PlanFile) -> None:
@@ -220,7 +184,7 @@ def check_fingerprint(plan: PlanFile) -> None:
     if not m.fingerprint:  # without it, nothing would tell the planned weights from any other file
         raise BadValueError(f"the plan names local weights {m.location} but no fingerprint of them, so nothing "
                             "can check they are the planned ones: run advise -o again")
-    if fingerprint(m.location) != m.fingerprint:
+    if weights_fingerprint(m.location) != m.fingerprint:
         raise BadValueError(f"{m.location} changed since the plan was made (fingerprint differs): run advise -o again")
 
 
@@ -239,3 +203,15 @@ def local_weights(plan: PlanFile) -> str:
         raise BadValueError(f"the plan's {plan.plan.weights} weights are not on disk yet ({source.get('kind')}): "
                             f"{source.get('how', '')}")
     return m.location
+
+
+def run_target(plan: PlanFile) -> RunTarget:
+    """What an executor runs for `plan`: its choices and model, with the local weights checked (or the
+    one-line reason there are none, raised only by an executor that needs them)."""
+    local, why = None, None
+    try:
+        local = ModelSource(plan.model.source, local_weights(plan))
+    except FitplanError as exc:
+        why = exc
+    m = plan.model
+    return RunTarget(plan.plan, m.name, m.layers, m.source, m.location, m.hub_id, m.fingerprint, local, why)

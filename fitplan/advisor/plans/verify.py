@@ -7,7 +7,6 @@ worker, so the conversion's memory never counts.
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import sys
 from dataclasses import asdict
@@ -59,18 +58,8 @@ def measure(
     source = model_source(spec)
     prepared = run_worker({"mode": "prepare", "runtime": setup.runtime, "source": asdict(source)}, timeout_s=timeout_s)
     return run_worker({"mode": "measure", "runtime": setup.runtime, "source": prepared["source"],
-                       "setup": asdict(setup), "layers": spec.layers, "prompt_tokens": prompt_tokens,
+                       "setup": setup.model_dump(mode="json"), "layers": spec.layers, "prompt_tokens": prompt_tokens,
                        "gen_tokens": gen_tokens, "repeat": repeat}, timeout_s=timeout_s)
-
-
-def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Median, min and max of each speed figure over the repeats (the machine is noisy)."""
-    figures = {
-        "prefill_tokens_per_s": [r["prompt_tokens"] / r["prefill_s"] for r in runs],
-        "decode_tokens_per_s": [(r["generated"] - 1) / r["decode_s"] for r in runs if r["generated"] > 1],
-        "ttft_s": [r["ttft_s"] for r in runs],
-    }
-    return {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in figures.items() if v}
 
 
 def ratio(predicted: float | None, measured: float | None) -> float | None:

@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict, replace
 from typing import Any
 
-from fitplan.advisor.planner.calibration import fit_entry, key, load_calibration, save_entry
+from fitplan.advisor.planner.calibration import fit_entry, key, load_calibration, save_entry, summarize_runs
 from fitplan.advisor.planner.speed import Efficiency, SpeedPrediction, default_efficiency, plan_speed
-from fitplan.advisor.plans.verify import measure, ratio, summarize_runs
+from fitplan.advisor.plans.verify import measure, ratio
 from fitplan.errors import BadValueError, FitplanError
 from fitplan.model_spec import ModelSpec
 from fitplan.plan_spec import Setup
-from fitplan.strategies.runtime import runtime_model
-from fitplan.strategies.quantization import tensor_bytes, weight_format
+from fitplan.strategies.quantization import tensor_bytes
+from fitplan.strategies.registry import cost_model, normalize_runtime, weight_format
 
+RECORDED = {"placement", "context_note", "weights_source", "pruning"}  # what a plan file notes, not a choice
 # a prompt long enough that prefill is compute-bound, as it is at real prompt lengths
 PROBE_PROMPT_TOKENS, PROBE_GEN_TOKENS = 128, 16
 
@@ -23,8 +23,6 @@ def default_setup(spec: ModelSpec, hw: Any, *, runtime: str | None = None, weigh
                   context: int | None = None, threads: int | None = None, flash_attn: bool | None = None,
                   gpu_layers: int | None = None, kv_cache: str | None = None) -> Setup:
     """The plan verify runs when nothing is pinned: the model's own weights, all layers on the GPUs."""
-    from fitplan.advisor.planner.solver import normalize_runtime
-
     runtime = normalize_runtime(runtime) if runtime else ("llama.cpp" if spec.source == "gguf" else "transformers")
     if weights is None:
         weights = spec.native_dtype if runtime == "llama.cpp" else ("bf16" if hw.gpus else "fp32")
@@ -35,13 +33,13 @@ def default_setup(spec: ModelSpec, hw: Any, *, runtime: str | None = None, weigh
     gpus = len(hw.gpus)
     layers = (spec.layers if gpus else 0) if gpu_layers is None else min(gpu_layers, spec.layers if gpus else 0)
     flash = runtime == "llama.cpp" if flash_attn is None else (flash_attn and runtime == "llama.cpp")
-    return Setup(runtime, fmt.name, kv, context or min(spec.max_context, 2048), 1, threads or hw.cpu.cores,
-                 layers, gpus if layers else 0, flash_attn=flash)
+    return Setup(runtime=runtime, weights=fmt.name, kv_cache=kv, context=context or min(spec.max_context, 2048), batch=1,
+                 threads=threads or hw.cpu.cores, gpu_layers=layers, gpus=gpus if layers else 0, flash_attn=flash)
 
 
 def _plan_from_file(path: str) -> tuple[ModelSpec, dict[str, Any]]:
-    from fitplan.advisor.plans.plan_file import check_fingerprint, load_plan
     from fitplan.advisor.models.resolve import resolve_model
+    from fitplan.advisor.plans.plan_file import check_fingerprint, load_plan
 
     plan = load_plan(path)
     check_fingerprint(plan)
@@ -56,14 +54,14 @@ def _plan_from_file(path: str) -> tuple[ModelSpec, dict[str, Any]]:
 
 def verify_plan(model: str, *, prompt_tokens: int, gen_tokens: int, repeat: int, **pins: Any) -> dict[str, Any]:
     from fitplan.advisor.models.resolve import resolve_model
-    from fitplan.profiles.detect import detect
+    from fitplan.profiles.named import hardware
 
     if model.endswith(".json") and os.path.isfile(model):
         spec, from_file = _plan_from_file(model)
         pins = {**from_file, **{k: v for k, v in pins.items() if v is not None}}
     else:
         spec = resolve_model(model)
-    hw = detect(os.path.dirname(os.path.abspath(spec.location)) if spec.source != "catalog" else None)
+    hw = hardware("auto", beside=spec.location)
     setup = default_setup(spec, hw, **pins)
     if prompt_tokens + gen_tokens > setup.context:
         raise BadValueError(f"--prompt-tokens + --gen-tokens ({prompt_tokens + gen_tokens}) exceed the context {setup.context}")
@@ -77,9 +75,9 @@ def predicted_for_run(spec: ModelSpec, hw: Any, setup: Setup, *, prompt_tokens: 
     from fitplan.profiles.probes import load_cached
 
     weights = tensor_bytes(spec, weight_format(setup.weights))
-    runtime = runtime_model(setup.runtime)
-    # transformers has no fixed context: its cache holds the tokens of the run
-    memory_setup = setup if setup.runtime == "llama.cpp" else replace(setup, context=prompt_tokens + gen_tokens)
+    runtime = cost_model(setup.runtime)
+    # a cache that grows (transformers) holds the tokens of the run; llama.cpp's is allocated whole
+    memory_setup = setup if runtime.preallocates_kv else setup.with_(context=prompt_tokens + gen_tokens)
     memory = runtime.memory(spec, memory_setup, weights, prompt_tokens=prompt_tokens)
     speed = plan_speed(spec, setup, weights, hw, probes=load_cached(hw), efficiency=efficiency,
                        prompt_tokens=prompt_tokens)
@@ -88,9 +86,8 @@ def predicted_for_run(spec: ModelSpec, hw: Any, setup: Setup, *, prompt_tokens: 
 
 def verify_document(spec: ModelSpec, hw: Any, setup: Setup, measured: dict[str, Any], *,
                     prompt_tokens: int, gen_tokens: int) -> dict[str, Any]:
-    from fitplan.profiles.probes import fingerprint
-
     from fitplan.advisor.planner.estimate import efficiency_for
+    from fitplan.profiles.probes import fingerprint
 
     calibrated = efficiency_for(load_calibration(fingerprint(hw)), setup.runtime, setup.gpu_layers)
     memory, speed = predicted_for_run(spec, hw, setup, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens,
@@ -115,7 +112,7 @@ def verify_document(spec: ModelSpec, hw: Any, setup: Setup, measured: dict[str, 
     return {
         "model": {"name": spec.name, "location": spec.location, "parameters": spec.parameters},
         "hardware": {"name": hw.name, "cpu": hw.cpu.name, "gpus": [g.name for g in hw.gpus]},
-        "plan": asdict(setup),
+        "plan": setup.model_dump(mode="json", exclude=RECORDED),
         "workload": {"prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens, "repeat": len(measured["runs"])},
         "predicted": {"memory": memory, **speed.as_dict(),
                       "provenance": {"memory": "estimated", "speed": speed.provenance, "speed_basis": speed.basis}},
@@ -130,9 +127,9 @@ def render_verify(doc: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
     from fitplan.units import format_bytes
+    from fitplan.user_files import shown
 
     plan, work = doc["plan"], doc["workload"]
-    from fitplan.advisor.cli.report import shown
 
     console.print(f"[bold]{shown(doc['model']['name'])}[/] via {plan['runtime']} {plan['weights']}, context {plan['context']}, "
                   f"{plan['threads']} threads; {work['prompt_tokens']} prompt + {work['gen_tokens']} generated tokens, "

@@ -45,8 +45,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     runtime = executor(job["runtime"])
     source = ModelSource(**job["source"])
     if job["mode"] == "prepare":
-        prepare = getattr(runtime, "prepare", None)
-        return {"source": dataclasses.asdict(prepare(source) if prepare else source)}
+        return {"source": dataclasses.asdict(runtime.prepare(source))}
     baseline = vm_hwm_bytes()
     start = time.perf_counter()
     model = runtime.open(source, Setup(**job["setup"]), layers=job["layers"])

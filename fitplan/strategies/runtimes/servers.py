@@ -1,18 +1,21 @@
-"""Servers fitplan starts but does not run in-process: vLLM and TensorRT-LLM (NVIDIA GPUs only).
+"""What the executors of servers fitplan starts but does not run in-process share: vLLM and
+TensorRT-LLM (NVIDIA GPUs only; runtimes/vllm/executor.py, runtimes/tensorrt_llm/executor.py).
 
-Each is an executor registered through the runtime hook: `missing()` says in one line why it cannot
-run here (package absent, no NVIDIA GPU), and `serve_args` builds the runtime's own OpenAI-compatible
-server command from a plan, the same command `fitplan export --to vllm|tensorrt-llm` prints.
+Each says in one line why it cannot run here (package absent, no NVIDIA GPU) and builds the
+runtime's own OpenAI-compatible server command from a plan, the command `fitplan export --to
+vllm|tensorrt-llm` prints.
 """
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+import shlex
 
 from fitplan.errors import BadValueError
+from fitplan.plan_spec import ModelSource, RunTarget, Setup
+from fitplan.strategies.runtimes.contract import ServeCommand, Session, TimedModel
 
 
-def _missing(package: str, module: str, install: str, name: str, plan_hint: str) -> str | None:
+def server_missing(package: str, module: str, install: str, name: str, plan_hint: str) -> str | None:
     from fitplan.profiles.detect import detect_gpus
 
     reasons = []
@@ -25,41 +28,36 @@ def _missing(package: str, module: str, install: str, name: str, plan_hint: str)
     return f"{name} cannot run here: {' and '.join(reasons)}; {plan_hint}"
 
 
-def hf_model(plan: Any) -> str:
+def hf_model(target: RunTarget) -> str:
     """What vLLM and TensorRT-LLM load: the model's Hugging Face repository, or its local folder."""
-    m = plan.model
-    target = m.hub_id or (m.location if m.source == "folder" else None)
-    if target is None:
-        raise BadValueError(f"no Hugging Face repository is known for {m.name}: vLLM and TensorRT-LLM need one "
+    found = target.hub_id or (target.location if target.source == "folder" else None)
+    if found is None:
+        raise BadValueError(f"no Hugging Face repository is known for {target.name}: vLLM and TensorRT-LLM need one "
                             "(or a local safetensors folder)")
-    return target
+    return found
 
 
-class VllmExecutor:
-    name = "vllm"
+class ServerExecutor:
+    """An executor whose runtime is a server: it serves and exports its command, nothing in-process."""
 
-    def missing(self) -> str | None:
-        return _missing("vllm", "vllm", "pip install vllm", "vLLM", "`fitplan export PLAN --to vllm` prints the command")
+    name: str
+    exports: tuple[str, ...]
 
-    def serve_args(self, plan: Any, *, port: int, host: str) -> list[str]:
-        from fitplan.strategies.runtimes.transformers.cost import TORCH_DTYPES
+    def prepare(self, source: ModelSource) -> ModelSource:
+        return source
 
-        s = plan.plan
-        return ["vllm", "serve", hf_model(plan), "--dtype", TORCH_DTYPES.get(s.weights, "bfloat16"), "--max-model-len", str(s.context),
-                "--tensor-parallel-size", str(max(1, s.gpus)), "--max-num-seqs", str(s.batch),
-                "--host", host, "--port", str(port)]
+    def open(self, source: ModelSource, setup: Setup, *, layers: int) -> TimedModel:
+        raise BadValueError(f"fitplan verify does not run {self.name}: it is a server (fitplan run --serve --server {self.name})")
 
+    def session(self, target: RunTarget) -> Session:
+        raise BadValueError(f"{self.name} is a server: start it with fitplan run PLAN --serve --server {self.name}")
 
-class TensorRTLLMExecutor:
-    name = "tensorrt-llm"
+    def serve_args(self, target: RunTarget, *, port: int, host: str) -> list[str]:
+        raise NotImplementedError
 
-    def missing(self) -> str | None:
-        return _missing("tensorrt-llm", "tensorrt_llm", "pip install tensorrt-llm", "TensorRT-LLM",
-                        "`fitplan export PLAN --to tensorrt-llm` prints the command")
+    def serve(self, target: RunTarget, *, port: int, host: str) -> ServeCommand:
+        args = self.serve_args(target, port=port, host=host)
+        return ServeCommand(args, args[2])  # it answers to the model it loaded, by that name
 
-    def serve_args(self, plan: Any, *, port: int, host: str) -> list[str]:
-        """trtllm-serve on the Hugging Face checkpoint (its PyTorch backend builds no engine first)."""
-        s = plan.plan
-        return ["trtllm-serve", hf_model(plan), "--backend", "pytorch", "--tp_size", str(max(1, s.gpus)),
-                "--pp_size", "1", "--max_batch_size", str(s.batch), "--max_seq_len", str(s.context),
-                "--host", host, "--port", str(port)]
+    def export(self, target: RunTarget, to: str, *, max_tokens: int, port: int) -> str:
+        return shlex.join(self.serve_args(target, port=port, host="127.0.0.1"))

@@ -8,18 +8,23 @@ counted in the process's RSS, offloaded ones are copied to the GPU and unmapped.
 """
 from __future__ import annotations
 
-import importlib.util
-import time
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fitplan.datafiles import load_table
 from fitplan.errors import BadValueError
 from fitplan.model_spec import ModelSpec, TensorInfo
-from fitplan.plan_spec import DeviceMemory, ModelSource, RunTiming, Setup, WeightBytes, gpu_name
-from fitplan.strategies.kv_cache import layer_kv_bytes
+from fitplan.plan_spec import DeviceMemory, Setup, WeightBytes, gpu_name
+from fitplan.strategies.kv_cache import layer_kv_bytes, offered_kv_types
+from fitplan.strategies.runtimes.contract import EXACT, EXPERTS_CPU, KV_FALLBACK, SPLIT
+
+if TYPE_CHECKING:
+    from fitplan.hardware_spec import HardwareSpec
+    from fitplan.strategies.quantization import WeightFormat
 
 RUNTIME = "llama.cpp"
+QUANTIZED_KV = ("q8_0", "q4_0")  # llama.cpp refuses a quantized V cache without flash attention
 _F32 = 4
 # bytes per element of the type ggml converts kq to for mul_mat with V (type_traits_cpu vec_dot_type)
 _VEC_DOT_BYTES = {"f16": 2.0, "bf16": 2.0, "f32": 4.0, "q8_0": 1.0625, "q4_0": 1.0625}
@@ -27,6 +32,29 @@ _VEC_DOT_BYTES = {"f16": 2.0, "bf16": 2.0, "f32": 4.0, "q8_0": 1.0625, "q4_0": 1
 
 def constants() -> dict[str, int]:
     return load_table("fitplan.strategies.data", "runtimes.toml")["llama_cpp"]
+
+
+def default_kv_cache(fmt: WeightFormat, hw: HardwareSpec, gpu_layers: int) -> str:
+    return "f16"
+
+
+def flash_attn(wanted: bool | None, kv_cache: str, hw: HardwareSpec, all_on_gpu: bool) -> bool:
+    """On unless the user turned it off; a quantized V cache needs it."""
+    if kv_cache in QUANTIZED_KV:
+        if wanted is False:
+            raise BadValueError(f"a {kv_cache} KV cache needs flash attention in llama.cpp; drop --no-flash-attn")
+        return True
+    return True if wanted is None else wanted
+
+
+def flash_attn_unmet(hw: HardwareSpec) -> str:
+    return ""  # the CPU and every GPU backend have it
+
+
+def refuse(setup: Setup) -> str:
+    if setup.kv_cache in QUANTIZED_KV and not setup.flash_attn:
+        return f"a {setup.kv_cache} KV cache needs flash_attn in llama.cpp"
+    return ""
 
 
 def layer_device(spec: ModelSpec, setup: Setup, layer: int) -> str:
@@ -161,97 +189,29 @@ def _gpu_compute_bytes(spec: ModelSpec, setup: Setup, n_ctx: int, ubatch: int, *
     return max(attention, logits, _mlp_phase_bytes(spec, ubatch))
 
 
-# --- how to execute --------------------------------------------------------------------------
-
-# ggml type ids for llama-cpp-python's type_k / type_v (ggml.h enum ggml_type)
-_GGML_KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "bf16": 30}
-FILLER = "The quick brown fox jumps over the lazy dog while the patient cat watches from the wall. "
-
-
-class LlamaCppExecutor:
-    """Loads a GGUF file with llama-cpp-python and times greedy generation."""
+class LlamaCppCost:
+    """llama.cpp's CostModel (strategies/runtimes/contract.py): the functions of this module."""
 
     name = RUNTIME
+    aliases = ("llamacpp", "llama-cpp", "llama_cpp")
+    features = frozenset({SPLIT, EXPERTS_CPU, EXACT, KV_FALLBACK})
+    preallocates_kv = True  # the KV cache is allocated whole for the context at load
+    smaller_kv_cache = "q8_0"  # measured lossless (kv_dtypes.toml): may keep every layer on the GPU
+    formats: Mapping[str, Mapping[str, Any]] = {}  # its formats are formats.toml's GGUF types
+    strategy_row: Mapping[str, Any] = {}  # its option is strategies.toml's [runtime."llama.cpp"]
 
-    def missing(self) -> str | None:
-        if importlib.util.find_spec("llama_cpp") is None:
-            return "llama-cpp-python is not installed: pip install 'fitplan[llamacpp]'"
-        return None
+    @property
+    def kv_cache_types(self) -> tuple[str, ...]:
+        return offered_kv_types(RUNTIME)
 
-    def open(self, source: ModelSource, setup: Setup, *, layers: int) -> "LlamaCppModel":
-        if source.kind != "gguf":
-            raise BadValueError(f"llama.cpp runs GGUF files; {source.path} is a {source.kind}")
-        import llama_cpp
-
-        llm = llama_cpp.Llama(**llama_kwargs(source.path, setup, layers=layers))
-        return LlamaCppModel(llm)
-
-    def session(self, plan: Any) -> Any:
-        """A generating session for `fitplan run` / `fitplan.load` (strategies/runtimes/llamacpp/session.py)."""
-        from fitplan.advisor.plans.plan_file import local_weights
-        from fitplan.strategies.runtimes.llamacpp.session import LlamaCppSession
-
-        path = local_weights(plan)
-        if plan.model.source != "gguf":
-            raise BadValueError(f"llama.cpp runs GGUF files; the plan's model is a {plan.model.source} ({path})")
-        return LlamaCppSession(path, plan.plan, layers=plan.model.layers)
+    constants = staticmethod(constants)
+    layer_device = staticmethod(layer_device)
+    place = staticmethod(place)
+    memory = staticmethod(memory)
+    default_kv_cache = staticmethod(default_kv_cache)
+    flash_attn = staticmethod(flash_attn)
+    flash_attn_unmet = staticmethod(flash_attn_unmet)
+    refuse = staticmethod(refuse)
 
 
-def llama_kwargs(path: str, setup: Any, *, layers: int) -> dict[str, Any]:
-    """llama_cpp.Llama's arguments for a plan: `fitplan run`, verify and the exported code share them."""
-    kwargs = {
-        "model_path": path, "n_ctx": setup.context * setup.batch, "n_batch": constants()["n_ubatch"],
-        # -1 offloads the output head too, as a plan with every block on the GPU assumes
-        "n_gpu_layers": -1 if setup.gpus and setup.gpu_layers >= layers else setup.gpu_layers if setup.gpus else 0,
-        "n_threads": setup.threads, "n_threads_batch": setup.threads, "type_k": _GGML_KV_TYPES[setup.kv_cache],
-        "type_v": _GGML_KV_TYPES[setup.kv_cache], "flash_attn": setup.flash_attn, "seed": 0, "verbose": False,
-        "use_mmap": getattr(setup, "use_mmap", True), "use_mlock": getattr(setup, "use_mlock", False),
-    }
-    if setup.gpus > 1 and setup.gpu_layers:  # blocks per GPU, in the proportions layer_device assigns them
-        kwargs["tensor_split"] = [float(n) for n in gpu_block_counts(setup)]
-    return kwargs
-
-
-def gpu_block_counts(setup: Any) -> list[int]:
-    """How many of the GPU blocks each GPU holds (contiguous runs, as layer_device places them)."""
-    counts = [0] * setup.gpus
-    for i in range(setup.gpu_layers):
-        counts[i * setup.gpus // setup.gpu_layers] += 1
-    return counts
-
-
-class LlamaCppModel:
-    def __init__(self, llm: Any) -> None:
-        self.llm = llm
-
-    def prompt(self, n_tokens: int) -> list[int]:
-        """A deterministic prompt of exactly n_tokens (after the BOS the model adds, if any)."""
-        text = FILLER * (n_tokens // 8 + 8)
-        return self.llm.tokenize(text.encode("utf-8"))[:n_tokens]
-
-    def _greedy(self) -> int:
-        """argmax of the last position's logits: greedy, with no sampler state built per token."""
-        import llama_cpp
-        import numpy
-
-        logits = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
-        return int(numpy.ctypeslib.as_array(logits, shape=(self.llm.n_vocab(),)).argmax())
-
-    def run(self, prompt_tokens: int, gen_tokens: int) -> RunTiming:
-        llm, tokens = self.llm, self.prompt(prompt_tokens)
-        llm.reset()  # no prompt-cache reuse between repeats
-        start = time.perf_counter()
-        llm.eval(tokens)
-        prefilled = time.perf_counter()
-        token = self._greedy()
-        first = time.perf_counter()
-        generated = [token]
-        for _ in range(gen_tokens - 1):
-            llm.eval([token])
-            token = self._greedy()
-            generated.append(token)
-        end = time.perf_counter()
-        return RunTiming(len(tokens), len(generated), prefilled - start, first - start, end - first, tuple(generated[:16]))
-
-    def close(self) -> None:
-        self.llm.close()
+COST_MODEL = LlamaCppCost()

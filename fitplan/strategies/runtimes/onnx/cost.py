@@ -1,4 +1,4 @@
-"""ONNX Runtime's cost model and executor: a model exported with optimum, run by onnxruntime.
+"""ONNX Runtime's cost model: a model exported with optimum, run by onnxruntime.
 
 Memory is laid out as transformers lays it out (the same weights in fp32, the same KV cache of
 past_key_values tensors, activations of one block's forward); only the process constants differ,
@@ -6,15 +6,19 @@ measured in the ONNX environment (data/runtimes.toml [onnxruntime]).
 """
 from __future__ import annotations
 
-import importlib.util
-from dataclasses import replace
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from fitplan.datafiles import load_table
-from fitplan.errors import BadValueError
 from fitplan.model_spec import ModelSpec, TensorInfo
 from fitplan.plan_spec import DeviceMemory, Setup, WeightBytes
+from fitplan.strategies.kv_cache import offered_kv_types
+from fitplan.strategies.runtimes.contract import SPLIT
 from fitplan.strategies.runtimes.transformers import cost as runtime_transformers
+
+if TYPE_CHECKING:
+    from fitplan.hardware_spec import HardwareSpec
+    from fitplan.strategies.quantization import WeightFormat
 
 RUNTIME = "onnxruntime"
 
@@ -35,34 +39,54 @@ def memory(spec: ModelSpec, setup: Setup, weights: WeightBytes, prompt_tokens: i
            ) -> dict[str, DeviceMemory]:
     """transformers' layout with onnxruntime's process constants; no dtype conversion at load (the
     export holds the plan's dtype)."""
-    devices = runtime_transformers.memory(spec, replace(setup, weights="fp32"), weights, prompt_tokens)
+    devices = runtime_transformers.memory(spec, setup.with_(weights="fp32"), weights, prompt_tokens)
     c = constants()
     devices["cpu"].overhead = c["cpu_process_baseline_bytes"] + c["cpu_context_fixed_bytes"]
     devices["cpu"].load_transient = 0
     return devices
 
 
-class OnnxRuntimeExecutor:
-    """Exports the model with optimum once, then generates with onnxruntime."""
+def default_kv_cache(fmt: WeightFormat, hw: HardwareSpec, gpu_layers: int) -> str:
+    return "f32"  # the export's past_key_values hold the fp32 compute dtype
+
+
+def flash_attn(wanted: bool | None, kv_cache: str, hw: HardwareSpec, all_on_gpu: bool) -> bool:
+    return False  # the exported graph's attention is what optimum wrote
+
+
+def flash_attn_unmet(hw: HardwareSpec) -> str:
+    return ""
+
+
+def refuse(setup: Setup) -> str:
+    return ""
+
+
+class OnnxRuntimeCost:
+    """ONNX Runtime's CostModel (strategies/runtimes/contract.py): the functions of this module."""
 
     name = RUNTIME
+    aliases = ("onnx", "ort")
+    # the blocks split over GPU and CPU as transformers' would be (its layout); ORT's CUDA provider placing
+    # them so is not measured yet
+    features = frozenset({SPLIT})
+    preallocates_kv = False  # the KV cache grows with the tokens of a run
+    smaller_kv_cache = ""
+    formats: Mapping[str, Mapping[str, Any]] = {}  # its formats are formats.toml's onnx-* rows
+    strategy_row: Mapping[str, Any] = {}  # its option is strategies.toml's [runtime.onnxruntime]
 
-    def missing(self) -> str | None:
-        for module, package in (("onnxruntime", "onnxruntime"), ("optimum.exporters.onnx", "optimum-onnx")):
-            try:
-                found = importlib.util.find_spec(module) is not None
-            except ModuleNotFoundError:
-                found = False
-            if not found:
-                return (f"{package} is not installed; it needs transformers < 4.58, so install it in its own "
-                        "environment: python -m venv .venv-onnx && .venv-onnx/bin/pip install 'fitplan[torch,onnx]'")
-        return None
+    @property
+    def kv_cache_types(self) -> tuple[str, ...]:
+        return offered_kv_types(RUNTIME)
 
-    def open(self, source: Any, setup: Any, *, layers: int) -> Any:
-        raise BadValueError("fitplan verify does not run ONNX Runtime plans yet; use fitplan run")
+    constants = staticmethod(constants)
+    layer_device = staticmethod(layer_device)
+    place = staticmethod(place)
+    memory = staticmethod(memory)
+    default_kv_cache = staticmethod(default_kv_cache)
+    flash_attn = staticmethod(flash_attn)
+    flash_attn_unmet = staticmethod(flash_attn_unmet)
+    refuse = staticmethod(refuse)
 
-    def session(self, plan: Any) -> Any:
-        from fitplan.strategies.runtimes.onnx.session import OnnxSession, plan_export
 
-        folder, onnx_dir = plan_export(plan)
-        return OnnxSession(folder, str(onnx_dir), plan.plan)
+COST_MODEL = OnnxRuntimeCost()

@@ -9,18 +9,19 @@ optimum-onnx 0.1.0 requires transformers < 4.58: this path lives in its own envi
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from fitplan.atomic_file import replace_folder
+from fitplan.plan_spec import RunTarget, Setup
+from fitplan.strategies.runtimes.transformers.executor import TransformersExecutor
 from fitplan.strategies.runtimes.transformers.session import GenerateSession
+from fitplan.user_files import weights_fingerprint
 
 EXPORT_TASK = "text-generation-with-past"
 
 
-def providers(setup: Any) -> list[str]:
+def providers(setup: Setup) -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"] if setup.gpus else ["CPUExecutionProvider"]
 
 
@@ -38,35 +39,29 @@ def exported(folder: str, fingerprint: str) -> Path:
         return target
     from optimum.exporters.onnx import main_export
 
-    staging = Path(tempfile.mkdtemp(prefix=".exporting-", dir=target.parent))
-    try:
+    def build(staging: Path) -> None:
         main_export(folder, output=staging, task=EXPORT_TASK, device="cpu")
         (staging / "fitplan-export.json").write_text(json.dumps(stamp))
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    replace_folder(target, build)
     return target
 
 
-def plan_export(plan: Any) -> tuple[str, Path]:
+def plan_export(target: RunTarget) -> tuple[str, Path]:
     """(the safetensors folder, its ONNX export) of a plan's model, each made once and cached."""
-    from fitplan.advisor.plans.plan_file import fingerprint, local_weights
-    from fitplan.strategies.runtimes.transformers.cost import TransformersExecutor
-
-    folder = TransformersExecutor().plan_folder(plan)
-    return folder, exported(folder, plan.model.fingerprint or fingerprint(local_weights(plan)))
+    folder = TransformersExecutor().folder(target)
+    return folder, exported(folder, target.fingerprint or weights_fingerprint(target.weights().path))
 
 
 GRAPH_OPTIMIZATION = "ORT_ENABLE_ALL"
 
 
-def session_settings(setup: Any) -> dict[str, int]:
+def session_settings(setup: Setup) -> dict[str, int]:
     """The SessionOptions attributes a plan sets (the session and the exported code share them)."""
     return {"intra_op_num_threads": setup.threads, "inter_op_num_threads": 1}
 
 
-def session_options(setup: Any) -> Any:
+def session_options(setup: Setup) -> Any:
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -77,7 +72,7 @@ def session_options(setup: Any) -> Any:
 
 
 class OnnxSession(GenerateSession):
-    def __init__(self, folder: str, onnx_dir: str, setup: Any) -> None:
+    def __init__(self, folder: str, onnx_dir: str, setup: Setup) -> None:
         from optimum.onnxruntime import ORTModelForCausalLM
         from transformers import AutoTokenizer
 

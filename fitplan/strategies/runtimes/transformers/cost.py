@@ -7,27 +7,55 @@ each block, in the compute dtype; sliding-window layers keep `window` tokens.
 """
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import os
-import shutil
-import tempfile
-import time
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from fitplan.cachedir import cache_dir
 from fitplan.datafiles import load_table
-from fitplan.errors import BadValueError
 from fitplan.model_spec import ModelSpec, TensorInfo
-from fitplan.plan_spec import DeviceMemory, ModelSource, RunTiming, Setup, WeightBytes, gpu_name
-from fitplan.strategies.kv_cache import kv_bytes_per_element, layer_kv_bytes
+from fitplan.plan_spec import DeviceMemory, Setup, WeightBytes, gpu_name
+from fitplan.strategies.attention import flash_attention_2_unmet
+from fitplan.strategies.kv_cache import kv_bytes_per_element, layer_kv_bytes, offered_kv_types
+from fitplan.strategies.runtimes.contract import DISK, PRUNE, SPLIT
+
+if TYPE_CHECKING:
+    from fitplan.hardware_spec import HardwareSpec
+    from fitplan.strategies.quantization import WeightFormat
 
 RUNTIME = "transformers"
+TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # plan format -> torch dtype name
 
 
 def constants() -> dict[str, int]:
     return load_table("fitplan.strategies.data", "runtimes.toml")["transformers"]
+
+
+def default_kv_cache(fmt: WeightFormat, hw: HardwareSpec, gpu_layers: int) -> str:
+    """The compute dtype: fp32 for fp32 weights, else bf16 where every GPU holding blocks has it (cc >= 8.0)."""
+    if fmt.name == "fp32":
+        return "f32"
+    bf16 = gpu_layers == 0 or all(_bf16_gpu(g.compute_capability) for g in hw.gpus)
+    return "bf16" if bf16 else "f16"
+
+
+def _bf16_gpu(capability: str | None) -> bool:
+    try:
+        return capability is not None and float(capability) >= 8.0
+    except ValueError:
+        return False
+
+
+def flash_attn(wanted: bool | None, kv_cache: str, hw: HardwareSpec, all_on_gpu: bool) -> bool:
+    """FlashAttention-2 only when asked for, with every block on GPUs that meet its requirement (else sdpa)."""
+    return bool(wanted) and all_on_gpu and flash_attention_2_unmet(hw) is None
+
+
+def flash_attn_unmet(hw: HardwareSpec) -> str:
+    why = flash_attention_2_unmet(hw)
+    return f"--flash-attn on transformers means flash_attention_2, which {why}" if why else ""
+
+
+def refuse(setup: Setup) -> str:
+    return ""
 
 
 def layer_device(spec: ModelSpec, setup: Setup, layer: int) -> str:
@@ -82,14 +110,14 @@ def memory(
         devices[device].kv_cache += layer_kv_bytes(spec, layer, setup.context, setup.kv_cache, RUNTIME, setup.batch)
 
     width = kv_bytes_per_element(setup.kv_cache, RUNTIME)  # the compute dtype's width
-    for name, device in devices.items():
+    for name, held in devices.items():
         if name == "disk":
             continue
         if name in running:
-            device.activations = _forward_bytes(spec, setup.batch, prompt, width)
+            held.activations = _forward_bytes(spec, setup.batch, prompt, width)
         if name == head_device(spec, setup):
-            device.activations += setup.batch * spec.vocab_size * 4  # fp32 logits of the last position
-        device.overhead = c["cpu_process_baseline_bytes"] + c["cpu_context_fixed_bytes"] if name == "cpu" \
+            held.activations += setup.batch * spec.vocab_size * 4  # fp32 logits of the last position
+        held.overhead = c["cpu_process_baseline_bytes"] + c["cpu_context_fixed_bytes"] if name == "cpu" \
             else c["gpu_context_bytes"]
     if "disk" in placed:  # read into the CPU one block at a time (accelerate's disk offload hooks)
         devices["cpu"].activations += _largest_block(placed["disk"])
@@ -131,139 +159,29 @@ def _forward_bytes(spec: ModelSpec, batch: int, prompt: int, width: float) -> in
     return int(batch * prompt * per_token * width)
 
 
-# --- how to execute --------------------------------------------------------------------------
-
-TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # plan format -> torch dtype name
-FILLER = "The quick brown fox jumps over the lazy dog while the patient cat watches from the wall. "
-
-
-class TransformersExecutor:
-    """Loads a safetensors folder (or a GGUF converted once into one) and times greedy decoding."""
+class TransformersCost:
+    """transformers' CostModel (strategies/runtimes/contract.py): the functions of this module."""
 
     name = RUNTIME
+    aliases = ("hf",)
+    features = frozenset({SPLIT, DISK, PRUNE})
+    preallocates_kv = False  # the KV cache grows with the tokens of a run
+    smaller_kv_cache = ""
+    formats: Mapping[str, Mapping[str, Any]] = {}  # its formats are formats.toml's dense, bnb, GPTQ and AWQ rows
+    strategy_row: Mapping[str, Any] = {}  # its option is strategies.toml's [runtime.transformers]
 
-    def missing(self) -> str | None:
-        for package in ("torch", "transformers"):
-            if importlib.util.find_spec(package) is None:
-                return f"{package} is not installed: pip install 'fitplan[torch]'"
-        return None
+    @property
+    def kv_cache_types(self) -> tuple[str, ...]:
+        return offered_kv_types(RUNTIME)
 
-    def prepare(self, source: ModelSource) -> ModelSource:
-        """A folder transformers can load quickly: GGUF files are dequantized once and cached."""
-        if source.kind == "folder":
-            return source
-        folder = cache_dir("converted", _file_fingerprint(source.path))
-        if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
-            return ModelSource("folder", str(folder))
-        _convert_gguf(source.path, folder)
-        return ModelSource("folder", str(folder))
-
-    def open(self, source: ModelSource, setup: Setup, *, layers: int) -> "TransformersModel":
-        if setup.weights not in TORCH_DTYPES:
-            raise BadValueError(f"the transformers executor runs fp32/bf16/fp16 plans here, not {setup.weights}")
-        if source.kind != "folder":
-            raise BadValueError(f"transformers needs a prepared folder, got {source.path}")
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        torch.set_num_threads(setup.threads)
-        device_map = "auto" if setup.gpus and setup.gpu_layers else "cpu"
-        model = AutoModelForCausalLM.from_pretrained(
-            source.path, dtype=getattr(torch, TORCH_DTYPES[setup.weights]), attn_implementation="sdpa",
-            device_map=device_map,
-        )
-        model.eval()
-        return TransformersModel(model, AutoTokenizer.from_pretrained(source.path))
+    constants = staticmethod(constants)
+    layer_device = staticmethod(layer_device)
+    place = staticmethod(place)
+    memory = staticmethod(memory)
+    default_kv_cache = staticmethod(default_kv_cache)
+    flash_attn = staticmethod(flash_attn)
+    flash_attn_unmet = staticmethod(flash_attn_unmet)
+    refuse = staticmethod(refuse)
 
 
-    def plan_folder(self, plan: Any) -> str:
-        """The safetensors folder a plan's model loads from: its own folder, or its GGUF converted once."""
-        from fitplan.advisor.plans.plan_file import local_weights
-
-        return self.prepare(ModelSource(plan.model.source, local_weights(plan))).path
-
-    def session(self, plan: Any) -> Any:
-        """A generating session for `fitplan run` / `fitplan.load` (strategies/runtimes/transformers/session.py);
-        a GGUF is dequantized once into a cached folder, as for verify."""
-        from fitplan.strategies.runtimes.transformers.session import TransformersSession
-        from fitplan.strategies.speculative import PROMPT_LOOKUP
-
-        folder = self.plan_folder(plan)
-        draft, draft_folder = plan.plan.speculative, None
-        if draft is not None and draft.used and draft.draft != PROMPT_LOOKUP:
-            if not os.path.exists(draft.draft):
-                raise BadValueError(f"the plan's draft {draft.draft} is not a local file or folder")
-            kind = "folder" if os.path.isdir(draft.draft) else "gguf"
-            draft_folder = self.prepare(ModelSource(kind, draft.draft)).path
-        return TransformersSession(folder, plan.plan, layers=plan.model.layers, draft_folder=draft_folder,
-                                   draft_weights=draft.draft_weights if draft is not None else None)
-
-
-class TransformersModel:
-    def __init__(self, model: Any, tokenizer: Any) -> None:
-        self.model, self.tokenizer = model, tokenizer
-
-    def prompt(self, n_tokens: int) -> list[int]:
-        ids = self.tokenizer(FILLER * (n_tokens // 8 + 8), add_special_tokens=False)["input_ids"]
-        return list(ids[:n_tokens])
-
-    def run(self, prompt_tokens: int, gen_tokens: int) -> RunTiming:
-        import torch
-
-        tokens = self.prompt(prompt_tokens)
-        device = next(self.model.parameters()).device
-        with torch.inference_mode():
-            start = time.perf_counter()
-            # logits of the last position only, as generate() asks (logits_to_keep=1)
-            out = self.model(torch.tensor([tokens], device=device), use_cache=True, logits_to_keep=1)
-            token = out.logits[:, -1].argmax(-1)
-            first = time.perf_counter()
-            generated, past = [int(token)], out.past_key_values
-            for _ in range(gen_tokens - 1):
-                out = self.model(token[:, None], past_key_values=past, use_cache=True)
-                past, token = out.past_key_values, out.logits[:, -1].argmax(-1)
-                generated.append(int(token))
-            _synchronize(torch)
-            end = time.perf_counter()
-        return RunTiming(len(tokens), len(generated), first - start, first - start, end - first, tuple(generated[:16]))
-
-    def close(self) -> None:
-        del self.model
-
-
-def _synchronize(torch: Any) -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def _file_fingerprint(path: str) -> str:
-    """Size, mtime and the first MiB: enough to tell one GGUF from another without hashing 100 GB."""
-    stat = os.stat(path)
-    digest = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
-    with open(path, "rb") as handle:
-        digest.update(handle.read(2**20))
-    return digest.hexdigest()[:16]
-
-
-def _convert_gguf(path: str, folder: Path) -> None:
-    """Dequantize a GGUF with transformers' own loader and save it as safetensors (atomically).
-
-    transformers refuses save_pretrained on a GGUF-loaded model until its quantizer and
-    quantization_config are dropped (docs/evidence.md, "transformers and GGUF files").
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    directory, name = os.path.split(os.path.abspath(path))
-    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=folder.parent))
-    try:
-        model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(staging, safe_serialization=True)
-        AutoTokenizer.from_pretrained(directory, gguf_file=name).save_pretrained(staging)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+COST_MODEL = TransformersCost()

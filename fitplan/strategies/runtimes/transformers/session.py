@@ -1,4 +1,5 @@
-"""Generating text from a plan with transformers: greedy, streamed as it is produced.
+"""Loading a model with transformers: the generating session of `fitplan run` / `fitplan.load`
+(greedy, streamed as it is produced) and the timed model of `fitplan verify`.
 
 generate() runs in a worker thread and hands text to a TextIteratorStreamer; closing the stream
 early (a stop string, Ctrl-C) sets a flag a stopping criterion reads, so the thread ends within a
@@ -12,17 +13,20 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from fitplan.errors import BadValueError
+from fitplan.plan_spec import RunTiming, Setup
 from fitplan.strategies.runtimes.transformers.cost import TORCH_DTYPES
 from fitplan.strategies.speculative import PROMPT_LOOKUP
 
+FILLER = "The quick brown fox jumps over the lazy dog while the patient cat watches from the wall. "
 _KV_DTYPES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
 
 
-def from_pretrained_kwargs(setup: Any, *, layers: int, tied: bool = False,
+def from_pretrained_kwargs(setup: Setup, *, layers: int, tied: bool = False,
                            offload_folder: str = "fitplan-offload") -> dict[str, Any]:
     """AutoModelForCausalLM.from_pretrained's arguments for a plan (dtypes given by name; `bnb`:
     the BitsAndBytesConfig arguments of a bitsandbytes plan, quantized at load)."""
@@ -45,7 +49,7 @@ def from_pretrained_kwargs(setup: Any, *, layers: int, tied: bool = False,
     return out
 
 
-def device_map(setup: Any, layers: int, tied: bool) -> str | dict[str, Any]:
+def device_map(setup: Setup, layers: int, tied: bool) -> str | dict[str, Any]:
     """accelerate's placement: whole-model strings where they say it all, else block by block as the
     plan places them (GPUs first, then the CPU, the last `disk_layers` blocks on disk), for the
     decoder layout of Llama-family models (model.embed_tokens, model.layers.N, model.norm, lm_head)."""
@@ -65,8 +69,8 @@ def device_map(setup: Any, layers: int, tied: bool) -> str | dict[str, Any]:
     return placed
 
 
-def generate_kwargs(setup: Any) -> dict[str, Any]:
-    speculative = getattr(setup, "speculative", None)
+def generate_kwargs(setup: Setup) -> dict[str, Any]:
+    speculative = setup.speculative
     if speculative is not None and speculative.used and speculative.draft == PROMPT_LOOKUP:
         return {"prompt_lookup_num_tokens": speculative.draft_tokens}
     return {}
@@ -120,7 +124,7 @@ class GenerateSession:
         yield "", int(result["ids"].shape[-1] - inputs["input_ids"].shape[-1])
 
     def close(self) -> None:
-        self.model = self.extra = None
+        self.model, self.extra = None, {}
         if self.offload:
             shutil.rmtree(self.offload, ignore_errors=True)
 
@@ -128,7 +132,7 @@ class GenerateSession:
 class TransformersSession(GenerateSession):
     """A transformers model loaded as the plan says."""
 
-    def __init__(self, folder: str, setup: Any, *, layers: int, draft_folder: str | None = None,
+    def __init__(self, folder: str, setup: Setup, *, layers: int, draft_folder: str | None = None,
                  draft_weights: str | None = None) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -221,3 +225,40 @@ def _tied(folder: str) -> bool:
             return bool(json.load(handle).get("tie_word_embeddings", False))
     except (OSError, ValueError):
         return False
+
+
+class TransformersModel:
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        self.model, self.tokenizer = model, tokenizer
+
+    def prompt(self, n_tokens: int) -> list[int]:
+        ids = self.tokenizer(FILLER * (n_tokens // 8 + 8), add_special_tokens=False)["input_ids"]
+        return list(ids[:n_tokens])
+
+    def run(self, prompt_tokens: int, gen_tokens: int) -> RunTiming:
+        import torch
+
+        tokens = self.prompt(prompt_tokens)
+        device = next(self.model.parameters()).device
+        with torch.inference_mode():
+            start = time.perf_counter()
+            # logits of the last position only, as generate() asks (logits_to_keep=1)
+            out = self.model(torch.tensor([tokens], device=device), use_cache=True, logits_to_keep=1)
+            token = out.logits[:, -1].argmax(-1)
+            first = time.perf_counter()
+            generated, past = [int(token)], out.past_key_values
+            for _ in range(gen_tokens - 1):
+                out = self.model(token[:, None], past_key_values=past, use_cache=True)
+                past, token = out.past_key_values, out.logits[:, -1].argmax(-1)
+                generated.append(int(token))
+            _synchronize(torch)
+            end = time.perf_counter()
+        return RunTiming(len(tokens), len(generated), first - start, first - start, end - first, tuple(generated[:16]))
+
+    def close(self) -> None:
+        del self.model
+
+
+def _synchronize(torch: Any) -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()

@@ -9,7 +9,7 @@ from fitplan.errors import BadValueError
 
 def ggml_type_size(type_name: str) -> tuple[int, int]:
     """(elements per block, bytes per block) of a ggml type such as "Q4_K" or "F16"."""
-    table = load_table("fitplan.strategies.data", "ggml_types.toml")
+    table = load_table("fitplan.advisor.models.data", "ggml_types.toml")
     entry = table.get(type_name.upper())
     if entry is None:
         raise BadValueError(f"unknown ggml type {type_name!r}")
@@ -18,7 +18,7 @@ def ggml_type_size(type_name: str) -> tuple[int, int]:
 
 def ggml_type_name(type_id: int) -> str | None:
     """The name of a ggml type id as stored in GGUF tensor infos, or None if unknown."""
-    table = load_table("fitplan.strategies.data", "ggml_types.toml")
+    table = load_table("fitplan.advisor.models.data", "ggml_types.toml")
     for name, entry in table.items():
         if entry["id"] == type_id:
             return name

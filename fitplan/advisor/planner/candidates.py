@@ -1,0 +1,89 @@
+"""What the solver weighs and answers: the request, each candidate plan, and the advice."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fitplan.plan_spec import DeviceMemory, Setup
+from fitplan.strategies.quantization import WeightFormat
+
+if TYPE_CHECKING:
+    from fitplan.advisor.planner.speed import SpeedPrediction
+    from fitplan.strategies.runtimes.vllm.cost import ScaleOut
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the user asked for: pins are None when free."""
+
+    context: int | None = None
+    batch: int = 1
+    threads: int | None = None
+    runtime: str | None = None
+    weights: str | None = None
+    kv_cache: str | None = None
+    max_vram: int | None = None  # bytes per GPU
+    max_ram: int | None = None
+    gpu_layers: int | None = None  # pin the blocks on the GPUs (0: CPU only); None: the solver places them
+    objective: str = "balanced"
+    flash_attn: bool | None = None  # None: on for llama.cpp (exact attention, less memory); off for transformers (SDPA)
+    draft: str | None = None  # speculative decoding: a draft model (catalog name or local file) or "prompt-lookup"
+    acceptance: float | None = None  # the draft's acceptance rate; None: the stated default
+    acceptance_source: str | None = None  # how the rate was obtained, e.g. by the acceptance probe
+    draft_tokens: int | None = None  # tokens the draft proposes per step
+    min_tokens_per_s: float | None = None
+    max_ttft_s: float | None = None
+    max_ppl_increase: float | None = None
+    prune: str | None = None  # "2:4" or "unstructured:RATIO": pinned only, the solver never proposes it
+    disk_layers: int | None = None  # transformers: keep the last N blocks on disk (accelerate offload); pinned only
+
+
+@dataclass
+class Candidate:
+    setup: Setup
+    fmt: WeightFormat
+    memory: dict[str, DeviceMemory]
+    fits: bool
+    layers: int
+    reason: str = ""
+    speed: SpeedPrediction | None = None  # attached by advisor/planner/estimate.py
+    speculation: dict[str, Any] | None = None  # the draft, its acceptance and the speed-up, when asked for
+    source_loss: float = 0.0  # a quantized source file's own loss: converting it cannot undo it
+    converted: bool = False  # the weights must be converted or downloaded (not the files at hand)
+
+    def timed(self) -> SpeedPrediction:
+        """Its speed, which every fitting candidate has once the solver timed it."""
+        assert self.speed is not None, f"{self.label} was not timed"
+        return self.speed
+
+    @property
+    def placement(self) -> str:
+        if self.setup.disk_layers:
+            return "disk"
+        if self.setup.gpu_layers == 0:
+            return "cpu"
+        if self.setup.layer_map:
+            return "exact"
+        if self.setup.cpu_moe_layers:
+            return "experts-cpu"
+        return "gpu" if self.setup.gpu_layers == self.layers else "split"
+
+    @property
+    def label(self) -> str:
+        where = {"cpu": "CPU", "gpu": "GPU", "split": f"{self.setup.gpu_layers} layers on GPU, rest on CPU",
+                 "disk": f"{self.setup.disk_layers} layers on disk, {self.setup.gpu_layers} on GPU, rest on CPU",
+                 "experts-cpu": f"GPU, experts of {self.setup.cpu_moe_layers} layers on CPU",
+                 "exact": f"exact placement: {sum(d == 'cpu' for d in self.setup.layer_map)} blocks and "
+                          f"{sum(d == 'cpu' for d in self.setup.expert_map)} expert sets on CPU"}
+        return f"{self.setup.runtime} {self.fmt.name} ({where[self.placement]})"
+
+
+@dataclass
+class Advice:
+    chosen: Candidate
+    fits: bool
+    alternatives: list[Candidate] = field(default_factory=list)
+    rejected: list[Candidate] = field(default_factory=list)
+    context_note: str = ""
+    scale_out: ScaleOut | None = None  # where nothing fits: the fewest GPUs that would hold it (vLLM)
+    excluded: list[tuple[str, str]] = field(default_factory=list)  # (format, why this machine cannot run it)

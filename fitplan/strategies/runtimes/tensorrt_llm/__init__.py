@@ -1,0 +1,1 @@
+"""TensorRT-LLM: its OpenAI-compatible server (trtllm-serve) for a plan."""
