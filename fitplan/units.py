@@ -19,7 +19,7 @@ _SIZE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>[a-zA-Z]+)\s*$"
 SIZE_HELP = "a size such as 12GB, 12 GiB, 512MB or 1.5GiB (GB = 10^9 bytes, GiB = 2^30)"
 
 
-def parse_size(text: str, *, source: str = "value") -> int:
+def parse_size(text: object, *, source: str = "value") -> int:
     """Bytes in `text`, e.g. "12GB" -> 12_000_000_000; `source` names where it came from."""
     match = _SIZE.match(str(text))
     unit = match and _UNITS.get(match["unit"].lower())
@@ -62,7 +62,7 @@ _SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60
 DURATION_HELP = "a duration such as 200ms, 1.5s or 50us"
 
 
-def parse_duration(text: str, *, source: str = "value") -> float:
+def parse_duration(text: object, *, source: str = "value") -> float:
     """Seconds in `text`, e.g. "200ms" -> 0.2; a bare number is refused (ms or s?)."""
     match = _DURATION.match(str(text))
     if not match:
@@ -76,7 +76,7 @@ def parse_duration(text: str, *, source: str = "value") -> float:
 _RATE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?|\.\d+)\s*(?:tok(?:ens)?/s)?\s*$")
 
 
-def parse_rate(value: str | int | float, *, source: str = "value") -> float:
+def parse_rate(value: object, *, source: str = "value") -> float:
     """Tokens per second: a positive number, or a string such as "20" or "20 tok/s"."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         rate = float(value)

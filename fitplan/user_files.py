@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from typing import Any
 
 from fitplan.errors import BadValueError, FitplanError
 
@@ -134,7 +133,7 @@ def weights_fingerprint(location: str) -> str:
     return "sha256-ends:" + digest.hexdigest()
 
 
-def shown(text: Any) -> str:
+def shown(text: object) -> str:
     """A string from a file or the user as rich prints it literally: no terminal escapes (printable) and
     no rich markup (a model named '[link=https://...]' would otherwise print as a hyperlink)."""
     from rich.markup import escape

@@ -3,10 +3,15 @@ becomes a pytest item (as pytest-mypy does for files), so one pytest run gates c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from _pytest._code.code import TerminalRepr
+
+if TYPE_CHECKING:
+    from _pytest._code.code import TracebackStyle
+
+    from fitplan.advisor.budgets.budget_file import BudgetFile
 
 BUDGET_FILES = ("pyproject.toml", "fitplan.toml")
 
@@ -45,7 +50,7 @@ class BudgetBroken(Exception):
 
 
 class BudgetItem(pytest.Item):
-    def __init__(self, *, budgets: Any, index: int, profile: str, **kwargs: Any) -> None:
+    def __init__(self, *, budgets: BudgetFile, index: int, profile: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.budgets, self.index, self.profile = budgets, index, profile
 
@@ -60,7 +65,8 @@ class BudgetItem(pytest.Item):
             raise BudgetBroken("; ".join(f"{r.metric}: predicted {show(r.metric, r.predicted)}, limit "
                                          f"{show(r.metric, r.limit)} (line {r.line}: {r.detail})" for r in broken))
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | TerminalRepr:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
+                     style: TracebackStyle | None = None) -> str | TerminalRepr:
         if isinstance(excinfo.value, BudgetBroken):
             return f"{self.name}: {excinfo.value}"
         from fitplan.errors import FitplanError

@@ -75,7 +75,7 @@ def parse_marker(kind: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], te
                   tuple(sorted(extra.items())), float(percentile))
 
 
-def parse_limit(kind: str, value: Any, where: str) -> float:
+def parse_limit(kind: str, value: object, where: str) -> float:
     if kind in ("fits_vram", "fits_ram"):
         return float(parse_size(value, source=where))
     if kind == "max_latency":

@@ -8,12 +8,17 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from fitplan.plugin.measure import PeakMeter, PeakResult
 from fitplan.plugin.state import SETTINGS_KEY, TestRecord, record_for
+
+if TYPE_CHECKING:
+    from fitplan.hardware_spec import HardwareSpec
+    from fitplan.plan_spec import Setup
+    from fitplan.strategies.runtimes.contract import TimedModel
 
 
 def settings_of(config: pytest.Config) -> Any:
@@ -29,7 +34,7 @@ def fitplan_hardware(pytestconfig: pytest.Config) -> Any:
 
 
 @pytest.fixture(scope="session")
-def fitplan_plan(fitplan_hardware: Any) -> Callable[..., dict[str, Any]]:
+def fitplan_plan(fitplan_hardware: HardwareSpec) -> Callable[..., dict[str, Any]]:
     """Factory: fitplan_plan("smollm2-135m", context=2048) -> the advise document on the hardware in force."""
     from fitplan.advisor.models.catalog import catalog_spec
     from fitplan.advisor.models.resolve import resolve_model
@@ -165,7 +170,7 @@ def fitplan_budget() -> Budget:
 class ModelHandle:
     """A model loaded as planned; every run is metered into the current test."""
 
-    def __init__(self, loaded: Any, setup: Any) -> None:
+    def __init__(self, loaded: TimedModel, setup: Setup) -> None:
         self.loaded, self.setup = loaded, setup
         self.record: TestRecord | None = None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -28,6 +28,9 @@ from fitplan.plugin.fixtures import (  # noqa: F401  (pytest finds fixtures in t
 )
 from fitplan.plugin.measure import PeakMeter, PeakResult
 from fitplan.plugin.state import SETTINGS_KEY, Settings, record_for
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 REPORT_KIND = "fitplan-pytest-report"  # what --fitplan-report verifies before replacing a report
 
@@ -105,7 +108,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_Collector(config), "fitplan-budget-collector")
 
 
-def pytest_collect_file(file_path: Any, parent: pytest.Collector) -> pytest.Collector | None:
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     """With --fitplan-budgets, budget files become collectors (plugin/budget_items.py)."""
     if not parent.config.getoption("fitplan_budgets"):
         return None
@@ -231,7 +234,7 @@ class _Collector:
                 self.config.stash[RESULTS_KEY].append(json.loads(str(value)))
 
 
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     rows = config.stash.get(RESULTS_KEY, [])
     if not rows or hasattr(config, "workerinput"):
         return

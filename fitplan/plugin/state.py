@@ -3,7 +3,6 @@ samples and metered tokens, per test item)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
@@ -38,7 +37,7 @@ class TestRecord:
 RECORD_KEY = pytest.StashKey[TestRecord]()
 
 
-def record_for(node: Any) -> TestRecord:
+def record_for(node: pytest.Item) -> TestRecord:
     """The test's record, created on first use."""
     if RECORD_KEY not in node.stash:
         node.stash[RECORD_KEY] = TestRecord()

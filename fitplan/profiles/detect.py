@@ -7,9 +7,12 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fitplan.hardware_spec import CPUSpec, GPUSpec, HardwareSpec
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 _FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "fma", "neon", "asimd")
 
@@ -27,7 +30,7 @@ def detect_gpus() -> tuple[GPUSpec, ...]:
         pynvml.nvmlShutdown()
 
 
-def _nvml_gpu(pynvml: Any, index: int) -> GPUSpec:
+def _nvml_gpu(pynvml: ModuleType, index: int) -> GPUSpec:
     handle = pynvml.nvmlDeviceGetHandleByIndex(index)
     memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
     name = pynvml.nvmlDeviceGetName(handle)

@@ -68,14 +68,14 @@ def _from_file(path: str, source: str) -> HardwareSpec:
     return _build(data, f"profile file {path}")
 
 
-def _text(value: Any) -> Any:
+def _text(value: object) -> Any:
     """A name or description as it may be printed (no terminal escapes); other types fail validation."""
     from fitplan.user_files import printable
 
     return printable(value) if isinstance(value, str) else value
 
 
-def _named(table: Any) -> Any:
+def _named(table: object) -> Any:
     return {k: _text(v) if k == "name" else v for k, v in table.items()} if isinstance(table, dict) else table
 
 

@@ -15,7 +15,10 @@ import sys
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 Result = dict[str, Any]
 
@@ -130,13 +133,13 @@ def torch_matmul(_arg: str | None = None) -> Result:
     return {"values": values, "errors": errors}
 
 
-def _torch_bf16(torch: Any) -> Result:
+def _torch_bf16(torch: ModuleType) -> Result:
     started = time.perf_counter()
     a, b = (torch.randn(_MM_N, _MM_N).to(torch.bfloat16) for _ in range(2))
     return figure(best_rate(lambda: a @ b, 2 * _MM_N**3, budget_s=0.4) / 1e9, "GFLOP/s", started)
 
 
-def _torch_int8(torch: Any) -> Result:
+def _torch_int8(torch: ModuleType) -> Result:
     """torch._int_mm is the int8 GEMM (int32 accumulate); plain int8 matmul is a slow generic loop."""
     started = time.perf_counter()
     a, b = (torch.randint(-128, 127, (_MM_N, _MM_N), dtype=torch.int8) for _ in range(2))
@@ -215,7 +218,7 @@ def gpu(index: str | None) -> Result:
     return {"values": values}
 
 
-def _cuda_rate(torch: Any, run: Callable[[], object], work: float, reps: int = 10) -> float:
+def _cuda_rate(torch: ModuleType, run: Callable[[], object], work: float, reps: int = 10) -> float:
     """Best work per second, each repeat timed between CUDA events after a warm-up."""
     run()
     torch.cuda.synchronize()

@@ -15,13 +15,16 @@ import json
 import os
 import sys
 from functools import cache, lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fitplan.errors import BadValueError, FitplanError
 from fitplan.strategies.kv_cache import element_bytes, offered_by
 from fitplan.strategies.quantization import WeightFormat, all_formats, find_format, format_from_row, format_options
 from fitplan.strategies.runtimes.contract import CostModel, Executor, is_cost_model, is_executor
 from fitplan.strategies.strategy import Option, Strategy, requirement_from
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 GROUP = "fitplan"
 HOOKS = ("fitplan_register_strategies", "fitplan_register_runtimes")
@@ -140,7 +143,7 @@ def executor(name: str) -> Executor:
     return found[name]
 
 
-def _by_name(items: Any) -> dict[str, Any]:
+def _by_name(items: Iterable[Any]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for item in items:
         found.setdefault(item.name, item)  # the first registered wins: the built-ins are called first
@@ -153,7 +156,7 @@ def _collect(hook: str) -> tuple[Any, ...]:
 
     found: list[Any] = []
 
-    def register(item: Any) -> None:
+    def register(item: object) -> None:
         found.append(item)
 
     plugins = plugin_entry_points()

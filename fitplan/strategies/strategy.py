@@ -8,9 +8,12 @@ machine can run and why not.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fitplan.hardware_spec import HardwareSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 @dataclass(frozen=True)
@@ -103,14 +106,14 @@ def option_of(strategy: Strategy, name: str) -> Option:
     return next(o for o in strategy.options() if o.name == name)
 
 
-def requirement_from(row: dict[str, Any], **defaults: Any) -> Requirement:
+def requirement_from(row: dict[str, Any], **defaults: object) -> Requirement:
     """A Requirement from a strategies.toml row; `defaults` fill what the row leaves out."""
     fields = ("devices", "gpu_vendors", "min_compute_capability", "runtimes", "packages", "source")
     values = {**defaults, **{k: row[k] for k in fields if k in row}}
     return Requirement(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()})  # type: ignore[arg-type]
 
 
-def table_options(strategy: str, section: str, effects: Any = None) -> list[Option]:
+def table_options(strategy: str, section: str, effects: Callable[[str], dict[str, Any]] | None = None) -> list[Option]:
     """The options of `section` in data/strategies.toml; effects(name) adds each one's effects."""
     from fitplan.datafiles import load_table
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape, quoteattr
 
 from fitplan.advisor.budgets.budget_file import BudgetEntry, BudgetFile
 from fitplan.advisor.budgets.vocabulary import LIMITS, show
 from fitplan.errors import BadValueError, FitplanError
+
+if TYPE_CHECKING:
+    from fitplan.hardware_spec import HardwareSpec
 
 REPORT_MARK = "fitplan check"
 MAX_BASELINE_BYTES = 16 * 2**20
@@ -157,7 +160,7 @@ def measure(budgets: BudgetFile, rows: list[Row]) -> list[Row]:
     return measured
 
 
-def _matches(profile: Any, machine: Any, name: str) -> bool:
+def _matches(profile: HardwareSpec, machine: HardwareSpec, name: str) -> bool:
     if name == "auto":
         return True
     if not profile.gpus:

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import os
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fitplan.errors import BadValueError
 from fitplan.hardware_spec import HardwareSpec
+
+if TYPE_CHECKING:
+    from fitplan.advisor.planner.calibration import Calibration
+    from fitplan.model_spec import ModelSpec
+    from fitplan.profiles.probes import MachineProbes
 
 
 @cache
@@ -59,7 +64,7 @@ def predicted_plan(model: str, hardware_name: str, pins: tuple[tuple[str, Any], 
     return spec, hw, advise(spec, hw, request, probes=probes, calibration=calibration)
 
 
-def speed_context(hw: Any) -> tuple[Any, Any]:
+def speed_context(hw: HardwareSpec) -> tuple[MachineProbes | None, Calibration | None]:
     from fitplan.advisor.planner.estimate import machine_context
 
     return machine_context(hw)
@@ -74,7 +79,7 @@ def _count(pins: dict[str, Any], key: str, minimum: int = 1) -> int | None:
     return value
 
 
-def native_format(spec: Any, runtime: str | None) -> str:
+def native_format(spec: ModelSpec, runtime: str | None) -> str:
     if spec.source == "gguf" and runtime in (None, "llama.cpp"):
         return spec.native_dtype
     return spec.native_dtype if spec.native_dtype in ("fp32", "bf16", "fp16") else "bf16"

@@ -9,11 +9,20 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from fitplan.errors import BadValueError, FitplanError
+
+if TYPE_CHECKING:
+    from fitplan.advisor.planner.calibration import Calibration
+    from fitplan.advisor.planner.candidates import Candidate, Request
+    from fitplan.advisor.plans.plan_file import PlanFile
+    from fitplan.hardware_spec import HardwareSpec
+    from fitplan.model_spec import ModelSpec
+    from fitplan.profiles.probes import MachineProbes
+    from fitplan.strategies.strategy import Option
 
 RUNTIMES, EXPORTS = "{runtimes}", "{exports}"  # filled from the registry when help is shown (_fill_help)
 
@@ -125,7 +134,7 @@ def advise_command(
         render(document, _console(), top=8 if top_k is None else top_k)
 
 
-def _pruning_effects(prune: str, chosen: Any, hw: Any) -> dict[str, Any]:
+def _pruning_effects(prune: str, chosen: Candidate, hw: HardwareSpec) -> dict[str, Any]:
     from fitplan.strategies.pruning import effects, parse_prune, sparse_kernel_unmet
 
     pattern, ratio = parse_prune(prune)
@@ -245,7 +254,7 @@ def _prompt_text(prompt: str | None, prompt_file: str | None) -> str:
     return prompt
 
 
-def _serve(plan: Any, port: int, host: str, server: str | None = None) -> None:
+def _serve(plan: PlanFile, port: int, host: str, server: str | None = None) -> None:
     """Replace this process with the runtime's own server (in the foreground until it exits or Ctrl-C)."""
     from fitplan.advisor.plans.export import serve
     from fitplan.advisor.plans.plan_file import check_fingerprint
@@ -359,7 +368,7 @@ def strategies_command(
     sys.stdout.write("how each option runs, its effects and sources: fitplan strategies --json\n")
 
 
-def _option_row(option: Any, hw: Any) -> dict[str, Any]:
+def _option_row(option: Option, hw: HardwareSpec | None) -> dict[str, Any]:
     req = option.requirement
     needs = [f"devices {'/'.join(req.devices)}"]
     if req.gpu_vendors:
@@ -370,8 +379,8 @@ def _option_row(option: Any, hw: Any) -> dict[str, Any]:
         needs.append(f"runtime {'/'.join(req.runtimes)}")
     if req.packages:
         needs.append(f"packages {', '.join(req.packages)}")
-    row = {"strategy": option.strategy, "option": option.name, "needs": "; ".join(needs), "execute": option.execute,
-           "effects": option.effects, "source": req.source}
+    row: dict[str, Any] = {"strategy": option.strategy, "option": option.name, "needs": "; ".join(needs),
+                           "execute": option.execute, "effects": option.effects, "source": req.source}
     if hw is not None:
         unmet = [req.unmet(hw, d) for d in req.devices]
         row["runs_on"] = [d for d, u in zip(req.devices, unmet) if u is None]
@@ -414,7 +423,7 @@ def verify_command(
         render_verify(document, _console())
 
 
-def _measured_acceptance(spec: Any, draft: str, request: Any) -> Any:
+def _measured_acceptance(spec: ModelSpec, draft: str, request: Request) -> Request:
     """--probe with --draft: measure the draft's acceptance on this pair (local GGUF files) instead of
     assuming it; anything else keeps the stated default, and says why on stderr."""
     import dataclasses
@@ -458,7 +467,8 @@ def _parse_loss(text: str) -> float:
     return _number(text, 1e6, f"bad --max-ppl-increase {text!r}: expected a perplexity increase such as 0.2")
 
 
-def _speed_context(hw: Any, spec: Any, *, probe: bool, chosen: Any = None) -> tuple[Any, Any]:
+def _speed_context(hw: HardwareSpec, spec: ModelSpec, *, probe: bool, chosen: Candidate | None = None
+                   ) -> tuple[MachineProbes | None, Calibration | None]:
     """(probes, calibration) of this machine where it is the target: cached, or measured with --probe."""
     if not hw.detected and probe:
         raise BadValueError("--probe measures this machine: use it with --hardware auto")
@@ -473,6 +483,7 @@ def _speed_context(hw: Any, spec: Any, *, probe: bool, chosen: Any = None) -> tu
     probes = probes_or_cached(hw, model_files=files, progress=True)
     from fitplan.advisor.plans.verify_command import calibrate_runtime
 
+    assert chosen is not None, "--probe calibrates the runtime of the chosen plan"
     calibrate_runtime(spec, chosen, hw, probes)
     return probes, load_calibration(fingerprint(hw))
 
@@ -486,7 +497,7 @@ def _hardware(name: str, ram_bytes: int | None, model_path: str | None = None) -
     return hw
 
 
-def _print_profile(hw: Any) -> None:
+def _print_profile(hw: HardwareSpec) -> None:
     from fitplan.units import format_bytes
 
     lines = [f"{hw.name}: {hw.description}".rstrip(": ")]
@@ -508,7 +519,7 @@ def _print_profile(hw: Any) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-def _print_probes(probes: Any) -> None:
+def _print_probes(probes: MachineProbes) -> None:
     rows = []
     for name in ("host_read_GB_per_s_1thread", "host_read_GB_per_s_all", "host_copy_GB_per_s_1thread",
                  "host_copy_GB_per_s_all"):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fitplan.errors import BadValueError, RuntimeMissingError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PLOT_MARK = "fitplan advise --plot"  # PNG tEXt Software; an SVG's first line after its XML declaration
 
@@ -78,7 +81,7 @@ def plot(document: dict[str, Any], path: str, *, force: bool = False) -> None:
     plt.close(figure)
 
 
-def _save(figure: Any, path: str, force: bool) -> None:
+def _save(figure: Figure, path: str, force: bool) -> None:
     import io
 
     from fitplan.owned_files import write_owned

@@ -1,13 +1,16 @@
 """advise's answer as a rich table: the same facts as its JSON document (advisor/planner/document.py)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fitplan.units import format_bytes
 from fitplan.user_files import shown
 
+if TYPE_CHECKING:
+    from rich.console import Console
 
-def render(doc: dict[str, Any], console: Any, *, top: int = 8) -> None:
+
+def render(doc: dict[str, Any], console: Console, *, top: int = 8) -> None:
     """Print the recommendation, its memory per device, the alternatives and the rejections."""
     from rich.table import Table
 

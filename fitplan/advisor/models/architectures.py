@@ -27,7 +27,7 @@ class _Config:
     def __init__(self, raw: dict[str, Any], defaults: dict[str, Any], where: str) -> None:
         self.raw, self.defaults, self.where = raw, defaults, where
 
-    def get(self, key: str, default: Any = None) -> Any:
+    def get(self, key: str, default: object = None) -> Any:
         value = self.raw.get(key)
         return self.defaults.get(key, default) if value is None else value
 
@@ -268,7 +268,7 @@ def _mlp_tensors(cfg: _Config, layout: dict[str, Any], i: int, hidden: int, expe
     return out
 
 
-def check_finite_tree(value: Any, where: str, max_depth: int = MAX_CONFIG_DEPTH) -> None:
+def check_finite_tree(value: object, where: str, max_depth: int = MAX_CONFIG_DEPTH) -> None:
     """Reject NaN/Infinity anywhere in a parsed config (json accepts them silently), and nesting deeper
     than max_depth (no recursion: a deep tree is refused, not a RecursionError)."""
     stack = [(value, 0)]
@@ -283,7 +283,7 @@ def check_finite_tree(value: Any, where: str, max_depth: int = MAX_CONFIG_DEPTH)
             stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
 
 
-def _shown(value: Any, limit: int = 80) -> str:
+def _shown(value: object, limit: int = 80) -> str:
     """A config value for a one-line message: its repr (control characters escaped), cut to `limit`."""
     text = repr(value)
     if len(text) <= limit:

@@ -417,7 +417,7 @@ def _shard_names(index: bytes, where: str) -> list[str]:
     return files
 
 
-def _is_shard_name(name: Any) -> bool:
+def _is_shard_name(name: object) -> bool:
     return (isinstance(name, str) and len(name) <= 1024 and _SHARD_NAME.fullmatch(name) is not None
             and not name.startswith("/") and ".." not in name.split("/"))
 
@@ -592,7 +592,7 @@ def _store_ref(repo_id: str, revision: str | None, commit: str) -> None:
         _store(path, {**refs, name: commit})
 
 
-def _store(path: str, doc: Any) -> None:
+def _store(path: str, doc: object) -> None:
     """Write a cache file atomically, so a concurrent reader never sees half of it."""
     from fitplan.atomic_file import write_atomic
 

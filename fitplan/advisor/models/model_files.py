@@ -238,7 +238,7 @@ def _check_tensor_counts(tensors: tuple[TensorInfo, ...], path: str) -> None:
                                        f"reads at most {MAX_BLOCK_TENSORS:,} a block"))
 
 
-def _display_name(name: Any, path: str) -> str:
+def _display_name(name: object, path: str) -> str:
     """general.name as a report can show it: printable, at most _MAX_NAME_CHARS; else the file's name."""
     text = printable(name).strip() if isinstance(name, str) else ""
     if len(text) > _MAX_NAME_CHARS:
@@ -262,7 +262,7 @@ def _vocab_from(header: GGUFHeader, tensors: tuple[TensorInfo, ...]) -> int:
     return embed.shape[-1] if embed else 0
 
 
-def _gguf_file_type(file_type: Any, tensors: tuple[TensorInfo, ...]) -> str:
+def _gguf_file_type(file_type: object, tensors: tuple[TensorInfo, ...]) -> str:
     """The file type's name from general.file_type (llama.h llama_ftype), else the type holding most
     bytes among the matrices (older files without the key)."""
     from fitplan.datafiles import load_table

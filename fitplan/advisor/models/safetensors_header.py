@@ -113,7 +113,7 @@ def _too_many(where: str, count: int, limit: int) -> ModelFileError:
     return _bad(where, f"describes {count:,} tensors, more than the {limit:,} a model of this config could hold")
 
 
-def _shown(value: Any, limit: int = 80) -> str:
+def _shown(value: object, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}..."
 

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
 from fitplan.atomic_file import write_atomic
 from fitplan.cachedir import cache_dir
 from fitplan.errors import RunFailedError
+
+if TYPE_CHECKING:
+    from fitplan.advisor.planner.speed import SpeedPrediction
+    from fitplan.model_spec import ModelSpec
+    from fitplan.plan_spec import Setup
 
 
 class CalibrationEntry(BaseModel):
@@ -59,7 +64,7 @@ def save_entry(fingerprint: str, entry_key: str, entry: CalibrationEntry) -> Non
     write_atomic(_path(fingerprint), calibration.model_dump_json(indent=2))
 
 
-def fit_entry(spec: Any, setup: Any, predicted_at_one: Any, measured: dict[str, Any]) -> CalibrationEntry:
+def fit_entry(spec: ModelSpec, setup: Setup, predicted_at_one: SpeedPrediction, measured: dict[str, Any]) -> CalibrationEntry:
     """Efficiencies from a run: measured rate / rate predicted at efficiency 1."""
     summary = summarize_runs(measured["runs"])
     if "decode_tokens_per_s" not in summary or "prefill_tokens_per_s" not in summary:

@@ -1,12 +1,17 @@
 """Speed figures for candidate plans: probes and calibration when the target is this machine."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fitplan.advisor.planner.calibration import Calibration, key
 from fitplan.advisor.planner.speed import Efficiency, SpeedPrediction, plan_speed
 from fitplan.model_spec import ModelSpec
 from fitplan.strategies.quantization import tensor_bytes
+
+if TYPE_CHECKING:
+    from fitplan.advisor.planner.candidates import Candidate
+    from fitplan.hardware_spec import HardwareSpec
+    from fitplan.profiles.probes import MachineProbes
 
 TTFT_PROMPT_TOKENS = 512  # the prompt length TTFT and prefill figures assume
 
@@ -16,14 +21,14 @@ def efficiency_for(calibration: Calibration | None, runtime: str, gpu_layers: in
     return Efficiency(entry.decode, entry.prefill, "calibrated") if entry else None
 
 
-def candidate_speed(spec: ModelSpec, c: Any, hw: Any, probes: Any | None,
+def candidate_speed(spec: ModelSpec, c: Candidate, hw: HardwareSpec, probes: MachineProbes | None,
                     calibration: Calibration | None) -> SpeedPrediction:
     eff = efficiency_for(calibration, c.setup.runtime, c.setup.gpu_layers)
     return plan_speed(spec, c.setup, tensor_bytes(spec, c.fmt), hw, probes=probes, efficiency=eff,
                       prompt_tokens=TTFT_PROMPT_TOKENS)
 
 
-def machine_context(hw: Any) -> tuple[Any, Calibration | None]:
+def machine_context(hw: HardwareSpec) -> tuple[MachineProbes | None, Calibration | None]:
     """This machine's cached probes and calibration when it is the target; none for a named profile."""
     if not hw.detected:
         return None, None

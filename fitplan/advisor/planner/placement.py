@@ -11,12 +11,15 @@ scipy.optimize.milp (HiGHS). llama.cpp runs it with every layer offloaded and te
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fitplan.model_spec import ModelSpec
 from fitplan.plan_spec import Setup, WeightBytes, gpu_name
 from fitplan.strategies.kv_cache import layer_kv_bytes
 from fitplan.strategies.runtimes.llamacpp import cost as runtime_llamacpp
+
+if TYPE_CHECKING:
+    from fitplan.hardware_spec import HardwareSpec
 
 
 def _units(spec: ModelSpec, weights: WeightBytes, context: int, kv: str) -> list[tuple[str, int, int, float]]:
@@ -95,7 +98,7 @@ def overrides(spec: ModelSpec, setup: Setup) -> list[str]:
     return rules
 
 
-def device_bandwidth(hw: Any, threads: int) -> Callable[[str], float]:
+def device_bandwidth(hw: HardwareSpec, threads: int) -> Callable[[str], float]:
     from fitplan.advisor.planner.speed import cpu_rates, gpu_rates
 
     rates = {"cpu": cpu_rates(hw, threads, None, "").bandwidth_GB_per_s}

@@ -10,7 +10,7 @@ filter first. "Nothing fits" is a result with reasons, never an exception.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fitplan.advisor.planner.candidates import Advice, Candidate, Request
 from fitplan.errors import BadValueError
@@ -31,6 +31,8 @@ from fitplan.strategies.runtimes.contract import DISK, EXACT, EXPERTS_CPU, KV_FA
 from fitplan.units import format_bytes
 
 if TYPE_CHECKING:
+    from fitplan.advisor.planner.calibration import Calibration
+    from fitplan.profiles.probes import MachineProbes
     from fitplan.strategies.runtimes.vllm.cost import ScaleOut
 
 __all__ = ["Advice", "Candidate", "Request", "advise", "plan_loss", "plan_loss_of"]
@@ -40,8 +42,8 @@ QUALITY_BOUND_FORMAT = "Q4_K_M"  # the default loss bound: about Q4_K_M's on the
 OBJECTIVES = ("balanced", "quality", "speed", "throughput")
 
 
-def advise(spec: ModelSpec, hardware: HardwareSpec, request: Request, *, probes: Any = None,
-           calibration: Any = None) -> Advice:
+def advise(spec: ModelSpec, hardware: HardwareSpec, request: Request, *, probes: MachineProbes | None = None,
+           calibration: Calibration | None = None) -> Advice:
     """Size, time and rank every candidate; the best that fits, or the nearest miss with reasons."""
     from fitplan.advisor.planner import speculation
     from fitplan.advisor.planner.estimate import candidate_speed

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fitplan.advisor.planner.candidates import Candidate, Request
 from fitplan.errors import BadValueError
@@ -15,6 +15,10 @@ from fitplan.model_spec import ModelSpec
 from fitplan.strategies.quantization import WeightFormat, tensor_bytes
 from fitplan.strategies.registry import cost_model, weight_format
 from fitplan.units import format_bytes
+
+if TYPE_CHECKING:
+    from fitplan.advisor.planner.calibration import Calibration
+    from fitplan.profiles.probes import MachineProbes
 
 
 def drafting(spec: ModelSpec, req: Request) -> tuple[Any, ModelSpec | None] | None:
@@ -68,7 +72,7 @@ def _draft_format(c: Candidate, draft: ModelSpec) -> WeightFormat:
 
 
 def speculate(c: Candidate, spec: ModelSpec, drafting: tuple[Any, ModelSpec | None], hw: HardwareSpec,
-               probes: Any, calibration: Any) -> None:
+               probes: MachineProbes | None, calibration: Calibration | None) -> None:
     """Decode and TTFT with the draft; a draft that would slow the plan is reported, not used."""
     from fitplan.advisor.planner.estimate import candidate_speed
     from fitplan.strategies import speculative

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fitplan.model_spec import ModelSpec, TensorInfo
 from fitplan.plan_spec import Setup, WeightBytes
+
+if TYPE_CHECKING:
+    from fitplan.hardware_spec import GPUSpec, HardwareSpec
+    from fitplan.profiles.probes import MachineProbes
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,7 @@ def _table() -> dict[str, Any]:
     return load_table("fitplan.strategies.data", "runtimes.toml")["speed_defaults"]
 
 
-def cpu_rates(hw: Any, threads: int, probes: Any | None, weights: str) -> DeviceRates:
+def cpu_rates(hw: HardwareSpec, threads: int, probes: MachineProbes | None, weights: str) -> DeviceRates:
     """Host bandwidth and matmul rate for `threads` threads: probed, else spec sheet, else assumed."""
     defaults = _table()
     cores = hw.cpu.cores
@@ -145,7 +149,7 @@ def cpu_rates(hw: Any, threads: int, probes: Any | None, weights: str) -> Device
     return DeviceRates(defaults["cpu_memory_GB_per_s"], flops, "assumed")
 
 
-def gpu_rates(gpu: Any, probed: dict[str, Any] | None) -> DeviceRates:
+def gpu_rates(gpu: GPUSpec, probed: dict[str, Any] | None) -> DeviceRates:
     if probed and "memory_GB_per_s" in probed and "fp16_TFLOP_per_s" in probed:
         return DeviceRates(probed["memory_GB_per_s"].value, probed["fp16_TFLOP_per_s"].value * 1000, "probe")
     if gpu.memory_bandwidth_GB_per_s and gpu.fp16_tflops:
@@ -168,8 +172,8 @@ def default_efficiency() -> Efficiency:
 
 
 def plan_speed(
-    spec: ModelSpec, setup: Setup, weights: WeightBytes, hw: Any, *,
-    probes: Any | None = None, efficiency: Efficiency | None = None, prompt_tokens: int = 512,
+    spec: ModelSpec, setup: Setup, weights: WeightBytes, hw: HardwareSpec, *,
+    probes: MachineProbes | None = None, efficiency: Efficiency | None = None, prompt_tokens: int = 512,
 ) -> SpeedPrediction:
     """The speed of one plan on `hw`, with the runtime's own placement of every tensor."""
     from fitplan.strategies.kv_cache import element_bytes, kv_widths

@@ -144,7 +144,7 @@ def load_plan(path: str) -> PlanFile:
     return parse_plan(doc, path)
 
 
-def parse_plan(doc: Any, where: str = "plan") -> PlanFile:
+def parse_plan(doc: object, where: str = "plan") -> PlanFile:
     if not isinstance(doc, dict) or doc.get("kind") != PLAN_KIND:
         raise BadValueError(f"{where} is not a fitplan plan file (no \"kind\": \"{PLAN_KIND}\"); write one with advise -o")
     version = doc.get("schema_version")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fitplan.advisor.planner.calibration import fit_entry, key, load_calibration, save_entry, summarize_runs
 from fitplan.advisor.planner.speed import Efficiency, SpeedPrediction, default_efficiency, plan_speed
@@ -14,12 +14,19 @@ from fitplan.plan_spec import Setup
 from fitplan.strategies.quantization import tensor_bytes
 from fitplan.strategies.registry import cost_model, normalize_runtime, weight_format
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from fitplan.advisor.planner.candidates import Candidate
+    from fitplan.hardware_spec import HardwareSpec
+    from fitplan.profiles.probes import MachineProbes
+
 RECORDED = {"placement", "context_note", "weights_source", "pruning"}  # what a plan file notes, not a choice
 # a prompt long enough that prefill is compute-bound, as it is at real prompt lengths
 PROBE_PROMPT_TOKENS, PROBE_GEN_TOKENS = 128, 16
 
 
-def default_setup(spec: ModelSpec, hw: Any, *, runtime: str | None = None, weights: str | None = None,
+def default_setup(spec: ModelSpec, hw: HardwareSpec, *, runtime: str | None = None, weights: str | None = None,
                   context: int | None = None, threads: int | None = None, flash_attn: bool | None = None,
                   gpu_layers: int | None = None, kv_cache: str | None = None) -> Setup:
     """The plan verify runs when nothing is pinned: the model's own weights, all layers on the GPUs."""
@@ -69,7 +76,7 @@ def verify_plan(model: str, *, prompt_tokens: int, gen_tokens: int, repeat: int,
     return verify_document(spec, hw, setup, measured, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens)
 
 
-def predicted_for_run(spec: ModelSpec, hw: Any, setup: Setup, *, prompt_tokens: int, gen_tokens: int,
+def predicted_for_run(spec: ModelSpec, hw: HardwareSpec, setup: Setup, *, prompt_tokens: int, gen_tokens: int,
                       efficiency: Efficiency | None) -> tuple[dict[str, Any], SpeedPrediction]:
     """Memory and speed predicted for exactly the run verify makes."""
     from fitplan.profiles.probes import load_cached
@@ -84,7 +91,7 @@ def predicted_for_run(spec: ModelSpec, hw: Any, setup: Setup, *, prompt_tokens: 
     return {d: m.as_dict() for d, m in memory.items()}, speed
 
 
-def verify_document(spec: ModelSpec, hw: Any, setup: Setup, measured: dict[str, Any], *,
+def verify_document(spec: ModelSpec, hw: HardwareSpec, setup: Setup, measured: dict[str, Any], *,
                     prompt_tokens: int, gen_tokens: int) -> dict[str, Any]:
     from fitplan.advisor.planner.estimate import efficiency_for
     from fitplan.profiles.probes import fingerprint
@@ -123,7 +130,7 @@ def verify_document(spec: ModelSpec, hw: Any, setup: Setup, measured: dict[str, 
     }
 
 
-def render_verify(doc: dict[str, Any], console: Any) -> None:
+def render_verify(doc: dict[str, Any], console: Console) -> None:
     from rich.table import Table
 
     from fitplan.units import format_bytes
@@ -138,7 +145,7 @@ def render_verify(doc: dict[str, Any], console: Any) -> None:
     for column in ("metric", "predicted", "uncalibrated", "measured", "ratio", "provenance"):
         table.add_column(column, justify="left" if column in ("metric", "provenance") else "right")
 
-    def show(value: Any, unit: str) -> str:
+    def show(value: float | None, unit: str) -> str:
         if value is None:
             return "-"
         return format_bytes(value) if unit == "bytes" else f"{value:.3g} {unit}"
@@ -152,7 +159,7 @@ def render_verify(doc: dict[str, Any], console: Any) -> None:
     console.print(table)
 
 
-def calibrate_runtime(spec: ModelSpec, chosen: Any, hw: Any, probes: Any) -> None:
+def calibrate_runtime(spec: ModelSpec, chosen: Candidate, hw: HardwareSpec, probes: MachineProbes) -> None:
     """The runtime probe: a short real run of MODEL fits this runtime's efficiencies on this machine.
 
     A model without local weights, a missing runtime or a failed run is reported on stderr, and

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from fitplan.plan_spec import DeviceMemory, ModelSource, RunTarget, RunTiming, Setup, WeightBytes
@@ -123,6 +124,29 @@ class Executor(Protocol):
     def export(self, target: RunTarget, to: str, *, max_tokens: int, port: int) -> str:
         """The plan as one of `exports`: a standalone script or command line that loads and generates
         as the session does."""
+
+
+class ModuleCostModel:
+    """A CostModel whose functions are those of a module (how the built-ins are written: pure functions
+    in strategies/runtimes/<runtime>/cost.py, named as the protocol names them)."""
+
+    formats: Mapping[str, Mapping[str, Any]] = {}  # the built-ins' formats are formats.toml's rows
+    strategy_row: Mapping[str, Any] = {}  # and their options strategies.toml's [runtime.*] rows
+
+    def __init__(self, module: ModuleType, *, aliases: tuple[str, ...], features: frozenset[str],
+                 preallocates_kv: bool, smaller_kv_cache: str = "") -> None:
+        self.name: str = module.RUNTIME
+        self.aliases, self.features = aliases, features
+        self.preallocates_kv, self.smaller_kv_cache = preallocates_kv, smaller_kv_cache
+        for function in ("constants", "layer_device", "place", "memory", "default_kv_cache", "flash_attn",
+                         "flash_attn_unmet", "refuse"):
+            setattr(self, function, getattr(module, function))
+
+    @property
+    def kv_cache_types(self) -> tuple[str, ...]:
+        from fitplan.strategies.kv_cache import offered_kv_types
+
+        return offered_kv_types(self.name)
 
 
 def is_cost_model(item: object) -> bool:

@@ -8,16 +8,16 @@ counted in the process's RSS, offloaded ones are copied to the GPU and unmapped.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import sys
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fitplan.datafiles import load_table
 from fitplan.errors import BadValueError
 from fitplan.model_spec import ModelSpec, TensorInfo
 from fitplan.plan_spec import DeviceMemory, Setup, WeightBytes, gpu_name
-from fitplan.strategies.kv_cache import layer_kv_bytes, offered_kv_types
-from fitplan.strategies.runtimes.contract import EXACT, EXPERTS_CPU, KV_FALLBACK, SPLIT
+from fitplan.strategies.kv_cache import layer_kv_bytes
+from fitplan.strategies.runtimes.contract import EXACT, EXPERTS_CPU, KV_FALLBACK, SPLIT, ModuleCostModel
 
 if TYPE_CHECKING:
     from fitplan.hardware_spec import HardwareSpec
@@ -189,29 +189,9 @@ def _gpu_compute_bytes(spec: ModelSpec, setup: Setup, n_ctx: int, ubatch: int, *
     return max(attention, logits, _mlp_phase_bytes(spec, ubatch))
 
 
-class LlamaCppCost:
-    """llama.cpp's CostModel (strategies/runtimes/contract.py): the functions of this module."""
-
-    name = RUNTIME
-    aliases = ("llamacpp", "llama-cpp", "llama_cpp")
-    features = frozenset({SPLIT, EXPERTS_CPU, EXACT, KV_FALLBACK})
-    preallocates_kv = True  # the KV cache is allocated whole for the context at load
-    smaller_kv_cache = "q8_0"  # measured lossless (kv_dtypes.toml): may keep every layer on the GPU
-    formats: Mapping[str, Mapping[str, Any]] = {}  # its formats are formats.toml's GGUF types
-    strategy_row: Mapping[str, Any] = {}  # its option is strategies.toml's [runtime."llama.cpp"]
-
-    @property
-    def kv_cache_types(self) -> tuple[str, ...]:
-        return offered_kv_types(RUNTIME)
-
-    constants = staticmethod(constants)
-    layer_device = staticmethod(layer_device)
-    place = staticmethod(place)
-    memory = staticmethod(memory)
-    default_kv_cache = staticmethod(default_kv_cache)
-    flash_attn = staticmethod(flash_attn)
-    flash_attn_unmet = staticmethod(flash_attn_unmet)
-    refuse = staticmethod(refuse)
-
-
-COST_MODEL = LlamaCppCost()
+# this runtime's CostModel (strategies/runtimes/contract.py): the functions above
+# (the KV cache is allocated whole at load; a q8_0 cache, measured lossless in kv_dtypes.toml, may keep
+# every layer of an overflowing plan on the GPU)
+COST_MODEL = ModuleCostModel(sys.modules[__name__], aliases=("llamacpp", "llama-cpp", "llama_cpp"),
+                             features=frozenset({SPLIT, EXPERTS_CPU, EXACT, KV_FALLBACK}), preallocates_kv=True,
+                             smaller_kv_cache="q8_0")

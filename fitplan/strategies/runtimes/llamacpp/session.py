@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from fitplan.errors import BadValueError
 from fitplan.plan_spec import RunTiming, Setup
 from fitplan.strategies.runtimes.llamacpp.cost import constants
 from fitplan.strategies.speculative import PROMPT_LOOKUP
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
 
 # ggml type ids for llama-cpp-python's type_k / type_v (ggml.h enum ggml_type)
 _GGML_KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "bf16": 30}
@@ -77,7 +80,7 @@ class LlamaCppSession:
 
 
 class LlamaCppModel:
-    def __init__(self, llm: Any) -> None:
+    def __init__(self, llm: Llama) -> None:
         self.llm = llm
 
     def prompt(self, n_tokens: int) -> list[int]:

@@ -6,14 +6,13 @@ measured in the ONNX environment (data/runtimes.toml [onnxruntime]).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import sys
+from typing import TYPE_CHECKING
 
 from fitplan.datafiles import load_table
 from fitplan.model_spec import ModelSpec, TensorInfo
 from fitplan.plan_spec import DeviceMemory, Setup, WeightBytes
-from fitplan.strategies.kv_cache import offered_kv_types
-from fitplan.strategies.runtimes.contract import SPLIT
+from fitplan.strategies.runtimes.contract import SPLIT, ModuleCostModel
 from fitplan.strategies.runtimes.transformers import cost as runtime_transformers
 
 if TYPE_CHECKING:
@@ -62,31 +61,8 @@ def refuse(setup: Setup) -> str:
     return ""
 
 
-class OnnxRuntimeCost:
-    """ONNX Runtime's CostModel (strategies/runtimes/contract.py): the functions of this module."""
-
-    name = RUNTIME
-    aliases = ("onnx", "ort")
-    # the blocks split over GPU and CPU as transformers' would be (its layout); ORT's CUDA provider placing
-    # them so is not measured yet
-    features = frozenset({SPLIT})
-    preallocates_kv = False  # the KV cache grows with the tokens of a run
-    smaller_kv_cache = ""
-    formats: Mapping[str, Mapping[str, Any]] = {}  # its formats are formats.toml's onnx-* rows
-    strategy_row: Mapping[str, Any] = {}  # its option is strategies.toml's [runtime.onnxruntime]
-
-    @property
-    def kv_cache_types(self) -> tuple[str, ...]:
-        return offered_kv_types(RUNTIME)
-
-    constants = staticmethod(constants)
-    layer_device = staticmethod(layer_device)
-    place = staticmethod(place)
-    memory = staticmethod(memory)
-    default_kv_cache = staticmethod(default_kv_cache)
-    flash_attn = staticmethod(flash_attn)
-    flash_attn_unmet = staticmethod(flash_attn_unmet)
-    refuse = staticmethod(refuse)
-
-
-COST_MODEL = OnnxRuntimeCost()
+# this runtime's CostModel (strategies/runtimes/contract.py): the functions above
+# the blocks split over GPU and CPU as transformers' would be (its layout); ORT's CUDA provider placing
+# them so is not measured yet
+COST_MODEL = ModuleCostModel(sys.modules[__name__], aliases=("onnx", "ort"), features=frozenset({SPLIT}),
+                             preallocates_kv=False)

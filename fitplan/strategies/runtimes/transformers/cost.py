@@ -7,15 +7,15 @@ each block, in the compute dtype; sliding-window layers keep `window` tokens.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import sys
+from typing import TYPE_CHECKING
 
 from fitplan.datafiles import load_table
 from fitplan.model_spec import ModelSpec, TensorInfo
 from fitplan.plan_spec import DeviceMemory, Setup, WeightBytes, gpu_name
 from fitplan.strategies.attention import flash_attention_2_unmet
-from fitplan.strategies.kv_cache import kv_bytes_per_element, layer_kv_bytes, offered_kv_types
-from fitplan.strategies.runtimes.contract import DISK, PRUNE, SPLIT
+from fitplan.strategies.kv_cache import kv_bytes_per_element, layer_kv_bytes
+from fitplan.strategies.runtimes.contract import DISK, PRUNE, SPLIT, ModuleCostModel
 
 if TYPE_CHECKING:
     from fitplan.hardware_spec import HardwareSpec
@@ -159,29 +159,6 @@ def _forward_bytes(spec: ModelSpec, batch: int, prompt: int, width: float) -> in
     return int(batch * prompt * per_token * width)
 
 
-class TransformersCost:
-    """transformers' CostModel (strategies/runtimes/contract.py): the functions of this module."""
-
-    name = RUNTIME
-    aliases = ("hf",)
-    features = frozenset({SPLIT, DISK, PRUNE})
-    preallocates_kv = False  # the KV cache grows with the tokens of a run
-    smaller_kv_cache = ""
-    formats: Mapping[str, Mapping[str, Any]] = {}  # its formats are formats.toml's dense, bnb, GPTQ and AWQ rows
-    strategy_row: Mapping[str, Any] = {}  # its option is strategies.toml's [runtime.transformers]
-
-    @property
-    def kv_cache_types(self) -> tuple[str, ...]:
-        return offered_kv_types(RUNTIME)
-
-    constants = staticmethod(constants)
-    layer_device = staticmethod(layer_device)
-    place = staticmethod(place)
-    memory = staticmethod(memory)
-    default_kv_cache = staticmethod(default_kv_cache)
-    flash_attn = staticmethod(flash_attn)
-    flash_attn_unmet = staticmethod(flash_attn_unmet)
-    refuse = staticmethod(refuse)
-
-
-COST_MODEL = TransformersCost()
+# this runtime's CostModel (strategies/runtimes/contract.py): the functions above
+COST_MODEL = ModuleCostModel(sys.modules[__name__], aliases=("hf",), features=frozenset({SPLIT, DISK, PRUNE}),
+                             preallocates_kv=False)

@@ -15,12 +15,18 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fitplan.errors import BadValueError
 from fitplan.plan_spec import RunTiming, Setup
 from fitplan.strategies.runtimes.transformers.cost import TORCH_DTYPES
 from fitplan.strategies.speculative import PROMPT_LOOKUP
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 FILLER = "The quick brown fox jumps over the lazy dog while the patient cat watches from the wall. "
 _KV_DTYPES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
@@ -94,7 +100,7 @@ class GenerateSession:
         stop = threading.Event()
 
         class _Stop(StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+            def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> bool:
                 return stop.is_set()
 
         inputs = self.tokenizer(prompt, return_tensors="pt").to(self.model.device)
@@ -164,7 +170,7 @@ class TransformersSession(GenerateSession):
                 draft_folder, dtype=dtype, attn_implementation="sdpa", device_map="auto" if setup.gpus else "cpu").eval()
 
 
-def apply_pruning(model: Any, prune: str, *, sparse_kernels: bool) -> int:
+def apply_pruning(model: torch.nn.Module, prune: str, *, sparse_kernels: bool) -> int:
     """Zero weights of every block linear layer as the plan says (magnitude, no retraining) with
     torch.nn.utils.prune, made permanent; with sparse kernels, 2:4 weights become torch's
     semi-structured tensors. Returns the number of layers pruned."""
@@ -228,7 +234,7 @@ def _tied(folder: str) -> bool:
 
 
 class TransformersModel:
-    def __init__(self, model: Any, tokenizer: Any) -> None:
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
         self.model, self.tokenizer = model, tokenizer
 
     def prompt(self, n_tokens: int) -> list[int]:
@@ -259,6 +265,6 @@ class TransformersModel:
         del self.model
 
 
-def _synchronize(torch: Any) -> None:
+def _synchronize(torch: ModuleType) -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()

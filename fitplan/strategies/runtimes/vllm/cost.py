@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fitplan.datafiles import load_table
 from fitplan.model_spec import ModelSpec
 from fitplan.plan_spec import WeightBytes
 from fitplan.strategies.kv_cache import layer_kv_bytes
+
+if TYPE_CHECKING:
+    from fitplan.hardware_spec import GPUSpec
 
 RUNTIME = "vllm"
 
@@ -46,7 +49,7 @@ def per_gpu_bytes(spec: ModelSpec, weights: WeightBytes, context: int, tp: int, 
     return int(total_weights / (tp * pp) + kv_total / pp * kv_share + activations + gpu_context)
 
 
-def scale_out(spec: ModelSpec, weights: WeightBytes, fmt_name: str, context: int, gpu: Any,
+def scale_out(spec: ModelSpec, weights: WeightBytes, fmt_name: str, context: int, gpu: GPUSpec,
               gpu_context: int) -> ScaleOut | None:
     """The fewest GPUs of this kind (powers of two; up to gpus_per_node per node) that hold the model."""
     c = load_table("fitplan.strategies.data", "runtimes.toml")["vllm"]
