@@ -42,7 +42,7 @@ def pruning_perplexities(path: str, text: str) -> dict[str, float]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from fitplan.plan_spec import ModelSource
-    from fitplan.strategies.runtimes.transformers.cost import TransformersExecutor
+    from fitplan.strategies.runtimes.transformers.executor import TransformersExecutor
     from fitplan.strategies.runtimes.transformers.session import apply_pruning
 
     folder = TransformersExecutor().prepare(ModelSource("gguf", path)).path

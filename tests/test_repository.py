@@ -60,3 +60,23 @@ def test_few_parameters_are_typed_any_and_each_for_a_reason() -> None:
     assert found - set(ANY_ALLOWED) == set(), "type these parameters, or say here why nothing narrower fits"
     assert set(ANY_ALLOWED) - found == set(), "typed since: remove them from ANY_ALLOWED"
     assert len(ANY_ALLOWED) <= 20 and found, len(found)
+
+
+def test_bench_and_test_scripts_import_names_that_exist() -> None:
+    """A moved or renamed module breaks a bench script only when it runs (often on a GPU machine):
+    every `from fitplan... import name` in bench/ and tests/, inside functions too, must resolve."""
+    import ast
+    import importlib
+
+    broken = []
+    for path in sorted([*(ROOT / "bench").glob("*.py"), *(ROOT / "tests").glob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fitplan") and not node.level:
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    if not hasattr(module, alias.name):
+                        try:
+                            importlib.import_module(f"{node.module}.{alias.name}")
+                        except ImportError:
+                            broken.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.module}.{alias.name}")
+    assert broken == []
