@@ -20,7 +20,7 @@ MAX_DRAFT_TOKENS = 64  # tokens a draft proposes per step
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class Speculative(_Strict):

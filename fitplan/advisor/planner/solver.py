@@ -264,10 +264,13 @@ def _candidate(spec, hw, req, fmt, weights, context, gpu_layers, gpus, cpu_moe_l
     sparse = bool(req.prune) and sparse_kernel_unmet(req.prune, fmt.name, hw, all_on_gpu) is None
     disk = (req.disk_layers or 0) if DISK in runtime.features else 0
     assert gpu_layers + disk <= spec.layers, (gpu_layers, disk)  # _most_gpu_layers bounds the GPU's share
-    setup = Setup(runtime=fmt.runtime, weights=fmt.name, kv_cache=kv, context=context, batch=req.batch, threads=threads,
-                  gpu_layers=gpu_layers, gpus=gpus if gpu_layers else 0, cpu_moe_layers=cpu_moe_layers,
-                  flash_attn=runtime.flash_attn(req.flash_attn, kv, hw, all_on_gpu), prune=_prune_label(req.prune),
-                  sparse_kernels=sparse, disk_layers=disk)
+    # the solver's own values, bounded where they entered: constructed without a second validation (the plan
+    # file validates a Setup it reads or writes)
+    setup = Setup.model_construct(
+        runtime=fmt.runtime, weights=fmt.name, kv_cache=kv, context=context, batch=req.batch, threads=threads,
+        gpu_layers=gpu_layers, gpus=gpus if gpu_layers else 0, cpu_moe_layers=cpu_moe_layers,
+        flash_attn=runtime.flash_attn(req.flash_attn, kv, hw, all_on_gpu), prune=_prune_label(req.prune),
+        sparse_kernels=sparse, disk_layers=disk)
     return _sized(spec, hw, req, fmt, sparse_weight_bytes(weights, fmt.name) if sparse else weights, setup)
 
 
