@@ -37,13 +37,13 @@ def strategies() -> dict[str, Strategy]:
 @lru_cache(maxsize=1)
 def cost_models() -> dict[str, CostModel]:
     """The runtimes advise can plan for, by name: the built-ins first."""
-    return _by_name(item for item in _collect("fitplan_register_runtimes") if is_cost_model(item))
+    return _by_name(item for item in _collect("fitplan_register_runtimes", "cost models") if is_cost_model(item))
 
 
 @lru_cache(maxsize=1)
 def executors() -> dict[str, Executor]:
     """The runtimes fitplan can run (or serve), by name."""
-    return _by_name(item for item in _collect("fitplan_register_runtimes") if is_executor(item))
+    return _by_name(item for item in _collect("fitplan_register_runtimes", "executors") if is_executor(item))
 
 
 def export_targets() -> list[str]:
@@ -151,7 +151,9 @@ def _by_name(items: Iterable[Any]) -> dict[str, Any]:
 
 
 @cache
-def _collect(hook: str) -> tuple[Any, ...]:
+def _collect(hook: str, part: str = "") -> tuple[Any, ...]:
+    """What `hook` registers. Without plugins the built-ins are called directly, and only the `part`
+    asked for (advise needs the cost models, not the executors' modules)."""
     from fitplan.strategies import builtin
 
     found: list[Any] = []
@@ -161,7 +163,7 @@ def _collect(hook: str) -> tuple[Any, ...]:
 
     plugins = plugin_entry_points()
     if not plugins:  # the only implementation is the built-in one: call it, no manager needed
-        getattr(builtin, hook)(register)
+        builtin.PARTS.get(part, getattr(builtin, hook))(register)
     else:
         getattr(_manager(tuple(map(tuple, plugins))).hook, hook)(register=register)
     return tuple(found)
