@@ -69,14 +69,12 @@ class PlanSetup(Setup):
 
 
 def refusal(setup: Setup) -> str:
-    """Why no registered runtime can execute `setup` ('' when one can): the plan file's checks."""
+    """Why `setup`'s registered runtime cannot execute it ('' when it can): the plan file's checks."""
     from fitplan.strategies.pruning import parse_prune
-    from fitplan.strategies.registry import check_kv_cache, cost_model, cost_models, runtime_names, weight_format
+    from fitplan.strategies.registry import check_kv_cache, cost_model, cost_models, weight_format
     from fitplan.strategies.runtimes.contract import DISK, PRUNE
 
-    if setup.runtime not in runtime_names():
-        return f"unknown runtime {setup.runtime!r}; known: {', '.join(runtime_names())}"
-    runtime = cost_model(setup.runtime)
+    runtime = cost_model(setup.runtime)  # a registered one: the field's own check comes first
     fmt = weight_format(setup.weights, source="plan.weights", runtime=setup.runtime)
     if fmt.runtime != setup.runtime:
         return f"weights {setup.weights} run on {fmt.runtime}, not on {setup.runtime}"
