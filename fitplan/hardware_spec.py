@@ -27,6 +27,9 @@ class GPUSpec(BaseModel):
     pcie_gen: int | None = Field(default=None, gt=0)
     pcie_lanes: int | None = Field(default=None, gt=0)
     unified_memory: bool = False
+    # the board's power limit (TDP/TGP) from its spec sheet: a long GEMM runs at the power limit, so
+    # prefill rates follow it where the tensor peak is out of reach (speed_terms.py)
+    board_power_W: float | None = Field(default=None, gt=0)
 
     @property
     def usable_bytes(self) -> int:
