@@ -103,6 +103,55 @@ PROBE_NAMES = (*_HOST_FIELDS, *_MATMUL_KEYS, "disk", "gpu", *_TEST_ONLY)
 DEFAULT_PROBES = (*_HOST_FIELDS, *_MATMUL_KEYS)  # plus "disk" per model file and "gpu" per NVIDIA GPU
 
 
+@dataclass(frozen=True)
+class CpuSample:
+    """CPU seconds so far on the CPUs this process may run on: busy by anyone, and this process's own."""
+
+    busy_s: float  # user + nice + system + irq + softirq + steal, summed over those CPUs
+    own_s: float  # this process's user + system time, all its threads
+    cpus: int
+
+
+def cpu_sample() -> CpuSample | None:
+    """Now's CPU times (psutil reads /proc/stat on Linux), or None where psutil cannot say.
+
+    Steal counts as busy: on a VM it is time another guest took from us, the same contention.
+    """
+    import psutil
+
+    try:
+        per_cpu = psutil.cpu_times(percpu=True)
+        own = psutil.Process().cpu_times()
+    except (psutil.Error, OSError):
+        return None
+    mine = _allowed_cpus(len(per_cpu))
+    busy = sum(_busy_s(per_cpu[i]) for i in mine)
+    return CpuSample(busy_s=busy, own_s=own.user + own.system, cpus=len(mine))
+
+
+def _busy_s(times: object) -> float:
+    return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+
+def _allowed_cpus(online: int) -> list[int]:
+    """Indices of the CPUs our threads may use (the affinity mask), all of them where it is unknown."""
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not allowed or allowed[-1] >= online:  # offline CPUs shift psutil's list: count them all
+        return list(range(online))
+    return allowed
+
+
+def others_cores(before: CpuSample, after: CpuSample, wall_s: float) -> float:
+    """How many cores other processes kept busy, on average, between two samples `wall_s` apart.
+
+    Not the load average: that counts runnable tasks, ours included, smoothed over a minute.
+    """
+    if wall_s <= 0:
+        return 0.0
+    others = (after.busy_s - before.busy_s) - (after.own_s - before.own_s)
+    return max(0.0, others / wall_s)
+
+
 def fingerprint(hw: HardwareSpec) -> str:
     """What identifies a machine's speed: CPU, core counts, flags, RAM size, GPUs; never free memory."""
     identity = {

@@ -40,7 +40,8 @@ def render(doc: dict[str, Any], console: Console, *, top: int = 8) -> None:
     predicted = doc["predicted"]
     if "decode_tokens_per_s" in predicted:
         p = predicted["provenance"]
-        console.print(f"speed ({p['speed']}; {p['speed_basis']}): decode {predicted['decode_tokens_per_s']:.1f} tok/s, "
+        how = f"{p['speed']} ({p['calibration']['summary']})" if "calibration" in p else p["speed"]
+        console.print(f"speed ({how}; {p['speed_basis']}): decode {predicted['decode_tokens_per_s']:.1f} tok/s, "
                       f"prefill {predicted['prefill_tokens_per_s']:.0f} tok/s, "
                       f"TTFT {predicted['ttft_s']:.2f} s for a 512-token prompt")
     table = Table(title="predicted memory (estimated)", title_justify="left")

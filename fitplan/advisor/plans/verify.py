@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -48,18 +49,27 @@ def run_worker(job: dict[str, Any], *, timeout_s: float) -> dict[str, Any]:
 
 def measure(
     spec: ModelSpec, setup: Setup, *, prompt_tokens: int, gen_tokens: int, repeat: int, timeout_s: float = 900,
+    budget_s: float | None = None,
 ) -> dict[str, Any]:
-    """Prepare (if needed) and run the plan; the worker's measurements, untouched."""
+    """Prepare (if needed) and run the plan; the worker's measurements, untouched.
+
+    With `budget_s`, `repeat` is a most: the worker stops repeating before preparing, loading and the
+    runs together pass the budget (the runtime probe's time limit).
+    """
     from fitplan.strategies.registry import executor
 
     missing = executor(setup.runtime).missing()
     if missing:
         raise RuntimeMissingError(f"cannot run {setup.runtime}: {missing}")
     source = model_source(spec)
+    started = time.perf_counter()
     prepared = run_worker({"mode": "prepare", "runtime": setup.runtime, "source": asdict(source)}, timeout_s=timeout_s)
-    return run_worker({"mode": "measure", "runtime": setup.runtime, "source": prepared["source"],
-                       "setup": setup.model_dump(mode="json"), "layers": spec.layers, "prompt_tokens": prompt_tokens,
-                       "gen_tokens": gen_tokens, "repeat": repeat}, timeout_s=timeout_s)
+    job = {"mode": "measure", "runtime": setup.runtime, "source": prepared["source"],
+           "setup": setup.model_dump(mode="json"), "layers": spec.layers, "prompt_tokens": prompt_tokens,
+           "gen_tokens": gen_tokens, "repeat": repeat}
+    if budget_s is not None:
+        job["budget_s"] = budget_s - (time.perf_counter() - started)
+    return run_worker(job, timeout_s=timeout_s)
 
 
 def ratio(predicted: float | None, measured: float | None) -> float | None:

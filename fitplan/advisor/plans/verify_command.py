@@ -3,9 +3,19 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
-from fitplan.advisor.planner.calibration import fit_entry, key, load_calibration, save_entry, summarize_runs
+from fitplan.advisor.planner.calibration import (
+    ProbeLimits,
+    age_text,
+    fit_entry,
+    key,
+    load_calibration,
+    refusal,
+    save_entry,
+    summarize_runs,
+)
 from fitplan.advisor.planner.speed import Efficiency, SpeedPrediction, default_efficiency, plan_speed
 from fitplan.advisor.plans.verify import measure, ratio
 from fitplan.errors import BadValueError, FitplanError
@@ -24,6 +34,10 @@ if TYPE_CHECKING:
 RECORDED = {"placement", "context_note", "weights_source", "pruning"}  # what a plan file notes, not a choice
 # a prompt long enough that prefill is compute-bound, as it is at real prompt lengths
 PROBE_PROMPT_TOKENS, PROBE_GEN_TOKENS = 128, 16
+# repeated, best runs kept (calibration.best_runs), within 40 s for preparing, loading and running
+# on a 2-core machine; a small model stops at PROBE_MAX_RUNS long before (SmolLM2-135M: ~6 s)
+PROBE_BUDGET_S, PROBE_MAX_RUNS = 40.0, 8
+PROBE_LIMITS = ProbeLimits()
 
 
 def default_setup(spec: ModelSpec, hw: HardwareSpec, *, runtime: str | None = None, weights: str | None = None,
@@ -160,10 +174,11 @@ def render_verify(doc: dict[str, Any], console: Console) -> None:
 
 
 def calibrate_runtime(spec: ModelSpec, chosen: Candidate, hw: HardwareSpec, probes: MachineProbes) -> None:
-    """The runtime probe: a short real run of MODEL fits this runtime's efficiencies on this machine.
+    """The runtime probe: short real runs of MODEL fit this runtime's efficiencies on this machine.
 
     A model without local weights, a missing runtime or a failed run is reported on stderr, and
-    advise answers with its uncalibrated figures.
+    advise answers with its uncalibrated figures; so is a probe the machine's other work disturbed
+    (calibration.refusal), which is not cached: the calibration cached before, if any, stays.
     """
     from fitplan.profiles.probes import fingerprint
 
@@ -178,11 +193,28 @@ def calibrate_runtime(spec: ModelSpec, chosen: Candidate, hw: HardwareSpec, prob
         runnable = weights == spec.native_dtype if runtime == "llama.cpp" else weights in ("fp32", "bf16", "fp16")
         setup = default_setup(spec, hw, runtime=runtime, weights=weights if runnable else None, context=512,
                               threads=chosen.setup.threads)
-        measured = measure(spec, setup, prompt_tokens=PROBE_PROMPT_TOKENS, gen_tokens=PROBE_GEN_TOKENS, repeat=2,
-                           timeout_s=600)
+        started = time.perf_counter()
+        measured = measure(spec, setup, prompt_tokens=PROBE_PROMPT_TOKENS, gen_tokens=PROBE_GEN_TOKENS,
+                           repeat=PROBE_MAX_RUNS, budget_s=PROBE_BUDGET_S, timeout_s=600)
+        probe_s = time.perf_counter() - started
         weight_bytes = tensor_bytes(spec, weight_format(setup.weights))
         at_one = plan_speed(spec, setup, weight_bytes, hw, probes=probes, efficiency=Efficiency(1.0, 1.0, "estimated"),
                             prompt_tokens=PROBE_PROMPT_TOKENS)
-        save_entry(fingerprint(hw), key(setup.runtime, setup.gpu_layers), fit_entry(spec, setup, at_one, measured))
+        entry = fit_entry(spec, setup, at_one, measured, probe_s=probe_s, created_unix=time.time())
     except FitplanError as exc:
         sys.stderr.write(f"runtime probe failed, speed stays uncalibrated: {exc}\n")
+        return
+    entry_key = key(setup.runtime, setup.gpu_layers)
+    why = refusal(entry, PROBE_LIMITS)
+    if why is None:
+        save_entry(fingerprint(hw), entry_key, entry)
+        return
+    sys.stderr.write(f"calibration not cached: {why}; {_what_stays(fingerprint(hw), entry_key)}\n")
+
+
+def _what_stays(machine: str, entry_key: str) -> str:
+    """After a refused probe: the calibration the answer still uses, or that there is none."""
+    cached = load_calibration(machine).entries.get(entry_key)
+    if cached is None:
+        return "speed stays uncalibrated (run advise --probe again on a quiet machine)"
+    return f"the cached {entry_key} calibration ({age_text(time.time() - cached.created_unix)}) stays"
