@@ -31,6 +31,13 @@ def parse_size(text: object, *, source: str = "value") -> int:
     return int(round(value))
 
 
+def parse_reserve(text: object, *, source: str) -> int:
+    """The memory a plan leaves free on each GPU: a size, or a bare 0 (zero is zero in every unit)."""
+    if str(text).strip() == "0":
+        return 0
+    return parse_size(text, source=source)
+
+
 def format_bytes(n: int | float) -> str:
     """A short decimal rendering for tables: 16.1 GB, 512 MB, 734 kB."""
     n = float(n)

@@ -523,7 +523,7 @@ def test_good_profile_file_is_accepted(valid_gguf: Path) -> None:
 
 
 @pytest.mark.parametrize("value", ["12XB", "-1GB", "12", "GB", "", "nan GB", "1e400GB", "99999999999999999999TB"])
-@pytest.mark.parametrize("option", ["--max-vram", "--max-ram", "--ram"])
+@pytest.mark.parametrize("option", ["--max-vram", "--max-ram", "--ram", "--reserve"])
 def test_bad_size(valid_gguf: Path, option: str, value: str) -> None:
     """A size without a unit, with an unknown unit, negative or absurd is one line naming option and value."""
     proc = run_advise(valid_gguf, "--hardware", "gha-ubuntu-4core", option, value, cwd=valid_gguf.parent)

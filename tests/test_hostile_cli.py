@@ -97,7 +97,7 @@ def advise_value_cases() -> Iterator[Case]:
     for i, value in enumerate(["0", "65", "-1", "x", "1" * 5000]):
         yield Case(f"advise--draft-tokens-{i}", [*ADVISE, "--draft", "prompt-lookup", "--draft-tokens", value],
                    needle="--draft-tokens")
-    for option in ("--max-vram", "--max-ram", "--ram"):
+    for option in ("--max-vram", "--max-ram", "--ram", "--reserve"):
         for i, value in enumerate(BAD_SIZES):
             yield Case(f"advise{option}-{i}", [*ADVISE, option, value], needle=option)
     numbers = {"--min-tokens-per-s": ["0", "-1", "x", "inf", "nan", "1e400", "", "1" * 400],

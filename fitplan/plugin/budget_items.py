@@ -56,8 +56,9 @@ class BudgetItem(pytest.Item):
 
     def runtest(self) -> None:
         from fitplan.advisor.budgets.check import entry_rows, show
+        from fitplan.plugin.state import SETTINGS_KEY
 
-        rows = entry_rows(self.budgets, self.index, self.profile)
+        rows = entry_rows(self.budgets, self.index, self.profile, reserve=self.config.stash[SETTINGS_KEY].reserve)
         for r in rows:
             self.user_properties.append((f"fitplan_{r.metric}", show(r.metric, r.predicted)))
         broken = [r for r in rows if not r.ok]

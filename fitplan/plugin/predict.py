@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fitplan.advisor.budgets.predicted import predicted_plan
+from fitplan.advisor.budgets.predicted import predicted_plan, with_reserve
 from fitplan.plugin.budgets import Budget
 from fitplan.units import format_bytes
 
@@ -16,11 +16,13 @@ class Prediction:
     hardware: str
 
 
-def predict(budget: Budget, default_hardware: str | None) -> Prediction:
-    """The predicted figure a budget is held against, with the parts that make it up."""
+def predict(budget: Budget, default_hardware: str | None, default_reserve: str | None = None) -> Prediction:
+    """The predicted figure a budget is held against, with the parts that make it up; the reserve its
+    plan leaves free on each GPU is the marker's reserve=, else `default_reserve`, else the default."""
     hw_name = budget.hardware or default_hardware or "auto"
     assert budget.model is not None
-    spec, hw, advice = predicted_plan(budget.model, hw_name, budget.pins, budget.kind == "fits_vram")
+    pins = with_reserve(budget.pins, default_reserve)
+    spec, hw, advice = predicted_plan(budget.model, hw_name, pins, budget.kind == "fits_vram")
     chosen, label = advice.chosen, hw.name
     if budget.kind == "min_tokens_per_s":
         return Prediction(chosen.speed.decode_tokens_per_s,

@@ -4,7 +4,8 @@ Loaded in every pytest run of every repo that installs fitplan, so it imports no
 no torch, no NVML, no file reads at import; predictions and measurements load what they need.
 
 Settings, each an option, an ini key and (hardware) an environment variable; precedence
-marker > command line > environment (FITPLAN_HARDWARE) > ini.
+marker > command line > environment (FITPLAN_HARDWARE) > ini. A marker's `reserve=` pin beats
+--fitplan-reserve / fitplan_reserve, the GPU memory predicted plans leave free.
 """
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         ("--fitplan-report", "fitplan_report", "write every budget's figures as JSON to this path"),
         ("--fitplan-default-ram", "fitplan_default_ram", "a fits_ram budget for every test without one, e.g. 512MB"),
         ("--fitplan-default-vram", "fitplan_default_vram", "a fits_vram budget for every test without one, e.g. 8GB"),
+        ("--fitplan-reserve", "fitplan_reserve", "memory predicted plans leave free on each GPU, e.g. 2GiB "
+         "(default 1 GiB; 0: none); a marker's reserve= wins"),
     )
     for flag, ini, text in options:
         group.addoption(flag, dest=ini, default=None, help=text)  # None: the ini value still applies
@@ -98,8 +101,16 @@ def pytest_configure(config: pytest.Config) -> None:
             load_profile(str(hardware), source=where)
         except FitplanError as exc:
             raise pytest.UsageError(str(exc)) from None
+    reserve, where = _setting(config, "fitplan_reserve")
+    if reserve is not None:
+        from fitplan.units import parse_reserve
+
+        try:
+            parse_reserve(reserve, source=where)
+        except FitplanError as exc:
+            raise pytest.UsageError(str(exc)) from None
     config.stash[SETTINGS_KEY] = Settings(
-        hardware=hardware,
+        hardware=hardware, reserve=None if reserve is None else str(reserve),
         report=report, strict=bool(strict), report_origin=origin,
         report_force=force,
         default_ram=defaults["fits_ram"], default_vram=defaults["fits_vram"],
@@ -174,7 +185,7 @@ def _verdict(budget: Budget, peak: PeakResult, item: pytest.Item, settings: Sett
         if budget.predicted:
             from fitplan.plugin.predict import predict
 
-            prediction = predict(budget, settings.hardware)
+            prediction = predict(budget, settings.hardware, settings.reserve)
             value, detail, where = prediction.value, prediction.detail, f"predicted on {prediction.hardware}"
         else:
             value, detail = _measured(budget, peak, item)

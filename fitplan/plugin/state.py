@@ -18,6 +18,7 @@ class Settings:
     default_vram: Budget | None
     report_origin: str = ""
     report_force: bool = False
+    reserve: str | None = None  # --fitplan-reserve / fitplan_reserve: for predicted budgets without reserve=
 
 
 SETTINGS_KEY = pytest.StashKey[Settings]()

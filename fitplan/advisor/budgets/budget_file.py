@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fitplan.advisor.budgets.vocabulary import LIMITS, PIN_FIELDS
 from fitplan.errors import BadValueError
 from fitplan.plan_spec import MAX_BATCH, MAX_CONTEXT, MAX_THREADS
-from fitplan.units import parse_duration, parse_rate, parse_size
+from fitplan.units import parse_duration, parse_rate, parse_reserve, parse_size
 
 MAX_BUDGET_FILE_BYTES = 16 * 2**20  # pyproject.toml files run to kilobytes; a larger one is refused, not cut
 
@@ -33,6 +33,14 @@ class Pins(BaseModel):
     threads: int | None = Field(default=None, strict=True, gt=0, le=MAX_THREADS)
     gpu_layers: int | None = Field(default=None, strict=True, ge=0, le=100_000)
     offload: bool = Field(default=False, strict=True)
+    reserve: str | None = Field(default=None, strict=True)  # kept free on each GPU, e.g. "2GiB"; "0": none
+
+    @field_validator("reserve")
+    @classmethod
+    def _reserve(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_reserve(value, source="the reserve")
+        return value
 
 
 def check_pins(pins: dict[str, Any], where: str) -> None:

@@ -53,9 +53,10 @@ class Row:
 
 
 def check(budgets: BudgetFile, *, baseline: dict[str, float] | None = None, tolerance: float = 0.05,
-          measured: bool = False) -> list[Row]:
+          measured: bool = False, reserve: str | None = None) -> list[Row]:
+    """Every limit of every entry on every profile; `reserve` (--reserve) for entries without their own."""
     rows = [r for index, entry in enumerate(budgets.entries) for profile in entry.hardware
-            for r in entry_rows(budgets, index, profile)]
+            for r in entry_rows(budgets, index, profile, reserve=reserve)]
     if measured:
         rows += measure(budgets, rows)
     for row in rows:
@@ -66,26 +67,26 @@ def check(budgets: BudgetFile, *, baseline: dict[str, float] | None = None, tole
     return rows
 
 
-def entry_rows(budgets: BudgetFile, index: int, profile: str) -> list[Row]:
+def entry_rows(budgets: BudgetFile, index: int, profile: str, *, reserve: str | None = None) -> list[Row]:
     """The rows of entry `index` on `profile`, each on its limit's line, keyed for baselines."""
     entry, line = budgets.entries[index], budgets.lines[index]
     ident = entry.name or entry.model
     repeat = sum((e.name or e.model) == ident for e in budgets.entries[:index])
     ident += f"#{repeat + 1}" if repeat else ""
     try:
-        rows = _entry_rows(entry, index, profile, line)
+        rows = _entry_rows(entry, index, profile, line, reserve)
     except FitplanError as exc:
         raise BadValueError(f"{budgets.path}:{line}: budget {index + 1} on {profile}: {exc}") from None
     return [replace(r, line=budgets.line_of(index, r.metric), key=f"{ident}|{profile}|{r.metric}") for r in rows]
 
 
-def _entry_rows(entry: BudgetEntry, index: int, profile: str, line: int) -> list[Row]:
-    from fitplan.advisor.budgets.predicted import predicted_plan
+def _entry_rows(entry: BudgetEntry, index: int, profile: str, line: int, reserve: str | None = None) -> list[Row]:
+    from fitplan.advisor.budgets.predicted import predicted_plan, with_reserve
     from fitplan.advisor.planner.solver import plan_loss_of
 
     limits = entry.limits()
-    _, hw, advice = predicted_plan(entry.model, profile, entry.pins(), "max_vram" in limits and not entry.offload,
-                                   allow_hub=True)
+    _, hw, advice = predicted_plan(entry.model, profile, with_reserve(entry.pins(), reserve),
+                                   "max_vram" in limits and not entry.offload, allow_hub=True)
     chosen = advice.chosen
     plan = f"{chosen.setup.runtime} {chosen.setup.weights}, {chosen.placement}"
     figures: dict[str, tuple[float, str]] = {}

@@ -47,6 +47,7 @@ def predicted_plan(model: str, hardware_name: str, pins: tuple[tuple[str, Any], 
     """(spec, hardware, advice) for MODEL with `pins` on the named hardware."""
     from fitplan.advisor.planner.solver import Request, advise
     from fitplan.strategies.registry import normalize_runtime, weight_format
+    from fitplan.units import parse_reserve
 
     spec, hw = model_spec(model, allow_hub), hardware(hardware_name)
     p = dict(pins)
@@ -59,9 +60,17 @@ def predicted_plan(model: str, hardware_name: str, pins: tuple[tuple[str, Any], 
         context=_count(p, "context"), batch=_count(p, "batch") or 1, threads=_count(p, "threads"),
         runtime=runtime, weights=weight_format(weights, source="weights=", runtime=runtime).name,
         kv_cache=p.get("kv_cache"), gpu_layers=gpu_layers,
+        reserve=parse_reserve(p["reserve"], source="reserve=") if "reserve" in p else None,
     )
     probes, calibration = speed_context(hw)
     return spec, hw, advise(spec, hw, request, probes=probes, calibration=calibration)
+
+
+def with_reserve(pins: tuple[tuple[str, Any], ...], reserve: str | None) -> tuple[tuple[str, Any], ...]:
+    """`pins` with a default reserve (--reserve, --fitplan-reserve) where they set none of their own."""
+    if reserve is None or "reserve" in dict(pins):
+        return pins
+    return tuple(sorted((*pins, ("reserve", reserve))))
 
 
 def speed_context(hw: HardwareSpec) -> tuple[MachineProbes | None, Calibration | None]:

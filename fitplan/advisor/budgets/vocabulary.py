@@ -17,7 +17,7 @@ MARKERS = {
     "min_tokens_per_s": ("tok/s", False),
 }
 # what pins a predicted plan, in a budget entry and in a marker's keyword arguments alike
-PIN_FIELDS = ("weights", "context", "batch", "runtime", "kv_cache", "threads", "gpu_layers", "offload")
+PIN_FIELDS = ("weights", "context", "batch", "runtime", "kv_cache", "threads", "gpu_layers", "offload", "reserve")
 
 
 def show(kind: str, value: float) -> str:

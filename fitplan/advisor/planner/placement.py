@@ -7,6 +7,11 @@ the decode time per token, sum of x[u, d] x time(u, d), where time = bytes the u
 / the device's bandwidth (routed experts read k/n of their bytes). Solved with
 scipy.optimize.milp (HiGHS). llama.cpp runs it with every layer offloaded and tensor overrides
 (`-ot`) for what the solution keeps on the CPU.
+
+Among equally fast solutions the contiguous one is taken (`_contiguous`: within each set of alike
+units, the CPU's share is the first blocks, then each GPU's), as llama.cpp lays blocks out. A dense
+model whose blocks are all alike is not given to the MILP at all (`uniform_blocks`): its contiguous
+split, `-ngl N`, is the placement to use.
 """
 from __future__ import annotations
 
@@ -39,6 +44,43 @@ def _units(spec: ModelSpec, weights: WeightBytes, context: int, kv: str) -> list
         held[("block", layer)] = held.get(("block", layer), 0) + kv_bytes
         read[("block", layer)] = read.get(("block", layer), 0.0) + kv_bytes / 2  # mid-context on average
     return [(kind, layer, held[(kind, layer)], read[(kind, layer)]) for kind, layer in sorted(held)]
+
+
+def uniform_blocks(spec: ModelSpec, context: int, kv: str) -> bool:
+    """Whether every block is alike: the same tensors and shapes, no routed experts, the same KV cache.
+
+    Then speed follows how many blocks each device holds, and the contiguous split (llama.cpp's
+    `-ngl N`: the first blocks on the CPU) is as good as any map: an exact map could only swap the
+    recipe's larger and smaller blocks (Q4_K_M's use_more_bits layers) within the GPU's last block of
+    room, at one device hop per switch, and it runs with every layer offloaded, where llama.cpp keeps
+    each layer's KV cache on the GPU (llama-kv-cache.cpp places it by model.dev_layer, which
+    --override-tensor does not move)."""
+    if spec.is_moe:
+        return False
+    shapes: dict[int, set[tuple[str, tuple[int, ...]]]] = {layer: set() for layer in range(spec.layers)}
+    for t in spec.tensors:
+        if t.role == "block" and t.layer is not None:
+            shapes[t.layer].add((t.name.removeprefix(f"blk.{t.layer}."), t.shape))
+    c = runtime_llamacpp.constants()
+    kv_bytes = {layer_kv_bytes(spec, layer, context, kv, "llama.cpp", swa_extra=c["n_ubatch"], pad=c["kv_pad"])
+                for layer in range(spec.layers)}
+    return len(kv_bytes) == 1 and all(shapes[layer] == shapes[0] for layer in shapes)
+
+
+def _contiguous(units: list[tuple[str, int, int, float]], choice: list[int], n_dev: int) -> list[int]:
+    """The same solution with alike units (same kind, bytes held and read) reordered: each device keeps
+    as many of them, the CPU (index n_dev - 1) taking the first layers, then gpu0, gpu1, ...: as fast,
+    as full, and contiguous wherever alike units make it possible."""
+    order = [n_dev - 1, *range(n_dev - 1)]
+    classes: dict[tuple[str, int, float], list[int]] = {}
+    for u, (kind, _, held, read) in enumerate(units):
+        classes.setdefault((kind, held, read), []).append(u)
+    out = list(choice)
+    for members in classes.values():
+        devices = sorted((choice[u] for u in members), key=order.index)
+        for u, device in zip(sorted(members, key=lambda u: units[u][1]), devices):
+            out[u] = device
+    return out
 
 
 def milp_setup(spec: ModelSpec, base: Setup, weights: WeightBytes, capacity: Callable[[str], int],
@@ -75,7 +117,7 @@ def milp_setup(spec: ModelSpec, base: Setup, weights: WeightBytes, capacity: Cal
                   constraints=[LinearConstraint(one_device, 1, 1), LinearConstraint(fits, -np.inf, room)])
     if not result.success:
         return None
-    choice = result.x.reshape(n_units, n_dev).argmax(axis=1)
+    choice = _contiguous(units, [int(j) for j in result.x.reshape(n_units, n_dev).argmax(axis=1)], n_dev)
     layer_map, expert_map = ["cpu"] * spec.layers, ["cpu"] * spec.layers
     for (kind, layer, _, _), j in zip(units, choice):
         (expert_map if kind == "experts" else layer_map)[layer] = devices[j]
