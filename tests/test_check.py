@@ -55,7 +55,7 @@ def test_all_budgets_hold_exit_0_with_a_table(tmp_path: Path) -> None:
 
 
 def test_a_broken_budget_exits_1_in_every_format(tmp_path: Path) -> None:
-    """70B Q4_K_M needs 45.3 GB on a 24 GB card: text, json, junit and github all say so; exit 1."""
+    """70B Q4_K_M needs 45.4 GB on a 24 GB card: text, json, junit and github all say so; exit 1."""
     folder = repo(tmp_path, PASSING + FAILING)
     text = check(folder)
     assert text.returncode == 1 and "70B on one 4090 max_vram" in text.stdout and "BROKEN" in text.stdout
@@ -72,7 +72,7 @@ def test_a_broken_budget_exits_1_in_every_format(tmp_path: Path) -> None:
     error = github.stdout.splitlines()[0]
     line = 3 + PASSING.count("\n") + FAILING.splitlines().index('max_vram = "24GB"')  # the limit's own line
     assert error.startswith(f"::error file=pyproject.toml,line={line},title=fitplan check::70B on one 4090 on "
-                            "rtx-4090-24gb: max_vram broken: predicted 45.3 GB, limit 24.0 GB")
+                            "rtx-4090-24gb: max_vram broken: predicted 45.4 GB, limit 24.0 GB")
 
 
 @pytest.mark.parametrize(("body", "message"), [
@@ -142,7 +142,7 @@ def test_budgets_become_pytest_items(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_code="def test_code():\n    assert True\n")
     run = pytester.runpytest_subprocess("--fitplan-budgets", "-p", "no:cacheprovider", "-rf")
     run.assert_outcomes(passed=3, failed=1)
-    run.stdout.fnmatch_lines(["*max_vram: predicted 45.3 GB, limit 24.0 GB*",
+    run.stdout.fnmatch_lines(["*max_vram: predicted 45.4 GB, limit 24.0 GB*",
                               "*FAILED pyproject.toml::70B on one 4090 on rtx-4090-24gb*"])
     plain = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     plain.assert_outcomes(passed=1)

@@ -12,14 +12,16 @@ from fitplan.strategies.quantization import tensor_bytes, weight_format
 ONE = Efficiency(1.0, 1.0, "estimated")
 
 
-def speed(model: str, weights: str, hardware: str, *, gpu_layers: int | None = None, efficiency=ONE, **setup):
+def speed(model: str, weights: str, hardware: str, *, gpu_layers: int | None = None, efficiency=ONE, published=False,
+          **setup):
+    """The roofline's arithmetic (published=False: the spec sheet alone), or with the fitted terms."""
     spec, hw = catalog_spec(model), load_profile(hardware)
     layers = spec.layers if gpu_layers is None else gpu_layers
     s = Setup(runtime="llama.cpp", weights=weights, kv_cache="f16", context=setup.get("context", 4096),
               batch=setup.get("batch", 1), threads=setup.get("threads", hw.cpu.cores),
               gpu_layers=layers if hw.gpus else 0, gpus=len(hw.gpus) if layers else 0)
     return spec, plan_speed(spec, s, tensor_bytes(spec, weight_format(weights)), hw, efficiency=efficiency,
-                            prompt_tokens=512)
+                            prompt_tokens=512, published=published)
 
 
 def test_gpu_decode_is_bandwidth_over_bytes_read() -> None:
@@ -61,9 +63,12 @@ def test_batch_throughput_grows_with_batch() -> None:
 
 
 def test_prefill_is_compute_bound_on_gpu() -> None:
-    """512-token prefill of an 8B model on an H100 is bound by FLOPs: 2 x params x tokens / peak."""
+    """512-token prefill of an 8B model on an H100 is bound by FLOPs: 2 x block params x tokens / peak
+    (the embedding is a lookup; the head runs once, for the one position the runtime outputs)."""
     spec, s = speed("llama-3.1-8b", "Q4_K_M", "h100-80gb")
-    assert s.prefill_tokens_per_s < 989.4e12 / (2 * spec.parameters * 0.9)
+    blocks = sum(t.numel for t in spec.tensors if t.role == "block")
+    assert s.prefill_tokens_per_s < 989.4e12 / (2 * blocks)
+    assert s.prefill_tokens_per_s > 0.5 * 989.4e12 * 0.5 / (2 * blocks)  # the default efficiency, 0.5
     assert s.ttft_s == pytest.approx(512 / s.prefill_tokens_per_s + 1 / s.decode_tokens_per_s)
 
 
@@ -71,3 +76,52 @@ def test_named_profile_figures_say_spec_sheet() -> None:
     """Without probes, a named GPU profile's figures come from its spec sheet."""
     _, s = speed("llama-3.1-8b", "Q4_K_M", "rtx-4090-24gb")
     assert "gpu0: spec sheet" in s.basis
+
+
+def test_fitted_terms_apply_to_a_gpu_with_a_row_and_say_so() -> None:
+    """An RTX 4090 (sm89) takes llama.cpp's fitted CUDA terms; the figure says where they came from."""
+    _, fitted = speed("llama-3.1-8b", "Q4_K_M", "rtx-4090-24gb", published=True)
+    _, sheet = speed("llama-3.1-8b", "Q4_K_M", "rtx-4090-24gb")
+    assert fitted.provenance.startswith("calibrated (published: ")
+    assert sheet.provenance == "estimated"
+    assert fitted.decode_tokens_per_s != sheet.decode_tokens_per_s
+
+
+def test_a_calibrated_efficiency_beats_the_published_terms() -> None:
+    """This machine's own run wins over figures fitted on other machines."""
+    _, calibrated = speed("llama-3.1-8b", "Q4_K_M", "rtx-4090-24gb", published=True,
+                          efficiency=Efficiency(0.5, 0.5, "calibrated"))
+    assert calibrated.provenance == "calibrated"
+
+
+def test_decode_slows_as_the_context_fills() -> None:
+    """decode_tokens_per_s is the rate after a short prompt; the full-context rate reads the whole KV cache."""
+    _, s = speed("llama-3.1-8b", "Q4_K_M", "rtx-4090-24gb", published=True, context=32768)
+    assert s.decode_full_context_tokens_per_s < s.decode_tokens_per_s
+
+
+def test_the_output_head_runs_once_per_prompt() -> None:
+    """A 256000-token vocabulary's head is a fifth of Gemma-2-2B's FLOPs per token: counted for every
+    prompt token it would slow prefill by as much; llama.cpp computes it for the last position only."""
+    from fitplan.advisor.planner.speed import step_model
+
+    spec, hw = catalog_spec("gemma-2-2b"), load_profile("laptop-cpu-16gb")
+    s = Setup(runtime="llama.cpp", weights="Q8_0", kv_cache="f16", context=1024, batch=1, threads=8, gpu_layers=0)
+    model = step_model(spec, s, tensor_bytes(spec, weight_format("Q8_0")), hw, published=False)
+    head = sum(model.head_flops.values())
+    assert head > 0.15 * sum(f for _, f in model.single.values())
+    assert model.prompt_flops("cpu", 512) == pytest.approx((model.single["cpu"][1] - head) * 512 + head)
+
+
+def test_pipelined_prefill_over_gpus_beats_one_gpu_for_a_long_prompt() -> None:
+    """llama.cpp pipelines the chunks of one n_batch over GPUs: 4 chunks on 2 GPUs overlap."""
+    from fitplan.advisor.planner.speed import prefill_seconds, step_model
+
+    def seconds(hardware: str) -> float:
+        spec, hw = catalog_spec("llama-3.1-8b"), load_profile(hardware)
+        s = Setup(runtime="llama.cpp", weights="Q4_K_M", kv_cache="f16", context=2048, batch=1, threads=16,
+                  gpu_layers=32, gpus=len(hw.gpus))
+        model = step_model(spec, s, tensor_bytes(spec, weight_format("Q4_K_M")), hw)
+        return prefill_seconds(model, 2048, ubatch=512, n_batch=2048)
+
+    assert seconds("2xrtx-4090-24gb") < seconds("rtx-4090-24gb")

@@ -60,9 +60,11 @@ def kv_widths(spec: ModelSpec, runtime: str) -> tuple[int, int]:
     return spec.kv_heads * spec.head_dim, spec.kv_heads * spec.v_head_dim
 
 
-def cached_tokens(spec: ModelSpec, layer: int, context: int, *, swa_extra: int = 0, pad: int = 1) -> int:
-    """Tokens a layer keeps: the window (plus what a runtime adds for one batch) on sliding layers."""
-    if spec.sliding_window and layer in spec.sliding_layers:
+def cached_tokens(spec: ModelSpec, layer: int, context: int, *, swa_extra: int = 0, pad: int = 1,
+                  windowed: bool = True) -> int:
+    """Tokens a layer keeps: the window (plus what a runtime adds for one batch) on sliding layers,
+    unless the runtime keeps them whole (`windowed` False: llama.cpp's swa_full)."""
+    if windowed and spec.sliding_window and layer in spec.sliding_layers:
         window = -(-(spec.sliding_window + swa_extra) // pad) * pad
         return min(context, window)
     return context
@@ -70,10 +72,10 @@ def cached_tokens(spec: ModelSpec, layer: int, context: int, *, swa_extra: int =
 
 def layer_kv_bytes(
     spec: ModelSpec, layer: int, context: int, kv_dtype: str, runtime: str, sequences: int = 1,
-    *, swa_extra: int = 0, pad: int = 1,
+    *, swa_extra: int = 0, pad: int = 1, windowed: bool = True,
 ) -> int:
     k, v = kv_widths(spec, runtime)
-    tokens = cached_tokens(spec, layer, context, swa_extra=swa_extra, pad=pad)
+    tokens = cached_tokens(spec, layer, context, swa_extra=swa_extra, pad=pad, windowed=windowed)
     return int((k + v) * tokens * kv_bytes_per_element(kv_dtype, runtime) * sequences)
 
 

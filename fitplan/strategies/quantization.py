@@ -98,7 +98,8 @@ def _gguf_bytes(spec: ModelSpec, file_type: str) -> list[tuple[TensorInfo, int]]
                              n_gqa=max(1, spec.heads // max(1, spec.kv_heads)), n_layer=spec.layers)
     except ValueError as exc:
         raise BadValueError(f"llama.cpp cannot quantize {spec.name} to {file_type}: {exc}") from None
-    return [(t, ggml_tensor_bytes(types[t.name], t.shape)) for t in spec.tensors]
+    return [(TensorInfo(t.name, t.shape, t.role, t.layer, t.experts, types[t.name].upper(), t.nbytes),
+             ggml_tensor_bytes(types[t.name], t.shape)) for t in spec.tensors]
 
 
 def _quantized_linear(t: TensorInfo) -> bool:

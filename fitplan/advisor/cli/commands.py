@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from fitplan.profiles.probes import MachineProbes
     from fitplan.strategies.strategy import Option
 
+RESERVE_HELP = "memory every plan leaves free on each GPU, e.g. 2GiB (default 1 GiB, as llama.cpp --fit; 0: none)"
 RUNTIMES, EXPORTS = "{runtimes}", "{exports}"  # filled from the registry when help is shown (_fill_help)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -42,6 +43,7 @@ def advise_command(
     kv_cache: Optional[str] = typer.Option(None, "--kv-cache", help="pin the KV cache type: f16, bf16, f32, q8_0, q4_0"),
     max_vram: Optional[str] = typer.Option(None, "--max-vram", help="per-GPU budget, e.g. 12GB (0GB: no GPU)"),
     max_ram: Optional[str] = typer.Option(None, "--max-ram", help="host RAM budget, e.g. 16GiB"),
+    reserve: Optional[str] = typer.Option(None, "--reserve", help=RESERVE_HELP),
     ram: Optional[str] = typer.Option(None, "--ram", help="host RAM of the profile, e.g. 32GB"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="also write the plan file here (never overwrites)"),
@@ -53,6 +55,9 @@ def advise_command(
     top: Optional[str] = typer.Option(None, "--top", help="list at most K alternatives (default: all in --json, 8 in the table)"),
     flash_attn: Optional[bool] = typer.Option(None, "--flash-attn/--no-flash-attn",
                                               help="llama.cpp flash attention (default on)"),
+    swa_full: Optional[str] = typer.Option(None, "--swa-full",
+                                           help="llama.cpp: sliding-window layers cache the whole context (on, "
+                                                "llama-cpp-python's default) or the window only (off, llama-server's)"),
     plot: Optional[str] = typer.Option(None, "--plot", help="draw the Pareto front and memory to FILE.png or .svg (matplotlib)"),
     draft: Optional[str] = typer.Option(None, "--draft",
                                         help="speculative decoding: a smaller model of the same tokenizer, or prompt-lookup"),
@@ -70,7 +75,7 @@ def advise_command(
     from fitplan.advisor.planner.solver import Request, advise
     from fitplan.plan_spec import MAX_BATCH, MAX_CONTEXT, MAX_DRAFT_TOKENS, MAX_THREADS
     from fitplan.strategies.registry import normalize_runtime, weight_format
-    from fitplan.units import parse_count, parse_duration, parse_rate, parse_size
+    from fitplan.units import parse_count, parse_duration, parse_rate, parse_reserve, parse_size
 
     for option, value in (("--runtime", runtime), ("--weights", weights), ("--kv-cache", kv_cache),
                           ("--min-tokens-per-s", min_tokens_per_s), ("--max-ttft", max_ttft), ("--draft", draft),
@@ -86,7 +91,9 @@ def advise_command(
         kv_cache=kv_cache,
         max_vram=parse_size(max_vram, source="--max-vram") if max_vram is not None else None,
         max_ram=parse_size(max_ram, source="--max-ram") if max_ram is not None else None,
+        reserve=parse_reserve(reserve, source="--reserve") if reserve is not None else None,
         objective=objective, flash_attn=flash_attn, draft=draft,
+        swa_full=_parse_switch(swa_full, "--swa-full") if swa_full is not None else None,
         acceptance=_parse_fraction(acceptance) if acceptance is not None else None,
         draft_tokens=(parse_count(draft_tokens, source="--draft-tokens", maximum=MAX_DRAFT_TOKENS)
                       if draft_tokens is not None else None),
@@ -117,7 +124,7 @@ def advise_command(
         probes, calibration = _speed_context(hw, spec, probe=True, chosen=advice.chosen)
         advice = advise(spec, hw, request, probes=probes, calibration=calibration)
     top_k = parse_count(top, source="--top", minimum=0, maximum=100_000) if top is not None else None
-    document = advice_document(spec, hw, advice, top=top_k)
+    document = advice_document(spec, hw, advice, top=top_k, calibration=calibration)
     if prune is not None:
         document["plan"]["pruning"] = _pruning_effects(prune, advice.chosen, hw)
     if output:
@@ -302,18 +309,22 @@ def check_command(
                                  help="also run entries whose profile is this machine (or auto) "
                                       "and gate on the measured figures"),
     force: bool = typer.Option(False, "--force", help="with -o: replace the file even if fitplan did not write it"),
+    reserve: Optional[str] = typer.Option(None, "--reserve", help=RESERVE_HELP + "; a budget's own reserve key wins"),
 ) -> None:
     """Predict every budget entry on every target profile; exit 1 when a budget breaks, 2 on a bad config."""
     from fitplan.advisor.budgets.budget_file import find_config, load_budgets
     from fitplan.advisor.budgets.check import FORMATS, check, load_baseline, render, report_file_text, report_is_ours
     from fitplan.owned_files import write_owned
+    from fitplan.units import parse_reserve
 
     if fmt not in FORMATS:  # before any prediction is made
         raise BadValueError(f"unknown --format {fmt!r}; known: {', '.join(FORMATS)}")
+    if reserve is not None:
+        parse_reserve(reserve, source="--reserve")
     share = _parse_percent(tolerance)
     path = find_config(config)
     rows = check(load_budgets(path), baseline=load_baseline(baseline) if baseline else None, tolerance=share,
-                 measured=measure)
+                 measured=measure, reserve=reserve)
     report = render(rows, fmt, os.path.relpath(path), share)
     if output:
         write_owned(output, report_file_text(report, fmt), ours=report_is_ours, option="-o", force=force)
@@ -456,6 +467,13 @@ def _number(text: str, below: float, message: str, *, inclusive: bool = False) -
         value = -1.0
     if not (0 <= value <= below if inclusive else 0 <= value < below):
         raise BadValueError(message)
+    return value
+
+
+def _parse_switch(text: str, option: str) -> bool:
+    value = {"on": True, "off": False}.get(text.strip().lower())
+    if value is None:
+        raise BadValueError(f"bad {option} {text!r}: expected on or off")
     return value
 
 

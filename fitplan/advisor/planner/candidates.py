@@ -23,10 +23,12 @@ class Request:
     weights: str | None = None
     kv_cache: str | None = None
     max_vram: int | None = None  # bytes per GPU
+    reserve: int | None = None  # bytes every plan leaves free on each GPU; None: the default (runtimes.toml)
     max_ram: int | None = None
     gpu_layers: int | None = None  # pin the blocks on the GPUs (0: CPU only); None: the solver places them
     objective: str = "balanced"
     flash_attn: bool | None = None  # None: on for llama.cpp (exact attention, less memory); off for transformers (SDPA)
+    swa_full: bool | None = None  # llama.cpp's sliding-window cache at full size; None: the executor's default (on)
     draft: str | None = None  # speculative decoding: a draft model (catalog name or local file) or "prompt-lookup"
     acceptance: float | None = None  # the draft's acceptance rate; None: the stated default
     acceptance_source: str | None = None  # how the rate was obtained, e.g. by the acceptance probe
@@ -87,3 +89,4 @@ class Advice:
     context_note: str = ""
     scale_out: ScaleOut | None = None  # where nothing fits: the fewest GPUs that would hold it (vLLM)
     excluded: list[tuple[str, str]] = field(default_factory=list)  # (format, why this machine cannot run it)
+    gpu_reserve_bytes: int = 0  # what every plan left free on each GPU

@@ -2,8 +2,10 @@
 and excluded candidates (the CLI's table, advisor/cli/report.py, renders the same document)."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from fitplan.advisor.planner.calibration import Calibration, calibration_note, key
 from fitplan.advisor.planner.candidates import Advice, Candidate
 from fitplan.advisor.planner.solver import plan_loss_of
 from fitplan.hardware_spec import HardwareSpec
@@ -17,6 +19,8 @@ def plan_dict(c: Candidate, context_note: str = "", spec: ModelSpec | None = Non
     plan = {"runtime": s.runtime, "weights": s.weights, "kv_cache": s.kv_cache, "context": s.context,
             "batch": s.batch, "threads": s.threads, "gpu_layers": s.gpu_layers, "gpus": s.gpus,
             "cpu_moe_layers": s.cpu_moe_layers, "flash_attn": s.flash_attn, "placement": c.placement}
+    if s.runtime == "llama.cpp":
+        plan["swa_full"] = s.swa_full
     if s.layer_map:
         from fitplan.advisor.planner.placement import overrides
 
@@ -46,23 +50,36 @@ def quality_dict(c: Candidate) -> dict[str, Any]:
             "source": f"{c.fmt.quality_source}, plus the source file's own {c.source_loss:g} (it carries over)"}
 
 
-def predicted_dict(c: Candidate) -> dict[str, Any]:
-    """Memory per device, and speed where it was computed, each with its provenance."""
+def predicted_dict(c: Candidate, calibration: Calibration | None = None, now: float | None = None) -> dict[str, Any]:
+    """Memory per device, and speed where it was computed, each with its provenance (a calibrated
+    speed also with the calibration's age and spread: a reader weighs an old or noisy one less)."""
     out: dict[str, Any] = {"memory": {d: m.as_dict() for d, m in c.memory.items()}}
-    provenance = {"memory": "estimated: exact weight bytes, formula KV cache and buffers, "
-                            "runtime constants from runtimes.toml"}
+    provenance: dict[str, Any] = {"memory": "estimated: exact weight bytes, formula KV cache and buffers, "
+                                            "runtime constants from runtimes.toml"}
     if c.speed is not None:
         out.update(c.speed.as_dict())
         provenance["speed"] = c.speed.provenance
         provenance["speed_basis"] = c.speed.basis
+        note = _calibration_note(c, calibration, time.time() if now is None else now)
+        if note is not None:
+            provenance["calibration"] = note
     out["provenance"] = provenance
     return out
 
 
-def candidate_dict(c: Candidate, spec: ModelSpec | None = None) -> dict[str, Any]:
+def _calibration_note(c: Candidate, calibration: Calibration | None, now: float) -> dict[str, Any] | None:
+    if calibration is None or c.speed is None or c.speed.provenance != "calibrated":
+        return None
+    entry_key = key(c.setup.runtime, c.setup.gpu_layers)
+    entry = calibration.entries.get(entry_key)
+    return None if entry is None else calibration_note(entry_key, entry, now)
+
+
+def candidate_dict(c: Candidate, spec: ModelSpec | None = None, calibration: Calibration | None = None
+                   ) -> dict[str, Any]:
     return {
         "fits": c.fits, "plan": plan_dict(c, spec=spec),
-        "predicted": predicted_dict(c),
+        "predicted": predicted_dict(c, calibration),
         "quality": quality_dict(c),
         "why": c.reason or "fits",
     }
@@ -80,7 +97,9 @@ def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
     return sorted(front, key=lambda c: point(c))
 
 
-def advice_document(spec: ModelSpec, hw: HardwareSpec, advice: Advice, *, top: int | None = None) -> dict[str, Any]:
+def advice_document(spec: ModelSpec, hw: HardwareSpec, advice: Advice, *, top: int | None = None,
+                    calibration: Calibration | None = None) -> dict[str, Any]:
+    """The whole answer; `calibration` (the one the speeds used) adds its age and spread to them."""
     chosen = advice.chosen
     return {
         "schema_version": SCHEMA_VERSION,
@@ -95,17 +114,20 @@ def advice_document(spec: ModelSpec, hw: HardwareSpec, advice: Advice, *, top: i
         },
         "hardware": {
             "name": hw.name, "detected": hw.detected,
-            "gpus": [{"name": g.name, "memory_bytes": g.memory_bytes, "usable_bytes": g.usable_bytes} for g in hw.gpus],
+            # reserve: what every plan leaves free on that GPU; a plan may use usable_bytes - reserve
+            "gpus": [{"name": g.name, "memory_bytes": g.memory_bytes, "usable_bytes": g.usable_bytes,
+                      "reserve": advice.gpu_reserve_bytes} for g in hw.gpus],
             "cpu": {"name": hw.cpu.name, "cores": hw.cpu.cores, "threads": hw.cpu.threads},
             "ram_bytes": hw.ram_bytes, "ram_usable_bytes": hw.ram_usable_bytes,
         },
         "fits": advice.fits,
         "plan": plan_dict(chosen, advice.context_note, spec),
-        "predicted": predicted_dict(chosen),
+        "predicted": predicted_dict(chosen, calibration),
         "quality": quality_dict(chosen),
         "why": chosen.reason or "fits",
-        "alternatives": [candidate_dict(c, spec) for c in advice.alternatives[:top]],
-        "pareto": [candidate_dict(c, spec) for c in pareto_front([advice.chosen, *advice.alternatives] if advice.fits else [])],
+        "alternatives": [candidate_dict(c, spec, calibration) for c in advice.alternatives[:top]],
+        "pareto": [candidate_dict(c, spec, calibration)
+                   for c in pareto_front([advice.chosen, *advice.alternatives] if advice.fits else [])],
         "rejected": [{"candidate": c.label, "reason": c.reason} for c in advice.rejected],
         "excluded": [{"weights": name, "reason": why} for name, why in advice.excluded],
         "scale_out": advice.scale_out.as_dict() if advice.scale_out else None,

@@ -17,6 +17,7 @@ from fitplan.errors import BadValueError
 from fitplan.hardware_spec import HardwareSpec
 from fitplan.model_spec import ModelSpec
 from fitplan.plan_spec import Setup
+from fitplan.strategies.offload import default_gpu_reserve_bytes
 from fitplan.strategies.pruning import parse_prune, sparse_kernel_unmet, sparse_weight_bytes
 from fitplan.strategies.quantization import WeightFormat, tensor_bytes
 from fitplan.strategies.registry import (
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from fitplan.profiles.probes import MachineProbes
     from fitplan.strategies.runtimes.vllm.cost import ScaleOut
 
-__all__ = ["Advice", "Candidate", "Request", "advise", "plan_loss", "plan_loss_of"]
+__all__ = ["Advice", "Candidate", "Request", "advise", "gpu_reserve_bytes", "plan_loss", "plan_loss_of"]
 
 DEFAULT_CONTEXT = 8192
 QUALITY_BOUND_FORMAT = "Q4_K_M"  # the default loss bound: about Q4_K_M's on the model
@@ -67,6 +68,7 @@ def advise(spec: ModelSpec, hardware: HardwareSpec, request: Request, *, probes:
             c.speed = candidate_speed(spec, c, hardware, probes, calibration)
             if drafting:
                 speculation.speculate(c, spec, drafting, hardware, probes, calibration)
+    candidates = _without_slower_exact(candidates)
     fitting = [c for c in candidates if c.fits and not _breaks_constraints(c, request)]
     best = _best(fitting, request)
     if best is None:
@@ -74,12 +76,14 @@ def advise(spec: ModelSpec, hardware: HardwareSpec, request: Request, *, probes:
         best.speed = best.speed or candidate_speed(spec, best, hardware, probes, calibration)
         if best.fits:
             best.reason = _breaks_constraints(best, request)
-        advice = Advice(best, False, [], [c for c in candidates if c is not best], note, excluded=excluded)
+        advice = Advice(best, False, [], [c for c in candidates if c is not best], note, excluded=excluded,
+                        gpu_reserve_bytes=gpu_reserve_bytes(request))
         advice.scale_out = _scale_out(spec, hardware, pinned, context) if not best.fits else None
         return advice
     alternatives = sorted((c for c in fitting if c is not best), key=lambda c: _rank(c, request))
     rejected = [c for c in candidates if c not in fitting]
-    return Advice(best, True, alternatives, rejected, note, excluded=excluded)
+    return Advice(best, True, alternatives, rejected, note, excluded=excluded,
+                  gpu_reserve_bytes=gpu_reserve_bytes(request))
 
 
 def _formats(spec: ModelSpec, request: Request, hw: HardwareSpec
@@ -207,6 +211,21 @@ def _placements(spec: ModelSpec, hw: HardwareSpec, req: Request, fmt: WeightForm
     return out
 
 
+def _without_slower_exact(candidates: list[Candidate]) -> list[Candidate]:
+    """The MILP places blocks by bytes per token; the speed model also counts each device switch and
+    per-layer kernel costs, so an exact map can time slower than the contiguous split of the same
+    format. Such a map is dominated (it needs -ot rules too): it is not offered."""
+    def decode(c: Candidate) -> float:
+        return c.speed.decode_tokens_per_s if c.speed else 0.0
+
+    best_plain: dict[str, float] = {}
+    for c in candidates:
+        if c.fits and c.placement != "exact":
+            best_plain[c.fmt.name] = max(best_plain.get(c.fmt.name, 0.0), decode(c))
+    return [c for c in candidates
+            if not (c.placement == "exact" and c.fits and decode(c) < best_plain.get(c.fmt.name, 0.0))]
+
+
 def _most_gpu_layers(spec: ModelSpec, req: Request) -> int:
     """Blocks a GPU may hold: all of them, less the last `--disk-layers` a pin keeps on disk (honoured
     exactly, or refused: never quietly fewer)."""
@@ -233,9 +252,12 @@ def _largest_split(spec, hw, req, fmt, weights, context, gpus, top) -> Candidate
 
 
 def _milp_candidate(spec, hw, req, fmt, weights, base: Setup) -> Candidate | None:
-    """The exact placement (advisor/planner/placement.py); kept only when it fits once sized exactly."""
-    from fitplan.advisor.planner.placement import device_bandwidth, milp_setup
+    """The exact placement (advisor/planner/placement.py); kept only when it fits once sized exactly.
+    None for a dense model of alike blocks: the split (-ngl N) is its placement (uniform_blocks)."""
+    from fitplan.advisor.planner.placement import device_bandwidth, milp_setup, uniform_blocks
 
+    if uniform_blocks(spec, base.context * base.batch, base.kv_cache):
+        return None
     setup = milp_setup(spec, base, weights, lambda d: _capacity(d, hw, req), device_bandwidth(hw, base.threads))
     if setup is None or setup.gpu_layers == 0:
         return None
@@ -270,6 +292,7 @@ def _candidate(spec, hw, req, fmt, weights, context, gpu_layers, gpus, cpu_moe_l
         runtime=fmt.runtime, weights=fmt.name, kv_cache=kv, context=context, batch=req.batch, threads=threads,
         gpu_layers=gpu_layers, gpus=gpus if gpu_layers else 0, cpu_moe_layers=cpu_moe_layers,
         flash_attn=runtime.flash_attn(req.flash_attn, kv, hw, all_on_gpu), prune=_prune_label(req.prune),
+        swa_full=True if req.swa_full is None else req.swa_full,
         sparse_kernels=sparse, disk_layers=disk)
     return _sized(spec, hw, req, fmt, sparse_weight_bytes(weights, fmt.name) if sparse else weights, setup)
 
@@ -284,11 +307,19 @@ def _prune_label(prune: str | None) -> str:
 def _sized(spec, hw, req, fmt, weights, setup: Setup) -> Candidate:
     """A candidate with its exact memory per device and, where a device overflows, why."""
     memory = cost_model(fmt.runtime).memory(spec, setup, weights)
-    problems = [f"needs {format_bytes(mem.total)} on {dev} > {format_bytes(cap)} available"
+    problems = [f"needs {format_bytes(mem.total)} on {dev} > {format_bytes(cap)} available{_reserve_note(dev, hw, req)}"
                 for dev, mem in memory.items() if mem.total > (cap := _capacity(dev, hw, req))]
     source_loss, converted = _source(spec, fmt)
     return Candidate(setup, fmt, memory, not problems, spec.layers, "; ".join(problems), source_loss=source_loss,
                      converted=converted)
+
+
+def _reserve_note(device: str, hw: HardwareSpec, req: Request) -> str:
+    """Why a GPU offers less than its free memory, where the reserve is what bounds it."""
+    reserve = gpu_reserve_bytes(req) if device.startswith("gpu") else 0
+    if not reserve or (req.max_vram is not None and req.max_vram <= _capacity(device, hw, req)):
+        return ""
+    return f" (with {format_bytes(reserve)} kept free)"
 
 
 def _is_files_format(spec: ModelSpec, fmt: WeightFormat) -> bool:
@@ -309,13 +340,19 @@ def _source(spec: ModelSpec, fmt: WeightFormat) -> tuple[float, bool]:
     return carried, not _is_files_format(spec, fmt)
 
 
+def gpu_reserve_bytes(req: Request) -> int:
+    """What every plan leaves free on each GPU: the request's reserve, else the default."""
+    return req.reserve if req.reserve is not None else default_gpu_reserve_bytes()
+
+
 def _capacity(device: str, hw: HardwareSpec, req: Request) -> int:
+    """What a plan may use on `device`: a GPU's free memory (or whole card) less the reserve, within --max-vram."""
     if device == "disk":
         return hw.disk_free_bytes if hw.disk_free_bytes is not None else 2**62
     if device == "cpu":
         return min(hw.ram_usable_bytes, req.max_ram if req.max_ram is not None else hw.ram_usable_bytes)
-    gpu = hw.gpus[int(device[3:])]
-    return min(gpu.usable_bytes, req.max_vram if req.max_vram is not None else gpu.usable_bytes)
+    usable = max(0, hw.gpus[int(device[3:])].usable_bytes - gpu_reserve_bytes(req))
+    return min(usable, req.max_vram) if req.max_vram is not None else usable
 
 
 def _gpus_fit(c: Candidate, hw: HardwareSpec, req: Request) -> bool:

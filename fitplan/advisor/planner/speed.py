@@ -10,12 +10,12 @@ defaults from runtimes.toml ("estimated"), or fitted to a real run of this model
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from fitplan.model_spec import ModelSpec, TensorInfo
 from fitplan.plan_spec import Setup, WeightBytes
+from fitplan.strategies.speed_terms import SpeedTerms, terms_for, type_class
 
 if TYPE_CHECKING:
     from fitplan.hardware_spec import GPUSpec, HardwareSpec
@@ -29,6 +29,7 @@ class DeviceRates:
     bandwidth_GB_per_s: float
     matmul_GFLOP_per_s: float  # matrix-matrix; a matrix-vector product is bandwidth-bound instead
     source: str  # "probe", "spec sheet", "assumed"
+    power_W: float | None = None  # the board's power limit, where its spec sheet gives one
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,11 @@ class SpeedPrediction:
     batch_tokens_per_s: float
     provenance: str
     basis: str
+    decode_full_context_tokens_per_s: float = 0.0  # the decode rate once the context is full
 
     def as_dict(self) -> dict[str, Any]:
         return {"decode_tokens_per_s": round(self.decode_tokens_per_s, 3),
+                "decode_full_context_tokens_per_s": round(self.decode_full_context_tokens_per_s, 3),
                 "prefill_tokens_per_s": round(self.prefill_tokens_per_s, 3), "ttft_s": round(self.ttft_s, 4),
                 "batch_tokens_per_s": round(self.batch_tokens_per_s, 3)}
 
@@ -76,50 +79,159 @@ def _reads(spec: ModelSpec, placed: Placement, batch: int) -> dict[str, tuple[fl
     return out
 
 
+def _head_flops(spec: ModelSpec, placed: Placement) -> dict[str, float]:
+    """The output head's FLOPs per token on each device (a tied embedding read as the head, as _reads)."""
+    has_output = any(t.role == "output" for items in placed.values() for t, _ in items)
+
+    def is_head(t: TensorInfo) -> bool:
+        return t.role == "output" or (t.role == "embed" and not has_output and spec.tied_embeddings)
+
+    return {device: sum(2.0 * t.numel for t, _ in items if is_head(t)) for device, items in placed.items()}
+
+
 def _attention(spec: ModelSpec, layers: int, position: int, kv_bytes_per_token_layer: float) -> tuple[float, float]:
     """(KV bytes read, attention FLOPs) for one token at `position`, over `layers` layers."""
     flops = 4 * position * spec.heads * spec.head_dim * layers  # QK^T and AV
     return kv_bytes_per_token_layer * position * layers, flops
 
 
-def predict_speed(
-    spec: ModelSpec, setup: Setup, placed: Placement, layer_device: Callable[[int], str],
-    kv_bytes_per_token_layer: float, rates: dict[str, DeviceRates], efficiency: Efficiency,
-    *, prompt_tokens: int, ubatch: int = 512,
-) -> SpeedPrediction:
+@dataclass(frozen=True)
+class StepModel:
+    """What the step-time functions need of one plan, computed once."""
+
+    spec: ModelSpec
+    placed: Placement
+    layers_on: dict[str, int]
+    kv_bytes_per_token_layer: float
+    rates: dict[str, DeviceRates]
+    efficiency: Efficiency
+    terms: dict[str, SpeedTerms]  # per GPU device with fitted terms; the rest use the spec-sheet roofline
+    type_class: str
+    flash_attn: bool
+    hops: int  # device switches a token's activations make
+    single: dict[str, tuple[float, float]]  # _reads at batch 1, shared by decode and every prompt chunk
+    pcie_GB_per_s: float | None = None  # the first GPU's host link (op offload of CPU layers' prompt chunks)
+    head_flops: dict[str, float] | None = None  # the output head's FLOPs per token, per device
+
+    def prompt_flops(self, device: str, tokens: int) -> float:
+        """Matmul FLOPs of a prompt chunk: the output head runs for the one position the runtime outputs
+        (llama.cpp and llama-cpp-python compute logits only where asked), the rest for every token."""
+        head = (self.head_flops or {}).get(device, 0.0)
+        return (self.single[device][1] - head) * tokens + head
+
+
+def decode_step_seconds(plan: StepModel, batch: int, position: int) -> float:
+    """One decode step of `batch` sequences at `position`: device times add (layers run in order)."""
+    reads = plan.single if batch == 1 else _reads(plan.spec, plan.placed, batch)
+    total = 0.0
+    for device, (nbytes, flops) in reads.items():
+        kv_bytes, attn_flops = _attention(plan.spec, plan.layers_on[device], position, plan.kv_bytes_per_token_layer)
+        rate, terms = plan.rates[device], plan.terms.get(device)
+        bandwidth, matmul = rate.bandwidth_GB_per_s * 1e9, rate.matmul_GFLOP_per_s * 1e9
+        if terms is None:
+            eff = plan.efficiency.decode
+            total += max((nbytes + kv_bytes * batch) / (bandwidth * eff), (flops + attn_flops * batch) / (matmul * eff))
+            continue
+        memory_s = nbytes / bandwidth * terms.read(plan.type_class) + kv_bytes * batch / bandwidth * terms.kv_read
+        compute_s = (flops + attn_flops * batch) / matmul * terms.mm(plan.type_class)
+        total += max(memory_s, compute_s) + plan.layers_on[device] * terms.layer_step_s
+    return total + _fixed_step_seconds(plan)
+
+
+def _fixed_step_seconds(plan: StepModel) -> float:
+    terms = next(iter(plan.terms.values()), None)
+    return terms.token_s + plan.hops * terms.hop_s if terms else 0.0
+
+
+def prefill_seconds(plan: StepModel, tokens: int, *, ubatch: int, n_batch: int) -> float:
+    """A prompt of `tokens` in chunks of `ubatch`. With fitted terms, GPUs holding every layer pipeline
+    the chunks of one n_batch (llama.cpp's pipeline parallelism): a batch of m chunks takes the sum of
+    its stages once plus m - 1 times the slowest."""
+    if not plan.terms:
+        return _roofline_prefill_seconds(plan, tokens, ubatch)
+    holding = [d for d in plan.placed if plan.layers_on.get(d)]
+    pipelined = len(holding) > 1 and all(d.startswith("gpu") for d in holding)
+    total, done = 0.0, 0
+    while done < tokens:
+        batch_tokens = min(n_batch, tokens - done)
+        chunks = []
+        for start in range(done, done + batch_tokens, ubatch):
+            n = min(ubatch, done + batch_tokens - start)
+            chunks.append([_chunk_seconds(plan, d, n, start + n) for d in plan.placed])
+        if pipelined:
+            total += sum(chunks[0]) + sum(max(stages) for stages in chunks[1:])
+        else:
+            total += sum(sum(stages) for stages in chunks)
+        done += batch_tokens
+    return total
+
+
+def _roofline_prefill_seconds(plan: StepModel, tokens: int, ubatch: int) -> float:
+    """Spec-sheet roofline: per device max(FLOPs, weights read once per chunk), causal attention."""
+    chunks = -(-tokens // ubatch)
+    total = 0.0
+    for device, (nbytes, _) in plan.single.items():
+        _, attn_flops = _attention(plan.spec, plan.layers_on[device], tokens // 2, 0)
+        rate = plan.rates[device]
+        flops = plan.prompt_flops(device, tokens) + attn_flops * tokens
+        compute_s = flops / (rate.matmul_GFLOP_per_s * 1e9 * plan.efficiency.prefill)
+        memory_s = nbytes * chunks / (rate.bandwidth_GB_per_s * 1e9 * plan.efficiency.prefill)
+        total += max(compute_s, memory_s)
+    return total
+
+
+OP_OFFLOAD_MIN_TOKENS = 32  # ggml-cuda's offload_op: batches of at least 32 tokens go to the GPU
+# PCIe transfer rate per lane and direction, GB/s, by generation (PCI-SIG: 8, 16, 32 GT/s with 128b/130b)
+PCIE_LANE_GB_PER_S = {3: 0.985, 4: 1.969, 5: 3.938}
+
+
+def pcie_GB_per_s(gpu: GPUSpec) -> float | None:
+    """The host link's spec rate, where the profile gives its generation and lanes."""
+    if gpu.pcie_gen in PCIE_LANE_GB_PER_S and gpu.pcie_lanes:
+        return PCIE_LANE_GB_PER_S[gpu.pcie_gen] * gpu.pcie_lanes
+    return None
+
+
+def _chunk_seconds(plan: StepModel, device: str, tokens: int, kv_cells: int) -> float:
+    """One prompt chunk of `tokens` on `device`, attending over `kv_cells` cached positions."""
+    spec, layers = plan.spec, plan.layers_on.get(device, 0)
+    nbytes, flops = plan.single[device]
+    rate, terms = plan.rates[device], plan.terms.get(device)
+    if terms is None and plan.pcie_GB_per_s and plan.terms and tokens >= OP_OFFLOAD_MIN_TOKENS and device == "cpu":
+        # llama.cpp's op offload: the GPU computes the CPU-resident layers of a large batch, their weights
+        # copied over the link for each chunk, so the link, not the host's FLOP/s, bounds prefill
+        gpu = next(iter(plan.terms))
+        on_gpu = replace(plan, rates={**plan.rates, device: plan.rates[gpu]}, terms={**plan.terms, device: plan.terms[gpu]})
+        return nbytes / (plan.pcie_GB_per_s * 1e9) + _chunk_seconds(on_gpu, device, tokens, kv_cells)
+    bandwidth, matmul = rate.bandwidth_GB_per_s * 1e9, rate.matmul_GFLOP_per_s * 1e9
+    attn_flops = 4 * tokens * kv_cells * spec.heads * spec.head_dim * layers
+    if terms is None:  # a device without fitted terms (the host): its spec-sheet roofline for this chunk
+        _, causal = _attention(spec, layers, kv_cells // 2, 0)
+        eff = plan.efficiency.prefill
+        return max((plan.prompt_flops(device, tokens) + causal * tokens) / (matmul * eff), nbytes / (bandwidth * eff))
+    matmul_flops = plan.prompt_flops(device, tokens)
+    seconds = matmul_flops / matmul * terms.mm(plan.type_class) + attn_flops / matmul * terms.attention
+    energy = terms.energy(plan.type_class)
+    if rate.power_W and energy:  # a long GEMM runs at the board's power limit, not its peak
+        seconds = max(seconds, (matmul_flops + attn_flops) * energy / rate.power_W)
+    if not plan.flash_attn:  # the f32 KQ scores are written, soft-maxed and read back
+        seconds += tokens * kv_cells * spec.heads * 4 * layers / bandwidth * terms.scores
+    return seconds + nbytes / bandwidth * terms.read(plan.type_class) + layers * terms.layer_ubatch_s
+
+
+def predict(model: StepModel, setup: Setup, *, prompt_tokens: int, ubatch: int = 512,
+            n_batch: int | None = None) -> SpeedPrediction:
     """Decode, prefill, TTFT and batch throughput of a plan (batch = setup.batch for the last)."""
-    devices_of_layers = [layer_device(i) for i in range(spec.layers)]
-    layers_on = {d: devices_of_layers.count(d) for d in placed}
-    single = _reads(spec, placed, 1)  # decode and prefill of one sequence share these
-
-    def step_seconds(batch: int, position: int) -> float:
-        total = 0.0
-        for device, (nbytes, flops) in (single if batch == 1 else _reads(spec, placed, batch)).items():
-            kv_bytes, attn_flops = _attention(spec, layers_on[device], position, kv_bytes_per_token_layer)
-            rate = rates[device]
-            memory_s = (nbytes + kv_bytes * batch) / (rate.bandwidth_GB_per_s * 1e9 * efficiency.decode)
-            compute_s = (flops + attn_flops * batch) / (rate.matmul_GFLOP_per_s * 1e9 * efficiency.decode)
-            total += max(memory_s, compute_s)
-        return total
-
-    def prefill_seconds(tokens: int) -> float:
-        chunks = -(-tokens // ubatch)
-        total = 0.0
-        for device, (nbytes, flops) in single.items():
-            _, attn_flops = _attention(spec, layers_on[device], tokens // 2, 0)
-            rate = rates[device]
-            compute_s = (flops * tokens + attn_flops * tokens) / (rate.matmul_GFLOP_per_s * 1e9 * efficiency.prefill)
-            memory_s = nbytes * chunks / (rate.bandwidth_GB_per_s * 1e9 * efficiency.prefill)
-            total += max(compute_s, memory_s)
-        return total
-
     position = prompt_tokens + 64  # a typical point of a short answer
-    decode = 1 / step_seconds(1, position)
-    prefill_s = prefill_seconds(prompt_tokens)
-    batch = decode if setup.batch == 1 else setup.batch / step_seconds(setup.batch, position)
-    basis = ", ".join(sorted({f"{d}: {r.source}" for d, r in rates.items() if d in placed and placed[d]}))
-    return SpeedPrediction(decode, prompt_tokens / prefill_s, prefill_s + 1 / decode, batch,
-                           efficiency.provenance, basis)
+    decode = 1 / decode_step_seconds(model, 1, position)
+    full = 1 / decode_step_seconds(model, 1, setup.context)
+    prefill_s = prefill_seconds(model, prompt_tokens, ubatch=ubatch, n_batch=n_batch or ubatch)
+    batch = decode if setup.batch == 1 else setup.batch / decode_step_seconds(model, setup.batch, position)
+    basis = ", ".join(sorted({f"{d}: {r.source}" for d, r in model.rates.items() if d in model.placed and model.placed[d]}))
+    provenance = model.efficiency.provenance
+    if model.terms and provenance != "calibrated":
+        provenance = next(iter(model.terms.values())).provenance
+    return SpeedPrediction(decode, prompt_tokens / prefill_s, prefill_s + 1 / decode, batch, provenance, basis, full)
 
 
 def _table() -> dict[str, Any]:
@@ -153,7 +265,7 @@ def gpu_rates(gpu: GPUSpec, probed: dict[str, Any] | None) -> DeviceRates:
     if probed and "memory_GB_per_s" in probed and "fp16_TFLOP_per_s" in probed:
         return DeviceRates(probed["memory_GB_per_s"].value, probed["fp16_TFLOP_per_s"].value * 1000, "probe")
     if gpu.memory_bandwidth_GB_per_s and gpu.fp16_tflops:
-        return DeviceRates(gpu.memory_bandwidth_GB_per_s, gpu.fp16_tflops * 1000, "spec sheet")
+        return DeviceRates(gpu.memory_bandwidth_GB_per_s, gpu.fp16_tflops * 1000, "spec sheet", gpu.board_power_W)
     return DeviceRates(gpu.memory_bandwidth_GB_per_s or 100.0, (gpu.fp16_tflops or 10.0) * 1000, "assumed")
 
 
@@ -171,11 +283,12 @@ def default_efficiency() -> Efficiency:
     return Efficiency(defaults["decode_efficiency"], defaults["prefill_efficiency"], "estimated")
 
 
-def plan_speed(
+def step_model(
     spec: ModelSpec, setup: Setup, weights: WeightBytes, hw: HardwareSpec, *,
-    probes: MachineProbes | None = None, efficiency: Efficiency | None = None, prompt_tokens: int = 512,
-) -> SpeedPrediction:
-    """The speed of one plan on `hw`, with the runtime's own placement of every tensor."""
+    probes: MachineProbes | None = None, efficiency: Efficiency | None = None, published: bool = True,
+) -> StepModel:
+    """A plan's step-time model on `hw`, with the runtime's own placement of every tensor; GPUs use the
+    runtime's terms fitted on published measurements (`published`), unless this machine calibrated it."""
     from fitplan.strategies.kv_cache import element_bytes, kv_widths
     from fitplan.strategies.registry import cost_model
 
@@ -187,6 +300,23 @@ def plan_speed(
     for i, gpu in enumerate(hw.gpus):
         rates[f"gpu{i}"] = gpu_rates(gpu, probes.gpus[i] if probes and i < len(probes.gpus) else None)
     k, v = kv_widths(spec, setup.runtime)
-    per_token_layer = (k + v) * element_bytes(setup.kv_cache)
-    return predict_speed(spec, setup, placed, lambda i: runtime.layer_device(spec, setup, i), per_token_layer,
-                         rates, efficiency or default_efficiency(), prompt_tokens=min(prompt_tokens, setup.context))
+    terms = {}
+    if published and not (efficiency and efficiency.provenance == "calibrated"):  # this machine's run beats them
+        terms = {f"gpu{i}": t for i, gpu in enumerate(hw.gpus) if (t := terms_for(setup.runtime, gpu)) is not None}
+    devices_of_layers = [runtime.layer_device(spec, setup, i) for i in range(spec.layers)]
+    hops = sum(1 for a, b in zip(devices_of_layers, devices_of_layers[1:], strict=False) if a != b)
+    return StepModel(spec, placed, {d: devices_of_layers.count(d) for d in placed},
+                     (k + v) * element_bytes(setup.kv_cache), rates, efficiency or default_efficiency(), terms,
+                     type_class(setup.weights), setup.flash_attn, hops, _reads(spec, placed, 1),
+                     pcie_GB_per_s(hw.gpus[0]) if hw.gpus and setup.runtime == "llama.cpp" else None,
+                     _head_flops(spec, placed))
+
+
+def plan_speed(
+    spec: ModelSpec, setup: Setup, weights: WeightBytes, hw: HardwareSpec, *,
+    probes: MachineProbes | None = None, efficiency: Efficiency | None = None, prompt_tokens: int = 512,
+    published: bool = True,
+) -> SpeedPrediction:
+    """The speed of one plan on `hw` (see step_model)."""
+    model = step_model(spec, setup, weights, hw, probes=probes, efficiency=efficiency, published=published)
+    return predict(model, setup, prompt_tokens=min(prompt_tokens, setup.context))

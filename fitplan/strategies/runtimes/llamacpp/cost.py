@@ -1,16 +1,19 @@
 """llama.cpp (through llama-cpp-python): where its bytes go, per device.
 
-Placement follows llama.cpp (src/llama-model.cpp load_tensors): with n_gpu_layers = g the last g
-blocks go to the GPUs, split evenly; token_embd always stays on the CPU (its get_rows runs there);
-the output head joins the GPUs only when every block does, and a tied embedding is then loaded a
-second time as the output. The model file is memory-mapped: CPU-resident weights are page cache
+Placement follows llama.cpp (src/llama-model.cpp load_tensors): the output head is the last of
+n_layer + 1 layer slots and -ngl N offloads the last N slots, split over the GPUs by tensor_split
+(_slot_device); token_embd always stays on the CPU (its get_rows runs there); a tied embedding whose
+head is offloaded is loaded a second time as the output. The model file is memory-mapped: CPU-resident weights are page cache
 counted in the process's RSS, offloaded ones are copied to the GPU and unmapped.
 """
 from __future__ import annotations
 
+import struct
 import sys
+from bisect import bisect_right
+from functools import cache
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fitplan.datafiles import load_table
 from fitplan.errors import BadValueError
@@ -26,11 +29,13 @@ if TYPE_CHECKING:
 RUNTIME = "llama.cpp"
 QUANTIZED_KV = ("q8_0", "q4_0")  # llama.cpp refuses a quantized V cache without flash attention
 _F32 = 4
+_RESIDUAL_TENSORS = 4  # f32 rows of the residual stream alive through attention (fitted to the logs, see below)
+PIPELINE_COPIES = 4  # GGML_SCHED_MAX_COPIES (ggml-backend.h), what llama.cpp's pipeline parallelism uses
 # bytes per element of the type ggml converts kq to for mul_mat with V (type_traits_cpu vec_dot_type)
 _VEC_DOT_BYTES = {"f16": 2.0, "bf16": 2.0, "f32": 4.0, "q8_0": 1.0625, "q4_0": 1.0625}
 
 
-def constants() -> dict[str, int]:
+def constants() -> dict[str, Any]:
     return load_table("fitplan.strategies.data", "runtimes.toml")["llama_cpp"]
 
 
@@ -60,10 +65,29 @@ def refuse(setup: Setup) -> str:
 def layer_device(spec: ModelSpec, setup: Setup, layer: int) -> str:
     if setup.layer_map:
         return setup.layer_map[layer]
-    first_gpu_layer = spec.layers - setup.gpu_layers
-    if layer < first_gpu_layer:
+    return _slot_device(setup.gpus, setup.gpu_layers, spec.layers, layer)
+
+
+@cache
+def _slot_device(gpus: int, gpu_layers: int, n_layer: int, slot: int) -> str:
+    """llama.cpp's layer split (src/llama-model.cpp load_tensors): n_layer + 1 slots, the last one the
+    output head; -ngl N puts the last N slots on the GPUs, and slot i of them goes to the first GPU whose
+    cumulative tensor_split share exceeds (i - i_gpu_start) / N, in float32 as there. fitplan's
+    gpu_layers counts blocks, so -ngl is gpu_layers + 1 (the head rides with the blocks) and
+    tensor_split is equal (the session passes it, so free memory does not move the split)."""
+    if not gpus or not gpu_layers:
         return "cpu"
-    return gpu_name((layer - first_gpu_layer) * setup.gpus // setup.gpu_layers)
+    ngl = min(gpu_layers + 1, n_layer + 1)
+    start = n_layer + 1 - ngl
+    if slot < start:
+        return "cpu"
+    x = _f32(_f32(slot - start) / _f32(ngl))
+    splits = [_f32(_f32(i + 1) / _f32(gpus)) for i in range(gpus)]
+    return gpu_name(min(bisect_right(splits, x), gpus - 1))
+
+
+def _f32(value: float) -> float:
+    return float(struct.unpack("f", struct.pack("f", value))[0])
 
 
 def place(spec: ModelSpec, setup: Setup, weights: WeightBytes) -> dict[str, list[tuple[TensorInfo, int]]]:
@@ -97,11 +121,12 @@ def expert_device(spec: ModelSpec, setup: Setup, layer: int) -> str:
 
 
 def head_device(spec: ModelSpec, setup: Setup) -> str:
-    """The output head joins the GPUs only when every block is there (n_gpu_layers > n_layer);
-    an explicit map runs with every layer offloaded and tensor overrides, so the head is on a GPU."""
+    """The output head is llama.cpp's last layer slot: on the last GPU whenever any block is offloaded
+    (fitplan passes -ngl blocks + 1); an explicit map runs with every layer offloaded and tensor
+    overrides, so the head is on a GPU."""
     if setup.layer_map:
         return gpu_name(setup.gpus - 1) if setup.gpus else "cpu"
-    return gpu_name(setup.gpus - 1) if setup.gpus and setup.gpu_layers == spec.layers else "cpu"
+    return _slot_device(setup.gpus, setup.gpu_layers, spec.layers, spec.layers)
 
 
 def experts_on_cpu(spec: ModelSpec, setup: Setup) -> bool:
@@ -121,7 +146,8 @@ def memory(
     n_ctx = setup.context * setup.batch  # one unified cache holds every sequence's tokens
     for layer in range(spec.layers):
         devices[layer_device(spec, setup, layer)].kv_cache += layer_kv_bytes(
-            spec, layer, n_ctx, setup.kv_cache, RUNTIME, swa_extra=c["n_ubatch"], pad=c["kv_pad"])
+            spec, layer, n_ctx, setup.kv_cache, RUNTIME, swa_extra=c["n_ubatch"], pad=c["kv_pad"],
+            windowed=not setup.swa_full)
 
     # The CPU touches attention pages for the cells in use (padded to 256) and the last prompt chunk;
     # a GPU buffer is allocated whole, for the full context.
@@ -130,14 +156,26 @@ def memory(
     for name, device in devices.items():
         if name == "cpu":
             has_layers = any(layer_device(spec, setup, i) == "cpu" for i in range(spec.layers))
-            device.activations = _cpu_compute_bytes(spec, setup, used, ubatch) if has_layers else ubatch * spec.hidden_size * _F32
+            device.activations = (_cpu_compute_bytes(spec, setup, used, ubatch) if has_layers
+                                  else _host_compute_bytes(spec, setup, n_ctx, min(c["n_ubatch"], n_ctx)))
             if experts_on_cpu(spec, setup):  # the experts' gate/up/down outputs for a chunk, on the CPU
                 device.activations += ubatch * spec.experts_per_token * _expert_width(spec) * 3 * _F32
-            device.overhead = c["cpu_process_baseline_bytes"] + c["cpu_context_fixed_bytes"]
+            device.overhead = (c["cpu_process_baseline_bytes"] + c["cpu_context_fixed_bytes"]
+                               + c["vocab_entry_bytes"] * spec.vocab_size)
+            if setup.use_mmap:
+                device.weights += repacked_bytes(placed["cpu"], c["cpu_repack_types"])
         else:
             device.activations = _gpu_compute_bytes(spec, setup, n_ctx, min(c["n_ubatch"], n_ctx), holds_output=name == head)
             device.overhead = c["gpu_context_bytes"]
     return devices
+
+
+def repacked_bytes(items: list[tuple[TensorInfo, int]], types: list[str]) -> int:
+    """The CPU_REPACK copy of the CPU's matrices of repackable types (token_embd is gathered, not
+    multiplied, so it stays as mapped); their mapped pages stay resident beside it."""
+    return sum(nbytes for t, nbytes in items
+               if t.role in ("block", "output") and len(t.shape) == 2 and (t.dtype or "").upper() in types
+               and t.shape[1] % 8 == 0)
 
 
 def _expert_width(spec: ModelSpec) -> int:
@@ -182,11 +220,40 @@ def _mlp_phase_bytes(spec: ModelSpec, ubatch: int) -> int:
 
 
 def _gpu_compute_bytes(spec: ModelSpec, setup: Setup, n_ctx: int, ubatch: int, *, holds_output: bool) -> int:
-    """A GPU compute buffer is allocated whole: the largest of the attention, MLP and logits phases
-    (with flash attention only the f16 mask of the attention phase remains)."""
-    logits = spec.vocab_size * ubatch * _F32 if holds_output else 0
-    attention = n_ctx * ubatch * 2 if setup.flash_attn else _attention_scores_bytes(spec, n_ctx, ubatch)
-    return max(attention, logits, _mlp_phase_bytes(spec, ubatch))
+    """A GPU compute buffer is allocated whole: the largest of the attention, MLP and logits phases,
+    each with the residual-width f32 tensors alive beside it. Without flash attention the attention
+    phase holds the f32 KQ scores and the f32 mask; with it only the f16 mask. Checked against
+    published llama.cpp logs (bench/published.py): Llama-3-8B at n_ctx 8192 logs 560.00 MiB
+    (512 scores + 16 mask + 4 x 8 residual), at n_ctx 512 258.50 MiB (250.5 logits + 8).
+    With pipeline parallelism (several GPUs holding every layer) the scheduler keeps
+    PIPELINE_COPIES copies of each split's inputs: the mask and the incoming activations."""
+    row = ubatch * spec.hidden_size * _F32
+    mask = n_ctx * ubatch * (2 if setup.flash_attn else _F32)
+    scores = 0 if setup.flash_attn else n_ctx * ubatch * spec.heads * _F32
+    logits = spec.vocab_size * ubatch * _F32 + row if holds_output else 0
+    attention = scores + mask + _RESIDUAL_TENSORS * row
+    biggest = max(attention, logits, _mlp_phase_bytes(spec, ubatch))
+    if _pipelined(spec, setup):
+        biggest += (PIPELINE_COPIES - 1) * mask + PIPELINE_COPIES * row
+    return biggest
+
+
+def _pipelined(spec: ModelSpec, setup: Setup) -> bool:
+    """llama.cpp pipelines prompt chunks over GPUs that hold every layer (split mode layer)."""
+    return setup.gpus > 1 and setup.gpu_layers >= spec.layers and not setup.layer_map
+
+
+def _host_compute_bytes(spec: ModelSpec, setup: Setup, n_ctx: int, ubatch: int) -> int:
+    """The CPU side of a plan with every block offloaded: the embedding rows it gathers and the mask it
+    fills (llama.cpp logs 24.01 MiB for Llama-3-8B at n_ctx 8192, 9.01 at 512), once per pipeline copy
+    but the first (72.02 MiB on 2-8 GPUs)."""
+    one = ubatch * spec.hidden_size * _F32 + n_ctx * ubatch * (2 if setup.flash_attn else _F32)
+    return (one * (PIPELINE_COPIES - 1) if _pipelined(spec, setup) else one) + output_bytes(spec, setup)
+
+
+def output_bytes(spec: ModelSpec, setup: Setup) -> int:
+    """The host output buffer: one f32 row of logits per sequence (0.49 MiB for a 128256-token vocabulary)."""
+    return spec.vocab_size * _F32 * setup.batch
 
 
 # this runtime's CostModel (strategies/runtimes/contract.py): the functions above

@@ -104,6 +104,9 @@ def server_args(target: RunTarget, *, port: int, host: str = "127.0.0.1", binary
     s, spec = target.setup, target.setup.speculative
     lookup = spec is not None and spec.used and spec.draft == PROMPT_LOOKUP
     if not binary:
+        if not s.swa_full:
+            raise BadValueError("llama_cpp.server keeps the sliding-window cache at full size; the plan has swa_full "
+                                "off: serve it with llama-server (fitplan export --to llama-server) or plan with --swa-full on")
         args = ["python", "-m", "llama_cpp.server", "--model", k["model_path"], "--n_ctx", str(k["n_ctx"]),
                 "--n_batch", str(k["n_batch"]), "--n_gpu_layers", str(k["n_gpu_layers"]), "--n_threads",
                 str(k["n_threads"]), "--n_threads_batch", str(k["n_threads_batch"]), "--flash_attn",
@@ -119,6 +122,8 @@ def server_args(target: RunTarget, *, port: int, host: str = "127.0.0.1", binary
             "--cache-type-v", s.kv_cache, "--parallel", str(s.batch), "--seed", "0"]
     if "tensor_split" in k:
         args += ["--tensor-split", ",".join(f"{v:g}" for v in k["tensor_split"])]
+    if s.swa_full:
+        args.append("--swa-full")
     if not k["use_mmap"]:
         args.append("--no-mmap")
     if k["use_mlock"]:

@@ -28,23 +28,21 @@ def llama_kwargs(path: str, setup: Setup, *, layers: int) -> dict[str, Any]:
     """llama_cpp.Llama's arguments for a plan: `fitplan run`, verify and the exported code share them."""
     kwargs = {
         "model_path": path, "n_ctx": setup.context * setup.batch, "n_batch": constants()["n_ubatch"],
-        # -1 offloads the output head too, as a plan with every block on the GPU assumes
-        "n_gpu_layers": -1 if setup.gpus and setup.gpu_layers >= layers else setup.gpu_layers if setup.gpus else 0,
+        # the head is llama.cpp's last layer slot: -ngl blocks + 1 offloads it with them (cost.py _slot_device)
+        "n_gpu_layers": _n_gpu_layers(setup, layers),
         "n_threads": setup.threads, "n_threads_batch": setup.threads, "type_k": _GGML_KV_TYPES[setup.kv_cache],
         "type_v": _GGML_KV_TYPES[setup.kv_cache], "flash_attn": setup.flash_attn, "seed": 0, "verbose": False,
-        "use_mmap": setup.use_mmap, "use_mlock": setup.use_mlock,
+        "use_mmap": setup.use_mmap, "use_mlock": setup.use_mlock, "swa_full": setup.swa_full,
     }
-    if setup.gpus > 1 and setup.gpu_layers:  # blocks per GPU, in the proportions layer_device assigns them
-        kwargs["tensor_split"] = [float(n) for n in gpu_block_counts(setup)]
+    if setup.gpus > 1 and setup.gpu_layers:  # equal shares: the split cost.py assumes, whatever memory is free
+        kwargs["tensor_split"] = [1.0] * setup.gpus
     return kwargs
 
 
-def gpu_block_counts(setup: Setup) -> list[int]:
-    """How many of the GPU blocks each GPU holds (contiguous runs, as layer_device places them)."""
-    counts = [0] * setup.gpus
-    for i in range(setup.gpu_layers):
-        counts[i * setup.gpus // setup.gpu_layers] += 1
-    return counts
+def _n_gpu_layers(setup: Setup, layers: int) -> int:
+    if not setup.gpus or not setup.gpu_layers:
+        return 0
+    return -1 if setup.gpu_layers >= layers else setup.gpu_layers + 1
 
 
 class LlamaCppSession:
