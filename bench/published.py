@@ -411,7 +411,7 @@ def logged_buffers(log: dict) -> dict[tuple[str, str], float]:
         m = BUFFER.search(line)
         if not m or m["dev"] not in ("CPU", *GPU_BACKENDS):
             continue
-        host = m["dev"] == "CPU" or m["kind_of"] in ("_Host", "_Mapped", "_REPACK")
+        host = m["dev"] == "CPU" or m["kind_of"] == "_Host"  # Metal_Mapped is the GPU's (unified) buffer
         device = "cpu" if host else f"gpu{m['index'] or 0}"
         part = {"KV ": "kv_cache", "compute ": "activations", "output ": "output", "": "weights"}[m["kind"]]
         out[(device, part)] = out.get((device, part), 0.0) + float(m["mib"])
@@ -431,6 +431,11 @@ def unmodelled(log: dict) -> str:
         return "a second model or adapter in the same process"
     if any("RPC[" in line for line in log["lines"]):
         return "RPC devices"
+    if log.get("n_ubatch", 512) != 512:
+        return f"n_ubatch {log['n_ubatch']} (fitplan's plans run 512)"
+    offloaded = log.get("offloaded", "")
+    if log.get("date", "") < "2025" and offloaded and offloaded.split("/")[0] not in ("0", offloaded.split("/")[1]):
+        return "partial offload on a 2024 build (its -ngl counted blocks only, the head stayed on the CPU)"
     return ""
 
 
@@ -467,7 +472,8 @@ def memory_rows() -> tuple[list[dict], dict[str, int]]:
         setup = Setup(runtime=RUNTIME, weights=log["quant"], kv_cache=log.get("type_k", "f16"),
                       context=log["n_ctx"] // sequences, batch=sequences, threads=1, gpu_layers=blocks,
                       gpus=gpus if blocks else 0, flash_attn=bool(log.get("flash_attn", 0)))
-        predicted = cost.memory(spec, setup, tensor_bytes(spec, weight_format(log["quant"])))
+        weights = tensor_bytes(spec, weight_format(log["quant"]))
+        predicted = cost.memory(spec, setup, weights)
         for (device, part), mib in logged_buffers(log).items():
             if part == "output":
                 ours = cost.output_bytes(spec, setup)
@@ -478,6 +484,9 @@ def memory_rows() -> tuple[list[dict], dict[str, int]]:
                 ours = getattr(predicted[device], part)
                 if device == "cpu" and part == "activations":
                     ours -= cost.output_bytes(spec, setup)
+                if device == "cpu" and part == "weights" and not any("CPU_REPACK" in line for line in log["lines"]):
+                    # a build without repack, or a log without its line: the mapped bytes alone
+                    ours -= cost.repacked_bytes(cost.place(spec, setup, weights)["cpu"], cost.constants()["cpu_repack_types"])
             else:
                 skipped[f"device {device} not in the plan"] += 1
                 continue

@@ -179,8 +179,8 @@ def _sliding(cfg: _Config, kind: str | None, layers: int) -> tuple[int | None, s
         sliding = {i for i, t in enumerate(types) if t == "sliding_attention"}
         return (cfg.size("sliding_window", limit=2**31) if sliding else None), sliding
     window = cfg.get("sliding_window")
-    if not kind or window is None:
-        return None, set()
+    if not kind or window is None or ("sliding_window" in cfg.raw and cfg.raw["sliding_window"] is None):
+        return None, set()  # an explicit null is full attention (Mistral v0.3), not the class default
     window = cfg.size("sliding_window", limit=2**31)
     if kind == "all":
         return window, set(range(layers))

@@ -11,8 +11,8 @@ from __future__ import annotations
 import struct
 import sys
 from bisect import bisect_right
-from functools import cache
 from dataclasses import replace
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from fitplan.datafiles import load_table
@@ -244,11 +244,14 @@ def _pipelined(spec: ModelSpec, setup: Setup) -> bool:
 
 
 def _host_compute_bytes(spec: ModelSpec, setup: Setup, n_ctx: int, ubatch: int) -> int:
-    """The CPU side of a plan with every block offloaded: the embedding rows it gathers and the mask it
-    fills (llama.cpp logs 24.01 MiB for Llama-3-8B at n_ctx 8192, 9.01 at 512), once per pipeline copy
-    but the first (72.02 MiB on 2-8 GPUs)."""
-    one = ubatch * spec.hidden_size * _F32 + n_ctx * ubatch * (2 if setup.flash_attn else _F32)
-    return (one * (PIPELINE_COPIES - 1) if _pipelined(spec, setup) else one) + output_bytes(spec, setup)
+    """The CPU side of a plan with every block offloaded: the embedding rows it gathers and the masks it
+    fills (two where sliding-window layers have their own), the masks once per pipeline copy. Published
+    logs: Llama-3-8B at n_ctx 8192 24.01 MiB on one GPU (8 + 16), 72.02 on 2-8 (8 + 4 x 16); Llama-3-70B
+    on 2 GPUs 80.02 (16 + 4 x 16); Gemma-2-9B at 2048 on 2 GPUs 39.02 (7 + 4 x 2 x 4)."""
+    masks = 2 if spec.sliding_window and spec.sliding_layers else 1
+    mask = n_ctx * ubatch * (2 if setup.flash_attn else _F32) * masks
+    copies = PIPELINE_COPIES if _pipelined(spec, setup) else 1
+    return ubatch * spec.hidden_size * _F32 + copies * mask + output_bytes(spec, setup)
 
 
 def output_bytes(spec: ModelSpec, setup: Setup) -> int:
