@@ -19,6 +19,7 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -73,14 +74,18 @@ def url(path: str) -> str:
     return f"https://github.com/{REPO}/blob/{COMMIT}/{quote(path)}"
 
 
+def runs(cells: list[dict], command: str, marker: str) -> Iterator[tuple[int, str, str, str, str]]:
+    """(cell index, source, outputs, model id, quant) of each cell that ran `command` and printed `marker`."""
+    for index, cell in enumerate(cells):
+        source, outputs = cell_text(cell)
+        if command in source and marker in outputs:
+            yield (index, source, outputs, *model_of(source))
+
+
 def bench_rows(path: str, cells: list[dict], gpu_names: list[str]) -> list[dict[str, str]]:
     rows = []
     date = run_date(cells)
-    for index, cell in enumerate(cells):
-        source, outputs = cell_text(cell)
-        if "llama-bench" not in source or "| model" not in outputs:
-            continue
-        model_id, quant = model_of(source)
+    for index, _, outputs, model_id, quant in runs(cells, "llama-bench", "| model"):
         found = devices(outputs) or gpu_names
         build = re.search(r"build: (\w+ \(\d+\))", outputs)
         lines = [line for line in outputs.splitlines() if line.startswith("|")]
@@ -104,11 +109,7 @@ def bench_rows(path: str, cells: list[dict], gpu_names: list[str]) -> list[dict[
 def load_logs(path: str, cells: list[dict]) -> list[dict]:
     logs = []
     date = run_date(cells)
-    for index, cell in enumerate(cells):
-        source, outputs = cell_text(cell)
-        if "./main" not in source or "buffer size" not in outputs:
-            continue
-        model_id, quant = model_of(source)
+    for index, source, outputs, model_id, quant in runs(cells, "./main", "buffer size"):
         settings = {k: int(v) for k, v in SETTING.findall(outputs)}
         offloaded = re.search(r"offloaded (\d+)/(\d+) layers", outputs)
         ngl = re.search(r"-ngl (\d+)", source)
