@@ -60,12 +60,17 @@ def calibrate(path: str) -> dict[str, str]:
 
     spec, hw = resolve_model(path), detect()
     probes = probes_or_cached(hw, model_files=[path], progress=False)
+    from fitplan.advisor.planner.calibration import key, load_calibration
+    from fitplan.profiles.probes import fingerprint
+
     done = {}
     for runtime, (weights, threads) in CALIBRATE_ON.items():
         setup = default_setup(spec, hw, runtime=runtime, weights=weights, threads=threads, context=512)
         chosen = Candidate(setup, weight_format(setup.weights, runtime=runtime), {}, True, spec.layers)
         calibrate_runtime(spec, chosen, hw, probes)
-        done[runtime] = f"{setup.weights}, {threads} thread(s), ctx 512, 128 prompt + 16 generated tokens"
+        how = f"{setup.weights}, {threads} thread(s), ctx 512, 128 prompt + 16 generated tokens"
+        cached = key(setup.runtime, setup.gpu_layers) in load_calibration(fingerprint(hw)).entries
+        done[runtime] = how if cached else f"{how}: NOT cached (the probe was refused, see stderr), rows uncalibrated"
     return done
 
 

@@ -53,8 +53,9 @@ def measure(
 ) -> dict[str, Any]:
     """Prepare (if needed) and run the plan; the worker's measurements, untouched.
 
-    With `budget_s`, `repeat` is a most: the worker stops repeating before preparing, loading and the
-    runs together pass the budget (the runtime probe's time limit).
+    With `budget_s`, `repeat` is a most: the worker stops repeating before loading and the runs
+    together pass the budget (the runtime probe's time limit). Preparing is not counted: it is the
+    one-time conversion a cache keeps (a GGUF to safetensors for transformers), not part of a probe.
     """
     from fitplan.strategies.registry import executor
 
@@ -62,8 +63,8 @@ def measure(
     if missing:
         raise RuntimeMissingError(f"cannot run {setup.runtime}: {missing}")
     source = model_source(spec)
-    started = time.perf_counter()
     prepared = run_worker({"mode": "prepare", "runtime": setup.runtime, "source": asdict(source)}, timeout_s=timeout_s)
+    started = time.perf_counter()
     job = {"mode": "measure", "runtime": setup.runtime, "source": prepared["source"],
            "setup": setup.model_dump(mode="json"), "layers": spec.layers, "prompt_tokens": prompt_tokens,
            "gen_tokens": gen_tokens, "repeat": repeat}

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 RECORDED = {"placement", "context_note", "weights_source", "pruning"}  # what a plan file notes, not a choice
 # a prompt long enough that prefill is compute-bound, as it is at real prompt lengths
 PROBE_PROMPT_TOKENS, PROBE_GEN_TOKENS = 128, 16
-# repeated, best runs kept (calibration.best_runs), within 40 s for preparing, loading and running
+# repeated, best runs kept (calibration.best_runs), within 40 s for loading and running (a one-time
+# conversion, cached, is not counted)
 # on a 2-core machine; a small model stops at PROBE_MAX_RUNS long before (SmolLM2-135M: ~6 s)
 PROBE_BUDGET_S, PROBE_MAX_RUNS = 40.0, 8
 PROBE_LIMITS = ProbeLimits()
