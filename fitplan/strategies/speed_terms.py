@@ -101,11 +101,6 @@ def terms_for(runtime: str, gpu: GPUSpec) -> SpeedTerms | None:
     return None
 
 
-def host_terms(runtime: str) -> SpeedTerms | None:
-    """Terms for blocks on the CPU (`runtime/CPU/*`), where fitted."""
-    return _rows().get(f"{runtime}/CPU/*")
-
-
 @cache
 def _rows() -> dict[str, SpeedTerms]:
     from fitplan.datafiles import load_table

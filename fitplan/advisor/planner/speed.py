@@ -59,14 +59,19 @@ class SpeedPrediction:
 Placement = dict[str, list[tuple[TensorInfo, int]]]
 
 
+def _embed_is_head(spec: ModelSpec, placed: Placement) -> bool:
+    """A tied embedding with no output tensor placed is read as the head; otherwise it is a row lookup."""
+    return spec.tied_embeddings and not any(t.role == "output" for items in placed.values() for t, _ in items)
+
+
 def _reads(spec: ModelSpec, placed: Placement, batch: int) -> dict[str, tuple[float, float]]:
     """(weight bytes read, weight FLOPs) per device for one decode step of `batch` sequences."""
-    has_output = any(t.role == "output" for items in placed.values() for t, _ in items)
+    embed_is_head = _embed_is_head(spec, placed)
     out: dict[str, tuple[float, float]] = {}
     for device, items in placed.items():
         nbytes = flops = 0.0
         for tensor, size in items:
-            if tensor.role == "embed" and (has_output or not spec.tied_embeddings):
+            if tensor.role == "embed" and not embed_is_head:
                 continue  # an input embedding is a row lookup: negligible reads, no FLOPs
             if tensor.experts:  # chance that a given expert serves at least one of the batch's tokens
                 share = 1 - (1 - spec.experts_per_token / tensor.experts) ** batch
@@ -81,12 +86,8 @@ def _reads(spec: ModelSpec, placed: Placement, batch: int) -> dict[str, tuple[fl
 
 def _head_flops(spec: ModelSpec, placed: Placement) -> dict[str, float]:
     """The output head's FLOPs per token on each device (a tied embedding read as the head, as _reads)."""
-    has_output = any(t.role == "output" for items in placed.values() for t, _ in items)
-
-    def is_head(t: TensorInfo) -> bool:
-        return t.role == "output" or (t.role == "embed" and not has_output and spec.tied_embeddings)
-
-    return {device: sum(2.0 * t.numel for t, _ in items if is_head(t)) for device, items in placed.items()}
+    heads = ("output", "embed") if _embed_is_head(spec, placed) else ("output",)
+    return {device: sum(2.0 * t.numel for t, _ in items if t.role in heads) for device, items in placed.items()}
 
 
 def _attention(spec: ModelSpec, layers: int, position: int, kv_bytes_per_token_layer: float) -> tuple[float, float]:
@@ -110,13 +111,13 @@ class StepModel:
     flash_attn: bool
     hops: int  # device switches a token's activations make
     single: dict[str, tuple[float, float]]  # _reads at batch 1, shared by decode and every prompt chunk
+    head_flops: dict[str, float]  # the output head's FLOPs per token, per device
     pcie_GB_per_s: float | None = None  # the first GPU's host link (op offload of CPU layers' prompt chunks)
-    head_flops: dict[str, float] | None = None  # the output head's FLOPs per token, per device
 
     def prompt_flops(self, device: str, tokens: int) -> float:
         """Matmul FLOPs of a prompt chunk: the output head runs for the one position the runtime outputs
         (llama.cpp and llama-cpp-python compute logits only where asked), the rest for every token."""
-        head = (self.head_flops or {}).get(device, 0.0)
+        head = self.head_flops.get(device, 0.0)
         return (self.single[device][1] - head) * tokens + head
 
 
@@ -195,7 +196,7 @@ def pcie_GB_per_s(gpu: GPUSpec) -> float | None:
 def _chunk_seconds(plan: StepModel, device: str, tokens: int, kv_cells: int) -> float:
     """One prompt chunk of `tokens` on `device`, attending over `kv_cells` cached positions."""
     spec, layers = plan.spec, plan.layers_on.get(device, 0)
-    nbytes, flops = plan.single[device]
+    nbytes = plan.single[device][0]
     rate, terms = plan.rates[device], plan.terms.get(device)
     if terms is None and plan.pcie_GB_per_s and plan.terms and tokens >= OP_OFFLOAD_MIN_TOKENS and device == "cpu":
         # llama.cpp's op offload: the GPU computes the CPU-resident layers of a large batch, their weights
@@ -308,8 +309,8 @@ def step_model(
     return StepModel(spec, placed, {d: devices_of_layers.count(d) for d in placed},
                      (k + v) * element_bytes(setup.kv_cache), rates, efficiency or default_efficiency(), terms,
                      type_class(setup.weights), setup.flash_attn, hops, _reads(spec, placed, 1),
-                     pcie_GB_per_s(hw.gpus[0]) if hw.gpus and setup.runtime == "llama.cpp" else None,
-                     _head_flops(spec, placed))
+                     _head_flops(spec, placed),
+                     pcie_GB_per_s(hw.gpus[0]) if hw.gpus and setup.runtime == "llama.cpp" else None)
 
 
 def plan_speed(

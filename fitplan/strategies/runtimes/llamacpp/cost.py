@@ -228,7 +228,7 @@ def _gpu_compute_bytes(spec: ModelSpec, setup: Setup, n_ctx: int, ubatch: int, *
     With pipeline parallelism (several GPUs holding every layer) the scheduler keeps
     PIPELINE_COPIES copies of each split's inputs: the mask and the incoming activations."""
     row = ubatch * spec.hidden_size * _F32
-    mask = n_ctx * ubatch * (2 if setup.flash_attn else _F32)
+    mask = _mask_bytes(setup, n_ctx, ubatch)
     scores = 0 if setup.flash_attn else n_ctx * ubatch * spec.heads * _F32
     logits = spec.vocab_size * ubatch * _F32 + row if holds_output else 0
     attention = scores + mask + _RESIDUAL_TENSORS * row
@@ -236,6 +236,11 @@ def _gpu_compute_bytes(spec: ModelSpec, setup: Setup, n_ctx: int, ubatch: int, *
     if _pipelined(spec, setup):
         biggest += (PIPELINE_COPIES - 1) * mask + PIPELINE_COPIES * row
     return biggest
+
+
+def _mask_bytes(setup: Setup, n_ctx: int, ubatch: int) -> int:
+    """The KQ mask of a chunk: f32, or f16 where flash attention reads it."""
+    return n_ctx * ubatch * (2 if setup.flash_attn else _F32)
 
 
 def _pipelined(spec: ModelSpec, setup: Setup) -> bool:
@@ -249,7 +254,7 @@ def _host_compute_bytes(spec: ModelSpec, setup: Setup, n_ctx: int, ubatch: int) 
     logs: Llama-3-8B at n_ctx 8192 24.01 MiB on one GPU (8 + 16), 72.02 on 2-8 (8 + 4 x 16); Llama-3-70B
     on 2 GPUs 80.02 (16 + 4 x 16); Gemma-2-9B at 2048 on 2 GPUs 39.02 (7 + 4 x 2 x 4)."""
     masks = 2 if spec.sliding_window and spec.sliding_layers else 1
-    mask = n_ctx * ubatch * (2 if setup.flash_attn else _F32) * masks
+    mask = _mask_bytes(setup, n_ctx, ubatch) * masks
     copies = PIPELINE_COPIES if _pipelined(spec, setup) else 1
     return ubatch * spec.hidden_size * _F32 + copies * mask + output_bytes(spec, setup)
 
