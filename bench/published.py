@@ -70,7 +70,7 @@ HELD_OUT_GPUS = frozenset({
     "NVIDIA GeForce RTX 3080 Ti", "NVIDIA RTX A6000", "NVIDIA A100-SXM4-80GB",
     "NVIDIA GeForce RTX 4080", "NVIDIA RTX 5000 Ada Generation", "NVIDIA L40S", "Apple M1",
 })
-TG_START = {"decode": ("weight_read", "kv_read", "layer_step_s", "hop_s", "token_s"),
+TERM_GROUPS = {"decode": ("weight_read", "kv_read", "layer_step_s", "hop_s", "token_s"),
             "prefill": ("matmul", "attention", "scores", "layer_ubatch_s", "joules_per_flop")}
 
 
@@ -199,7 +199,7 @@ def fit(rows: list[Case], key: str) -> dict[str, float]:
     squares settle it."""
     classes = {c.model.type_class for c in rows}
     p = start_params(classes)
-    for kind, prefixes in TG_START.items():
+    for kind, prefixes in TERM_GROUPS.items():
         names = [n for n in p if n.split(".")[0] in prefixes]
         subset = [c for c in rows if c.kind == kind]
         if not subset:
