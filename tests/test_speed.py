@@ -125,3 +125,17 @@ def test_pipelined_prefill_over_gpus_beats_one_gpu_for_a_long_prompt() -> None:
         return prefill_seconds(model, 2048, ubatch=512, n_batch=2048)
 
     assert seconds("2xrtx-4090-24gb") < seconds("rtx-4090-24gb")
+
+
+def test_fitted_terms_scale_the_rate_llama_cpp_kernels_reach() -> None:
+    """GeForce cards run FP32 accumulation at half rate, professional cards of the same chip at full
+    rate; llama.cpp accumulates in FP16, where both run alike: half the int8 rate."""
+    from fitplan.profiles.named import load_profile
+    from fitplan.strategies.speed_terms import kernel_tflops
+
+    geforce, pro = load_profile("rtx-3090-24gb").gpus[0], load_profile("rtx-a6000-48gb").gpus[0]
+    assert pro.fp16_tflops / geforce.fp16_tflops > 2  # the spec figure ranks the A6000 twice the 3090
+    assert kernel_tflops(geforce) == geforce.int8_tops / 2 and kernel_tflops(pro) == pro.int8_tops / 2
+    assert 0.9 < kernel_tflops(pro) / kernel_tflops(geforce) < 1.2
+    m1 = load_profile("apple-m1-8gb").gpus[0]
+    assert kernel_tflops(m1) == m1.fp16_tflops  # no int8 tensor rate: the spec figure stands

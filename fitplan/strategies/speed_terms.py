@@ -10,7 +10,8 @@ llama-bench results):
                                      + KV bytes read / bandwidth x kv_read
                                      + layers x layer_step_s          (kernel launches, syncs)
                  + device switches x hop_s + token_s                  (graph build, sampling)
-  prefill chunk = matmul FLOPs / FLOP/s x matmul[type class] + attention FLOPs / FLOP/s x attention
+  prefill chunk = matmul FLOPs / kernel FLOP/s x matmul[type class]       (kernel_tflops: the FP16-
+                 + attention FLOPs / kernel FLOP/s x attention            accumulate rate, not fp16_tflops)
                  + attention score bytes / bandwidth x scores (without flash attention)
                  + weight bytes / bandwidth x weight_read + layers x layer_ubatch_s
                  (the FLOP terms at least FLOPs x joules_per_flop / board power: a long GEMM runs at the
@@ -89,6 +90,19 @@ def generation(gpu: GPUSpec) -> str:
         m = re.search(r"\bM(\d)\b", gpu.name)
         return f"m{m[1]}" if m else "*"
     return "*"
+
+
+def kernel_tflops(gpu: GPUSpec) -> float | None:
+    """The dense tensor rate the fitted matmul terms are relative to: FP16 inputs with FP16
+    accumulation, half the dense int8 rate on NVIDIA Turing and later. llama.cpp multiplies F16 and
+    dequantized weights by cuBLAS with CUBLAS_COMPUTE_16F (ggml_cuda_op_mul_mat_cublas) and quantized
+    ones by int8 MMA: GeForce and professional cards of one chip run these alike, where fp16_tflops
+    (FP32 accumulate, half rate on GeForce) ranks an RTX A6000 twice an RTX 3090."""
+    if gpu.vendor.lower() == "nvidia" and gpu.int8_tops and gpu.compute_capability:
+        major, _, minor = gpu.compute_capability.partition(".")
+        if (int(major), int(minor or 0)) >= (7, 5):
+            return gpu.int8_tops / 2
+    return gpu.fp16_tflops
 
 
 def terms_for(runtime: str, gpu: GPUSpec) -> SpeedTerms | None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from fitplan.model_spec import ModelSpec, TensorInfo
 from fitplan.plan_spec import Setup, WeightBytes
-from fitplan.strategies.speed_terms import SpeedTerms, terms_for, type_class
+from fitplan.strategies.speed_terms import SpeedTerms, kernel_tflops, terms_for, type_class
 
 if TYPE_CHECKING:
     from fitplan.hardware_spec import GPUSpec, HardwareSpec
@@ -304,6 +304,10 @@ def step_model(
     terms = {}
     if published and not (efficiency and efficiency.provenance == "calibrated"):  # this machine's run beats them
         terms = {f"gpu{i}": t for i, gpu in enumerate(hw.gpus) if (t := terms_for(setup.runtime, gpu)) is not None}
+        for device in terms:  # fitted terms scale the rate the runtime's kernels can reach, not the spec figure
+            gpu, rate = hw.gpus[int(device[3:])], rates[device]
+            if rate.source == "spec sheet" and (tflops := kernel_tflops(gpu)):
+                rates[device] = replace(rate, matmul_GFLOP_per_s=tflops * 1000)
     devices_of_layers = [runtime.layer_device(spec, setup, i) for i in range(spec.layers)]
     hops = sum(1 for a, b in zip(devices_of_layers, devices_of_layers[1:], strict=False) if a != b)
     return StepModel(spec, placed, {d: devices_of_layers.count(d) for d in placed},
