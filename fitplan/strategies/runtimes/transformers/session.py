@@ -239,6 +239,9 @@ class TransformersModel:
 
     def prompt(self, n_tokens: int) -> list[int]:
         ids = self.tokenizer(FILLER * (n_tokens // 8 + 8), add_special_tokens=False)["input_ids"]
+        if not ids:  # else torch builds a float tensor of nothing and the embedding fails far from the cause
+            raise BadValueError(f"the model's tokenizer ({type(self.tokenizer).__name__}) turns English text into no "
+                                "tokens: check its tokenizer files")
         return list(ids[:n_tokens])
 
     def run(self, prompt_tokens: int, gen_tokens: int) -> RunTiming:
