@@ -60,6 +60,9 @@ class Setup(_Strict):
     # llama.cpp: sliding-window layers cache the whole context (llama_context_default_params, what
     # llama-cpp-python runs); False: only the window (llama-server's default)
     swa_full: bool = True
+    # llama.cpp: prompt batches of >= 32 tokens run the CPU-resident layers on the GPU, their weights sent over
+    # the host link for each batch (its default, "op offload"); False: --no-op-offload, the host computes them
+    op_offload: bool = True
     placement: Placement | None = None  # how the blocks are placed, as the plan file records it
     disk_layers: int = Field(default=0, ge=0)  # transformers: the last N blocks stay on disk (accelerate offload)
     # an explicit placement (the MILP's): the device of each block, and of each block's routed experts

@@ -83,3 +83,12 @@ def test_alike_units_are_laid_out_cpu_first() -> None:
     small = [laid_out[u] for u in range(9) if units[u][2] == 100]
     big = [laid_out[u] for u in range(9) if units[u][2] == 120]
     assert small == [cpu, cpu, cpu, gpu0, gpu1, gpu1] and big == [cpu, gpu0, gpu1]
+
+
+def test_op_offload_off_is_exported_as_no_op_offload(tmp_path: Path) -> None:
+    (tmp_path / "off").mkdir(), (tmp_path / "on").mkdir()
+    doc, command = planned_command(tmp_path / "off", "llama-3.1-70b", "--weights", "Q4_K_M", "--hardware",
+                                   "rtx-4090-24gb", "--op-offload", "off")
+    assert doc["plan"]["op_offload"] is False and "--no-op-offload" in command
+    doc, command = planned_command(tmp_path / "on", "llama-3.1-70b", "--weights", "Q4_K_M", "--hardware", "rtx-4090-24gb")
+    assert doc["plan"]["op_offload"] is True and "--no-op-offload" not in command

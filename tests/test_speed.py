@@ -139,3 +139,24 @@ def test_fitted_terms_scale_the_rate_llama_cpp_kernels_reach() -> None:
     assert 0.9 < kernel_tflops(pro) / kernel_tflops(geforce) < 1.2
     m1 = load_profile("apple-m1-8gb").gpus[0]
     assert kernel_tflops(m1) == m1.fp16_tflops  # no int8 tensor rate: the spec figure stands
+
+
+def test_prefill_with_cpu_layers_is_bounded_by_the_host_link() -> None:
+    """70B Q4_K_M on a 4090, 42 blocks on the GPU: with llama.cpp's op offload each 512-token chunk sends
+    the CPU blocks' weights over PCIe 4.0 x16, which bounds prefill; with --no-op-offload the host's
+    FLOP/s do, tens of times slower."""
+    from fitplan.advisor.planner.speed import PCIE_LANE_GB_PER_S, prefill_seconds, step_model
+
+    spec, hw = catalog_spec("llama-3.1-70b"), load_profile("rtx-4090-24gb")
+    weights = tensor_bytes(spec, weight_format("Q4_K_M"))
+    setup = Setup(runtime="llama.cpp", weights="Q4_K_M", kv_cache="f16", context=4096, batch=1, threads=16,
+                  gpu_layers=42, gpus=1)
+    on = step_model(spec, setup, weights, hw)
+    link_s = on.single["cpu"][0] / (PCIE_LANE_GB_PER_S[4] * 16 * 1e9)
+    chunk_s = prefill_seconds(on, 512, ubatch=512, n_batch=512)
+    gen5 = hw.model_copy(update={"gpus": [hw.gpus[0].model_copy(update={"pcie_gen": 5})]})
+    faster_link_s = prefill_seconds(step_model(spec, setup, weights, gen5), 512, ubatch=512, n_batch=512)
+    assert chunk_s - faster_link_s == pytest.approx(link_s / 2, rel=0.02)  # twice the link, half its share
+    assert link_s < chunk_s
+    off = step_model(spec, setup.with_(op_offload=False), weights, hw)
+    assert prefill_seconds(off, 512, ubatch=512, n_batch=512) > 20 * chunk_s

@@ -58,6 +58,9 @@ def advise_command(
     swa_full: Optional[str] = typer.Option(None, "--swa-full",
                                            help="llama.cpp: sliding-window layers cache the whole context (on, "
                                                 "llama-cpp-python's default) or the window only (off, llama-server's)"),
+    op_offload: Optional[str] = typer.Option(None, "--op-offload",
+                                             help="llama.cpp: CPU layers' prompt batches run on the GPU, weights sent over "
+                                                  "the host link (on, its default) or on the host (off: --no-op-offload)"),
     plot: Optional[str] = typer.Option(None, "--plot", help="draw the Pareto front and memory to FILE.png or .svg (matplotlib)"),
     draft: Optional[str] = typer.Option(None, "--draft",
                                         help="speculative decoding: a smaller model of the same tokenizer, or prompt-lookup"),
@@ -94,6 +97,7 @@ def advise_command(
         reserve=parse_reserve(reserve, source="--reserve") if reserve is not None else None,
         objective=objective, flash_attn=flash_attn, draft=draft,
         swa_full=_parse_switch(swa_full, "--swa-full") if swa_full is not None else None,
+        op_offload=_parse_switch(op_offload, "--op-offload") if op_offload is not None else None,
         acceptance=_parse_fraction(acceptance) if acceptance is not None else None,
         draft_tokens=(parse_count(draft_tokens, source="--draft-tokens", maximum=MAX_DRAFT_TOKENS)
                       if draft_tokens is not None else None),

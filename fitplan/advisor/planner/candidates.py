@@ -29,6 +29,7 @@ class Request:
     objective: str = "balanced"
     flash_attn: bool | None = None  # None: on for llama.cpp (exact attention, less memory); off for transformers (SDPA)
     swa_full: bool | None = None  # llama.cpp's sliding-window cache at full size; None: the executor's default (on)
+    op_offload: bool | None = None  # llama.cpp's op offload of CPU layers' prompt batches; None: its default (on)
     draft: str | None = None  # speculative decoding: a draft model (catalog name or local file) or "prompt-lookup"
     acceptance: float | None = None  # the draft's acceptance rate; None: the stated default
     acceptance_source: str | None = None  # how the rate was obtained, e.g. by the acceptance probe

@@ -20,7 +20,7 @@ def plan_dict(c: Candidate, context_note: str = "", spec: ModelSpec | None = Non
             "batch": s.batch, "threads": s.threads, "gpu_layers": s.gpu_layers, "gpus": s.gpus,
             "cpu_moe_layers": s.cpu_moe_layers, "flash_attn": s.flash_attn, "placement": c.placement}
     if s.runtime == "llama.cpp":
-        plan["swa_full"] = s.swa_full
+        plan["swa_full"], plan["op_offload"] = s.swa_full, s.op_offload
     if s.layer_map:
         from fitplan.advisor.planner.placement import overrides
 

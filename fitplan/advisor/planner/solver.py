@@ -293,6 +293,7 @@ def _candidate(spec, hw, req, fmt, weights, context, gpu_layers, gpus, cpu_moe_l
         gpu_layers=gpu_layers, gpus=gpus if gpu_layers else 0, cpu_moe_layers=cpu_moe_layers,
         flash_attn=runtime.flash_attn(req.flash_attn, kv, hw, all_on_gpu), prune=_prune_label(req.prune),
         swa_full=True if req.swa_full is None else req.swa_full,
+        op_offload=True if req.op_offload is None else req.op_offload,
         sparse_kernels=sparse, disk_layers=disk)
     return _sized(spec, hw, req, fmt, sparse_weight_bytes(weights, fmt.name) if sparse else weights, setup)
 

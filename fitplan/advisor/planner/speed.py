@@ -113,6 +113,7 @@ class StepModel:
     single: dict[str, tuple[float, float]]  # _reads at batch 1, shared by decode and every prompt chunk
     head_flops: dict[str, float]  # the output head's FLOPs per token, per device
     pcie_GB_per_s: float | None = None  # the first GPU's host link (op offload of CPU layers' prompt chunks)
+    op_offload: bool = True  # llama.cpp's op offload of those chunks (Setup.op_offload)
 
     def prompt_flops(self, device: str, tokens: int) -> float:
         """Matmul FLOPs of a prompt chunk: the output head runs for the one position the runtime outputs
@@ -198,7 +199,8 @@ def _chunk_seconds(plan: StepModel, device: str, tokens: int, kv_cells: int) -> 
     spec, layers = plan.spec, plan.layers_on.get(device, 0)
     nbytes = plan.single[device][0]
     rate, terms = plan.rates[device], plan.terms.get(device)
-    if terms is None and plan.pcie_GB_per_s and plan.terms and tokens >= OP_OFFLOAD_MIN_TOKENS and device == "cpu":
+    if (terms is None and plan.op_offload and plan.pcie_GB_per_s and plan.terms and tokens >= OP_OFFLOAD_MIN_TOKENS
+            and device == "cpu"):
         # llama.cpp's op offload: the GPU computes the CPU-resident layers of a large batch, their weights
         # copied over the link for each chunk, so the link, not the host's FLOP/s, bounds prefill
         gpu = next(iter(plan.terms))
@@ -314,7 +316,7 @@ def step_model(
                      (k + v) * element_bytes(setup.kv_cache), rates, efficiency or default_efficiency(), terms,
                      type_class(setup.weights), setup.flash_attn, hops, _reads(spec, placed, 1),
                      _head_flops(spec, placed),
-                     pcie_GB_per_s(hw.gpus[0]) if hw.gpus and setup.runtime == "llama.cpp" else None)
+                     pcie_GB_per_s(hw.gpus[0]) if hw.gpus and setup.runtime == "llama.cpp" else None, setup.op_offload)
 
 
 def plan_speed(

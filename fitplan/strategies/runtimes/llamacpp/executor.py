@@ -107,6 +107,9 @@ def server_args(target: RunTarget, *, port: int, host: str = "127.0.0.1", binary
         if not s.swa_full:
             raise BadValueError("llama_cpp.server keeps the sliding-window cache at full size; the plan has swa_full "
                                 "off: serve it with llama-server (fitplan export --to llama-server) or plan with --swa-full on")
+        if not s.op_offload:
+            raise BadValueError("llama_cpp.server has no --no-op-offload; the plan has op_offload off: serve it with "
+                                "llama-server (fitplan export --to llama-server) or plan with --op-offload on")
         args = ["python", "-m", "llama_cpp.server", "--model", k["model_path"], "--n_ctx", str(k["n_ctx"]),
                 "--n_batch", str(k["n_batch"]), "--n_gpu_layers", str(k["n_gpu_layers"]), "--n_threads",
                 str(k["n_threads"]), "--n_threads_batch", str(k["n_threads_batch"]), "--flash_attn",
@@ -124,6 +127,8 @@ def server_args(target: RunTarget, *, port: int, host: str = "127.0.0.1", binary
         args += ["--tensor-split", ",".join(f"{v:g}" for v in k["tensor_split"])]
     if s.swa_full:
         args.append("--swa-full")
+    if not s.op_offload:
+        args.append("--no-op-offload")
     if not k["use_mmap"]:
         args.append("--no-mmap")
     if k["use_mlock"]:

@@ -34,6 +34,8 @@ def llama_kwargs(path: str, setup: Setup, *, layers: int) -> dict[str, Any]:
         "type_v": _GGML_KV_TYPES[setup.kv_cache], "flash_attn": setup.flash_attn, "seed": 0, "verbose": False,
         "use_mmap": setup.use_mmap, "use_mlock": setup.use_mlock, "swa_full": setup.swa_full,
     }
+    if not setup.op_offload:  # named only when off: llama-cpp-python took op_offload later than the rest
+        kwargs["op_offload"] = False
     if setup.gpus > 1 and setup.gpu_layers:  # equal shares: the split cost.py assumes, whatever memory is free
         kwargs["tensor_split"] = [1.0] * setup.gpus
     return kwargs
