@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import struct
 import subprocess
@@ -635,3 +636,22 @@ def test_safetensors_layer_beyond_config_is_refused(tmp_path: Path) -> None:
     folder = make_folder(tmp_path, TINY_LLAMA_CONFIG, build_safetensors(header))
     proc = run_advise(folder, "--hardware", "gha-ubuntu-4core", "--json", cwd=tmp_path)
     assert_user_error(proc, "layer 7")
+
+
+@pytest.mark.parametrize(("typed", "meant"), [
+    ("llama3.1-8b", "llama-3.1-8b"), ("qwen-2.5-7b", "qwen2.5-7b"), ("Qwen2.5-7B-Instruct", "qwen2.5-7b"),
+    ("mistral-7b", "mistral-7b-v0.3"), ("gemma3-1b", "gemma-3-1b"),
+])
+def test_an_unknown_model_name_suggests_the_catalog_name_meant(typed: str, meant: str) -> None:
+    from fitplan.advisor.models.resolve import resolve_model
+    from fitplan.errors import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match=rf"did you mean {re.escape(meant)}\?"):
+        resolve_model(typed)
+
+
+def test_a_name_near_nothing_gets_no_suggestion_and_a_base_name_resolves() -> None:
+    from fitplan.advisor.models.catalog import catalog_spec, close_names
+
+    assert close_names("xyz") == [] and close_names("gpt-oss-20b") == []
+    assert catalog_spec("mixtral-8x7b").name == "mixtral-8x7b-v0.1"  # the only 8x7B release

@@ -23,6 +23,21 @@ def catalog_names() -> list[str]:
     return [entry["name"] for entry in load_table("fitplan.advisor.models.data", "catalog.toml")["model"]]
 
 
+def close_names(text: str, limit: int = 3) -> list[str]:
+    """Catalog names a mistyped or shortened name probably meant: names it begins or that begin it
+    (a hub id's tail counts), else the nearest spelling (difflib), at most `limit`."""
+    import difflib
+
+    key = text.strip().lower()
+    tail = key.rsplit("/", 1)[-1]
+    names = catalog_names()
+    found = [n for n in names if n.startswith(tail) or tail.startswith(n)]
+    by_tail = {k.rsplit("/", 1)[-1]: e["name"] for k, e in _index().items()}
+    for near in [] if found else difflib.get_close_matches(tail, [*names, *by_tail], n=1, cutoff=0.75):
+        found.append(by_tail.get(near, near))
+    return list(dict.fromkeys(found))[:limit]
+
+
 def catalog_entry(name: str) -> dict[str, Any] | None:
     return _index().get(name.strip().lower())
 
