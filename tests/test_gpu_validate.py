@@ -2,22 +2,17 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import bench_module
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def gpu_validate():
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import gpu_validate as module
-    finally:
-        sys.path.pop(0)
-    return module
+    return bench_module("gpu_validate")
 
 
 def test_the_random_models_tokenizer_gives_ids_whatever_class_transformers_picks(gpu_validate, tmp_path) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import tomllib
+from conftest import bench_module
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data" / "published"
@@ -30,12 +30,7 @@ def speed_rows() -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def published():
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import published as module
-    finally:
-        sys.path.pop(0)
-    return module
+    return bench_module("published")
 
 
 @pytest.fixture(scope="module")
