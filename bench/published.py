@@ -120,6 +120,11 @@ def gpu_profiles() -> dict[str, str]:
     return found
 
 
+def hardware_of(row: dict[str, str], profile: str) -> HardwareSpec:
+    """The row's GPUs: its profile, N times over where it ran on N."""
+    return load_profile(f"{row['gpu_count']}x{profile}" if row["gpu_count"] != "1" else profile)
+
+
 def case_of(row: dict[str, str]) -> Case | str:
     """The plan a published row ran, or why it is left out."""
     model = MODELS.get(row["model_id"])
@@ -136,7 +141,7 @@ def case_of(row: dict[str, str]) -> Case | str:
     if "+" in test or not test[2:].isdigit():
         return f"test {test} (combined tests are not compared)"
     kind, tokens = {"tg": "decode", "pp": "prefill"}[test[:2]], int(test[2:])
-    spec, hw = catalog_spec(model), load_profile(f"{row['gpu_count']}x{profile}" if row["gpu_count"] != "1" else profile)
+    spec, hw = catalog_spec(model), hardware_of(row, profile)
     setup = _setup(spec, hw, row, tokens)
     weights = tensor_bytes(spec, weight_format(row["quant"]))
     gpu = hw.gpus[0]
@@ -166,16 +171,11 @@ def beyond_spec_sheet(case: Case) -> bool:
     if case.kind == "decode":
         ceiling = sum(m.rates[d].bandwidth_GB_per_s * 1e9 for d in devices) / sum(m.single[d][0] for d in devices)
     else:
-        gpus = {f"gpu{i}": g for i, g in enumerate(case_hardware(case).gpus)}
+        gpus = {f"gpu{i}": g for i, g in enumerate(hardware_of(case.row, gpu_profiles()[case.gpu]).gpus)}
         peak = sum(max(g.int8_tops or 0.0, g.fp16_tflops or 0.0) * 1e12 if (g := gpus.get(d)) else
                    m.rates[d].matmul_GFLOP_per_s * 1e9 for d in devices)
         ceiling = peak / sum(m.prompt_flops(d, case.tokens) / case.tokens for d in devices)
     return case.published > ceiling
-
-
-def case_hardware(case: Case) -> HardwareSpec:
-    profile = gpu_profiles()[case.gpu]
-    return load_profile(f"{case.row['gpu_count']}x{profile}" if case.row["gpu_count"] != "1" else profile)
 
 
 def cases() -> tuple[list[Case], dict[str, int]]:
