@@ -84,6 +84,7 @@ class Case:
     baseline: StepModel  # the same plan with the spec-sheet roofline only
     held_out: bool
     key: str  # runtime/backend/generation of its GPU
+    hw: HardwareSpec  # the row's GPUs, its profile N times over where it ran on N
 
     @property
     def gpu(self) -> str:
@@ -120,11 +121,6 @@ def gpu_profiles() -> dict[str, str]:
     return found
 
 
-def hardware_of(row: dict[str, str], profile: str) -> HardwareSpec:
-    """The row's GPUs: its profile, N times over where it ran on N."""
-    return load_profile(f"{row['gpu_count']}x{profile}" if row["gpu_count"] != "1" else profile)
-
-
 def case_of(row: dict[str, str]) -> Case | str:
     """The plan a published row ran, or why it is left out."""
     model = MODELS.get(row["model_id"])
@@ -141,14 +137,14 @@ def case_of(row: dict[str, str]) -> Case | str:
     if "+" in test or not test[2:].isdigit():
         return f"test {test} (combined tests are not compared)"
     kind, tokens = {"tg": "decode", "pp": "prefill"}[test[:2]], int(test[2:])
-    spec, hw = catalog_spec(model), hardware_of(row, profile)
+    spec, hw = catalog_spec(model), load_profile(f"{row['gpu_count']}x{profile}" if row["gpu_count"] != "1" else profile)
     setup = _setup(spec, hw, row, tokens)
     weights = tensor_bytes(spec, weight_format(row["quant"]))
     gpu = hw.gpus[0]
     return Case(row, kind, tokens, float(row["tokens_per_s"]), step_model(spec, setup, weights, hw),
                 step_model(spec, setup, weights, hw, published=False),
                 GPU_ALIASES.get(row["gpu"], row["gpu"]) in HELD_OUT_GPUS or row["model_id"] not in TRAINING_MODELS,
-                f"{RUNTIME}/{backend(gpu)}/{generation(gpu)}")
+                f"{RUNTIME}/{backend(gpu)}/{generation(gpu)}", hw)
 
 
 def _setup(spec: ModelSpec, hw: HardwareSpec, row: dict[str, str], tokens: int) -> Setup:
@@ -171,7 +167,7 @@ def beyond_spec_sheet(case: Case) -> bool:
     if case.kind == "decode":
         ceiling = sum(m.rates[d].bandwidth_GB_per_s * 1e9 for d in devices) / sum(m.single[d][0] for d in devices)
     else:
-        gpus = {f"gpu{i}": g for i, g in enumerate(hardware_of(case.row, gpu_profiles()[case.gpu]).gpus)}
+        gpus = {f"gpu{i}": g for i, g in enumerate(case.hw.gpus)}
         peak = sum(max(g.int8_tops or 0.0, g.fp16_tflops or 0.0) * 1e12 if (g := gpus.get(d)) else
                    m.rates[d].matmul_GFLOP_per_s * 1e9 for d in devices)
         ceiling = peak / sum(m.prompt_flops(d, case.tokens) / case.tokens for d in devices)
@@ -245,7 +241,8 @@ def fit(rows: list[Case], key: str) -> dict[str, float]:
             return np.array([c.seconds(with_terms(c, terms)) * c.published / c.tokens - 1 for c in subset])
 
         best = None
-        for energy in ENERGY_STARTS:  # the power ceiling's max() has a kink: start on either side of it
+        has_ceiling = any(n.startswith("joules") for n in names)
+        for energy in ENERGY_STARTS if has_ceiling else (1.0,):  # the power ceiling's max() has a kink: start on either side
             start = np.maximum([p[n] / u * (energy if n.startswith("joules") else 1.0) for n, u in zip(names, unit)], lower)
             found = least_squares(residuals, start, bounds=(lower, np.inf))
             if best is None or found.cost < best.cost - 1e-12:

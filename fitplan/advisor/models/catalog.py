@@ -28,13 +28,11 @@ def close_names(text: str, limit: int = 3) -> list[str]:
     (a hub id's tail counts), else the nearest spelling (difflib), at most `limit`."""
     import difflib
 
-    key = text.strip().lower()
-    tail = key.rsplit("/", 1)[-1]
-    names = catalog_names()
-    found = [n for n in names if n.startswith(tail) or tail.startswith(n)]
-    by_tail = {k.rsplit("/", 1)[-1]: e["name"] for k, e in _index().items()}
-    for near in [] if found else difflib.get_close_matches(tail, [*names, *by_tail], n=1, cutoff=0.75):
-        found.append(by_tail.get(near, near))
+    tail = text.strip().lower().rsplit("/", 1)[-1]
+    found = [n for n in catalog_names() if n.startswith(tail) or tail.startswith(n)]
+    by_tail = {k.rsplit("/", 1)[-1]: e["name"] for k, e in _index().items()}  # short names are their own tail
+    for near in [] if found else difflib.get_close_matches(tail, by_tail, n=1, cutoff=0.75):
+        found.append(by_tail[near])
     return list(dict.fromkeys(found))[:limit]
 
 
