@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 Role = Literal["embed", "output", "block", "global"]
+# What a layer keeps per sequence between steps: a KV cache over every token (full), over at most a
+# window (sliding, or chunked: Llama 4 attends within fixed chunks), a fixed-size state (recurrent:
+# Mamba, gated DeltaNet, short convolutions), or nothing of its own (an MLP-only layer, or a layer that
+# reads another layer's cache, as Gemma 3n's last layers do).
+CacheKind = Literal["full", "sliding", "chunked", "recurrent", "none"]
+STATE_BYTES_PER_ELEMENT = 4  # recurrent states are kept in f32 (llama.cpp's default type_r / type_s)
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,26 @@ class TensorInfo:
     def is_matrix(self) -> bool:
         """Only 2-D and higher tensors are ever quantized; norms and biases stay as they are."""
         return len(self.shape) >= 2
+
+
+@dataclass(frozen=True)
+class LayerCache:
+    """What one layer caches per sequence: K/V widths per token, or a recurrent state's elements."""
+
+    kind: CacheKind
+    kv_heads: int = 0
+    key_dim: int = 0  # per head
+    value_dim: int = 0  # per head (differs from key_dim under MLA and in some hybrids)
+    window: int | None = None  # tokens a sliding or chunked layer attends over
+    state_elements: int = 0  # recurrent: conv + SSM (or DeltaNet) state elements per sequence
+
+    @property
+    def attends(self) -> bool:
+        return self.kind in ("full", "sliding", "chunked")
+
+    @property
+    def windowed(self) -> bool:
+        return self.kind in ("sliding", "chunked") and bool(self.window)
 
 
 @dataclass(frozen=True)
@@ -64,6 +91,24 @@ class ModelSpec:
     qk_rope_head_dim: int = 0  # MLA: decoupled RoPE key width, cached beside the latent
     stored_tensors: tuple[TensorInfo, ...] = ()  # exact bytes as stored in the files, if any
     hub_id: str | None = None
+    layer_caches: tuple[LayerCache, ...] = ()  # per layer; empty: every layer as the fields above say
+    counted_parts: str = ""  # what `parameters` leaves out, where a checkpoint holds more (MTP, vision)
+    mtp_layers: int = 0  # multi-token-prediction layers stored after the last block, not counted or loaded
+
+    @cached_property
+    def caches(self) -> tuple[LayerCache, ...]:
+        """Every layer's cache: as given, else full attention with the model's KV shape, sliding on
+        sliding_layers."""
+        if self.layer_caches:
+            return self.layer_caches
+        full = LayerCache("full", self.kv_heads, self.head_dim, self.v_head_dim)
+        sliding = LayerCache("sliding", self.kv_heads, self.head_dim, self.v_head_dim, self.sliding_window)
+        return tuple(sliding if self.sliding_window and i in self.sliding_layers else full
+                     for i in range(self.layers))
+
+    @property
+    def recurrent_layers(self) -> int:
+        return sum(1 for c in self.caches if c.kind == "recurrent")
 
     @property
     def parameters(self) -> int:

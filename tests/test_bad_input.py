@@ -646,12 +646,12 @@ def test_an_unknown_model_name_suggests_the_catalog_name_meant(typed: str, meant
     from fitplan.advisor.models.resolve import resolve_model
     from fitplan.errors import ModelNotFoundError
 
-    with pytest.raises(ModelNotFoundError, match=rf"did you mean {re.escape(meant)}\?"):
+    with pytest.raises(ModelNotFoundError, match=rf"did you mean ([^?]*, )?{re.escape(meant)}(, [^?]*)?\?"):
         resolve_model(typed)
 
 
 def test_a_name_near_nothing_gets_no_suggestion_and_a_base_name_resolves() -> None:
     from fitplan.advisor.models.catalog import catalog_spec, close_names
 
-    assert close_names("xyz") == [] and close_names("gpt-oss-20b") == []
+    assert close_names("xyz") == [] and close_names("zzzz-model-9000") == []
     assert catalog_spec("mixtral-8x7b").name == "mixtral-8x7b-v0.1"  # the only 8x7B release

@@ -1,7 +1,9 @@
 """KV cache: bytes per layer for a context, a cache element type and a runtime.
 
 bytes(layer) = (K width + V width) x cached tokens x bytes per element x sequences, where
-cached tokens = min(context, window) on sliding-window layers. Widths differ by runtime under MLA:
+cached tokens = min(context, window) on sliding-window and chunked layers; a recurrent layer (Mamba,
+gated DeltaNet, short convolution) keeps a fixed state per sequence instead, whatever the context.
+Widths differ by runtime under MLA:
 llama.cpp caches the compressed latent (kv_lora_rank) plus the RoPE key; transformers caches full
 per-head keys and values.
 """
@@ -12,7 +14,7 @@ from typing import Any
 
 from fitplan.datafiles import load_table
 from fitplan.errors import BadValueError
-from fitplan.model_spec import ModelSpec
+from fitplan.model_spec import STATE_BYTES_PER_ELEMENT, ModelSpec
 from fitplan.strategies.strategy import Option, TableStrategy, requirement_from
 
 
@@ -51,21 +53,26 @@ def _row(kv_dtype: str) -> dict[str, Any]:
     return row
 
 
-def kv_widths(spec: ModelSpec, runtime: str) -> tuple[int, int]:
-    """Elements cached per token per layer for K and for V."""
+def kv_widths(spec: ModelSpec, runtime: str, layer: int | None = None) -> tuple[int, int]:
+    """Elements cached per token for K and for V in `layer` (default: the first layer that attends);
+    0, 0 for a layer without a KV cache (recurrent, or none of its own)."""
+    cache = spec.caches[layer] if layer is not None else next((c for c in spec.caches if c.attends), None)
+    if cache is None or not cache.attends:
+        return 0, 0
     if spec.is_mla and runtime == "llama.cpp":
         # llama.cpp's MLA path caches the latent + RoPE key once per token; V is a view of it
         # (src/llama-model.cpp, deepseek2 with kv_lora_rank; PR #12801).
         return spec.kv_lora_rank + spec.qk_rope_head_dim, 0
-    return spec.kv_heads * spec.head_dim, spec.kv_heads * spec.v_head_dim
+    return cache.kv_heads * cache.key_dim, cache.kv_heads * cache.value_dim
 
 
 def cached_tokens(spec: ModelSpec, layer: int, context: int, *, swa_extra: int = 0, pad: int = 1,
                   windowed: bool = True) -> int:
-    """Tokens a layer keeps: the window (plus what a runtime adds for one batch) on sliding layers,
-    unless the runtime keeps them whole (`windowed` False: llama.cpp's swa_full)."""
-    if windowed and spec.sliding_window and layer in spec.sliding_layers:
-        window = -(-(spec.sliding_window + swa_extra) // pad) * pad
+    """Tokens a layer keeps: the window (plus what a runtime adds for one batch) on sliding and chunked
+    layers, unless the runtime keeps them whole (`windowed` False: llama.cpp's swa_full)."""
+    cache = spec.caches[layer]
+    if windowed and cache.windowed and cache.window:
+        window = -(-(cache.window + swa_extra) // pad) * pad
         return min(context, window)
     return context
 
@@ -74,7 +81,14 @@ def layer_kv_bytes(
     spec: ModelSpec, layer: int, context: int, kv_dtype: str, runtime: str, sequences: int = 1,
     *, swa_extra: int = 0, pad: int = 1, windowed: bool = True,
 ) -> int:
-    k, v = kv_widths(spec, runtime)
+    """Bytes `layer` caches for `sequences` sequences of `context` tokens: its KV cache, or its
+    recurrent state (f32, the same at every context)."""
+    cache = spec.caches[layer]
+    if cache.kind == "recurrent":
+        return cache.state_elements * STATE_BYTES_PER_ELEMENT * sequences
+    k, v = kv_widths(spec, runtime, layer)
+    if not k + v:
+        return 0
     tokens = cached_tokens(spec, layer, context, swa_extra=swa_extra, pad=pad, windowed=windowed)
     return int((k + v) * tokens * kv_bytes_per_element(kv_dtype, runtime) * sequences)
 

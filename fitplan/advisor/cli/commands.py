@@ -131,6 +131,10 @@ def advise_command(
     document = advice_document(spec, hw, advice, top=top_k, calibration=calibration)
     if prune is not None:
         document["plan"]["pruning"] = _pruning_effects(prune, advice.chosen, hw)
+    if request.weights is None:
+        from fitplan.advisor.planner.survey import smaller_sibling
+
+        document["smaller_sibling"] = smaller_sibling(spec, hw, advice, request)
     if output:
         from fitplan.advisor.plans.plan_file import plan_from_advice
 
@@ -190,11 +194,43 @@ def profile_command(
 
 
 @app.command("models")
-def models_command() -> None:
-    """List the built-in catalog's model names."""
-    from fitplan.advisor.models.catalog import catalog_names
+def models_command(
+    hardware: Optional[str] = typer.Option(None, "--hardware",
+                                           help="rank every catalog model on this machine (auto) or a profile"),
+    context: Optional[str] = typer.Option(None, "--context", help="tokens per sequence (default: min(model max, 8192))"),
+    min_tokens_per_s: Optional[str] = typer.Option(None, "--min-tokens-per-s", help="decode at least this fast"),
+    family: Optional[str] = typer.Option(None, "--family", help="only this family, e.g. qwen3"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
+) -> None:
+    """List the built-in catalog; with --hardware, what each model would get there ("what can I run?")."""
+    from fitplan.advisor.models.catalog import all_entries
+    from fitplan.plan_spec import MAX_CONTEXT
+    from fitplan.units import parse_count, parse_rate
 
-    sys.stdout.write("\n".join(catalog_names()) + "\n")
+    for option, value in (("--hardware", hardware), ("--family", family), ("--min-tokens-per-s", min_tokens_per_s)):
+        _not_empty(value, option)
+    families = {e.get("family", "").lower() for e in all_entries()}
+    if family is not None and family.lower() not in families:
+        raise BadValueError(f"unknown family {family!r} (--family); known: {', '.join(sorted(families))}")
+    if hardware is None:
+        if context is not None or min_tokens_per_s is not None or as_json:
+            raise BadValueError("--context, --min-tokens-per-s and --json rank models on a machine: pass --hardware")
+        names = [e["name"] for e in all_entries() if family is None or e.get("family", "").lower() == family.lower()]
+        sys.stdout.write("\n".join(names) + "\n")
+        return
+    from fitplan.advisor.cli.report import render_survey
+    from fitplan.advisor.planner.survey import survey
+
+    ctx = parse_count(context, source="--context", maximum=MAX_CONTEXT) if context is not None else None
+    rate = parse_rate(min_tokens_per_s, source="--min-tokens-per-s") if min_tokens_per_s else None
+    hw = _hardware(hardware, None)
+    rows = survey(hw, context=ctx, min_tokens_per_s=rate, family=family)
+    if as_json:
+        document = {"hardware": hw.name, "runtime": "llama.cpp", "context": ctx, "min_tokens_per_s": rate,
+                    "models": [r.as_dict() for r in rows]}
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    else:
+        render_survey(hw.name, rows, _console())
 
 
 @app.command("run")

@@ -30,6 +30,16 @@ def render(doc: dict[str, Any], console: Console, *, top: int = 8) -> None:
                   f"context {plan['context']}, batch {plan['batch']}, {plan['threads']} threads, {where}")
     if plan.get("context_note"):
         console.print(f"  context {plan['context']}: {shown(plan['context_note'])}")
+    sibling = doc.get("smaller_sibling")
+    if sibling:
+        asked = sibling["instead_of"]
+        was = (f"{asked['weights']} (perplexity +{asked['ppl_increase']:g})" if asked.get("weights")
+               and asked.get("ppl_increase") is not None else "no format that fits")
+        rate = f", {sibling['decode_tokens_per_s']:.1f} tok/s" if sibling.get("decode_tokens_per_s") else ""
+        gain = f" (perplexity +{sibling['ppl_increase']:g})" if sibling.get("ppl_increase") is not None else ""
+        console.print(f"  a smaller sibling at higher precision: {shown(sibling['name'])} "
+                      f"({sibling['parameters'] / 1e9:.1f}B) at {sibling['weights']}{gain}{rate}, "
+                      f"instead of {shown(asked['name'])} at {was}")
     if not doc["fits"]:
         console.print(f"  [red]{shown(doc['why'])}[/]")
         out = doc.get("scale_out")
@@ -71,3 +81,28 @@ def render(doc: dict[str, Any], console: Console, *, top: int = 8) -> None:
         by_reason.setdefault(e["reason"], []).append(e["weights"])
     for reason, names in by_reason.items():
         console.print(f"  [dim]not weighed here[/] {shown(', '.join(names))}: {shown(reason)}")
+
+
+def render_survey(hardware: str, rows: list[Any], console: Console) -> None:
+    """`fitplan models --hardware`: one row a model, the ones that run first (survey.py ranks them)."""
+    from rich.table import Table
+
+    fitting = sum(1 for r in rows if r.fits)
+    console.print(f"[bold]{shown(hardware)}[/]: {fitting} of {len(rows)} catalog models fit (llama.cpp, largest "
+                  "first; `advise MODEL` weighs every runtime and format)")
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    for column in ("model", "params", "format", "placement", "tok/s", "memory"):
+        table.add_column(column, no_wrap=column != "model", overflow="fold",
+                         justify="right" if column in ("params", "tok/s", "memory") else "left")
+    for r in rows:
+        if not r.fits:
+            table.add_row(shown(r.name), f"{r.parameters / 1e9:.1f}B", "-", "does not fit", "-", "-")
+            continue
+        rate = f"{r.decode_tokens_per_s:.1f}" if r.decode_tokens_per_s else "-"
+        table.add_row(shown(r.name), f"{r.parameters / 1e9:.1f}B", r.format or "-", r.placement,
+                      rate if r.meets_rate else f"{rate} slow",
+                      format_bytes(sum(r.memory_bytes.values())) if r.memory_bytes else "-")
+    console.print(table)
+    for r in rows:
+        if not r.fits:
+            console.print(f"  {shown(r.name)}: {shown(r.reason)}")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from fitplan.advisor.models.layer_plan import layer_plans
+from fitplan.advisor.models.tensor_layout import Dims, experts, experts_per_token, layer_cache, layer_tensors
 from fitplan.datafiles import load_table
 from fitplan.errors import ModelFileError
 from fitplan.model_spec import ModelSpec, TensorInfo
@@ -75,16 +77,12 @@ def spec_from_config(
 ) -> ModelSpec:
     """Build the ModelSpec of a config.json (already parsed and checked to be a JSON object)."""
     where = f"config of {location}"
-    model_type = raw.get("model_type")
-    if model_type == "gemma3" and isinstance(raw.get("text_config"), dict):
-        raw, model_type = {**raw["text_config"], "model_type": "gemma3_text"}, "gemma3_text"
     table = load_table("fitplan.advisor.models.data", "architectures.toml")
-    if not isinstance(model_type, str) or model_type not in table:
-        raise ModelFileError(
-            f"{where}: model_type {_shown(model_type)} is not one fitplan models yet "
-            f"(known: {', '.join(sorted(table))})"
-        )
+    raw, model_type, counted = _text_model(raw, table, where)
     arch = table[model_type]
+    for old, new in arch.get("renamed", {}).items():  # keys a config class reads under a former name
+        if old in raw and new not in raw:
+            raw = {**raw, new: raw[old]}
     cfg = _Config(raw, arch.get("defaults", {}), where)
     layout = arch.get("layout", {})
 
@@ -102,31 +100,67 @@ def spec_from_config(
         v_head_dim = cfg.size("v_head_dim")
         kv_lora_rank = cfg.size("kv_lora_rank")
     tied = cfg.flag("tie_word_embeddings")
-    experts, per_token, moe_layers = _moe_shape(cfg, layout.get("moe"), layers)
-    window, sliding = _sliding(cfg, layout.get("sliding"), layers)
+    plans = layer_plans(cfg, layout, layers)
+    moe = layout.get("moe")
+    n_experts = experts(cfg, moe) if any(p.mlp == "moe" for p in plans) else 0
+    window = cfg.size("sliding_window", limit=2**31) if any(p.attention == "sliding" for p in plans) else None
+    chunk = cfg.size("attention_chunk_size", limit=2**31) if any(p.attention == "chunked" for p in plans) else None
 
+    dims = Dims(cfg, layout, hidden, heads, kv_heads, head_dim, v_head_dim)
     tensors: list[TensorInfo] = [TensorInfo("token_embd.weight", (hidden, vocab), "embed")]
-    for i in range(layers):
-        tensors += _attention_tensors(cfg, layout, i, hidden, heads, kv_heads, head_dim, v_head_dim)
-        tensors += _mlp_tensors(cfg, layout, i, hidden, experts if i in moe_layers else 0)
+    for i, plan in enumerate(plans):
+        tensors += layer_tensors(dims, i, plan)
     tensors.append(TensorInfo("output_norm.weight", (hidden,), "global"))
     if not tied:
         tensors.append(TensorInfo("output.weight", (hidden, vocab), "output"))
+    caches = tuple(layer_cache(dims, plan, window, chunk) for plan in plans)
+    mtp = cfg.size(layout["mtp"], 0, minimum=0, limit=64) if layout.get("mtp") else 0
+    if mtp:
+        counted = ", ".join(filter(None, [counted, f"without the {mtp} multi-token-prediction layer{'s' * (mtp > 1)} "
+                                                   "the checkpoint also stores (runtimes do not load it)"]))
 
     spec = ModelSpec(
         name=name, source=source, location=location, hub_id=hub_id,
         architecture=model_type, layers=layers, hidden_size=hidden, heads=heads,
         kv_heads=kv_heads, head_dim=head_dim, v_head_dim=v_head_dim,
-        intermediate_size=cfg.size("intermediate_size"), vocab_size=vocab,
+        intermediate_size=cfg.size(layout.get("dense_width", "intermediate_size")) if layout.get("mlp") != "none"
+        else 0, vocab_size=vocab,
         tied_embeddings=tied, attention_bias=cfg.switch(layout.get("qkv_bias")),
         max_context=cfg.size("max_position_embeddings", 2048),
         native_dtype=_native_dtype(cfg), tensors=tuple(tensors),
-        experts=experts, experts_per_token=per_token,
-        sliding_window=window, sliding_layers=frozenset(sliding),
-        kv_lora_rank=kv_lora_rank, qk_rope_head_dim=rope_dim,
+        experts=n_experts, experts_per_token=experts_per_token(cfg, moe) if n_experts else 0,
+        sliding_window=window, sliding_layers=frozenset(i for i, p in enumerate(plans) if p.attention == "sliding"),
+        kv_lora_rank=kv_lora_rank, qk_rope_head_dim=rope_dim, layer_caches=caches, counted_parts=counted,
+        mtp_layers=mtp,
     )
     check_parameters(spec.parameters, where)
     return spec
+
+
+def _text_model(raw: dict[str, Any], table: dict[str, Any], where: str) -> tuple[dict[str, Any], str, str]:
+    """(the text model's config, its model_type, what the count leaves out): a multimodal checkpoint's
+    text_config is what fitplan plans (Gemma 3, Llama 4, Mistral 3); an unknown model_type falls back
+    to architectures[0] where the table names it."""
+    model_type = raw.get("model_type")
+    text = raw.get("text_config")
+    if isinstance(model_type, str) and model_type in table and "text_model" in table[model_type]:
+        if not isinstance(text, dict):
+            raise ModelFileError(f"{where}: a {model_type} config without a text_config object")
+        inner = text.get("model_type")
+        kind = inner if isinstance(inner, str) and inner in table else str(table[model_type]["text_model"])
+        counted = "the language model only (the checkpoint's vision tower is not counted)"
+        return {**text, "model_type": kind}, kind, counted
+    if not isinstance(model_type, str) or model_type not in table:
+        by_class = {cls: key for key, arch in table.items() for cls in arch.get("classes", [])}
+        classes = raw.get("architectures")
+        first = classes[0] if isinstance(classes, list) and classes and isinstance(classes[0], str) else None
+        if first in by_class:
+            return raw, by_class[first], ""
+        raise ModelFileError(
+            f"{where}: model_type {_shown(model_type)}{f' ({_shown(first)})' if first else ''} is not one fitplan "
+            f"models yet (known: {', '.join(sorted(k for k in table if 'text_model' not in table[k]))})"
+        )
+    return raw, model_type, ""
 
 
 def check_parameters(parameters: int, where: str) -> None:
@@ -148,136 +182,14 @@ def _native_dtype(cfg: _Config) -> str:
     return names.get(dtype, "bf16")
 
 
-def _moe_shape(cfg: _Config, moe: str | None, layers: int) -> tuple[int, int, set[int]]:
-    """(experts, experts per token, indices of layers whose MLP is a mixture of experts)."""
-    if moe == "mixtral":
-        return cfg.size("num_local_experts", limit=4096), cfg.size("num_experts_per_tok", limit=4096), set(range(layers))
-    if moe == "qwen3_moe":
-        experts = cfg.size("num_experts", limit=4096)
-        step = cfg.size("decoder_sparse_step", limit=layers)
-        dense = cfg.layer_list("mlp_only_layers", layers)
-        sparse = {i for i in range(layers) if i not in dense and (i + 1) % step == 0}
-        return experts, cfg.size("num_experts_per_tok", limit=experts), sparse
-    if moe == "deepseek":
-        experts = cfg.size("n_routed_experts", minimum=0, limit=4096)
-        if not experts:
-            return 0, 0, set()
-        first = cfg.size("first_k_dense_replace", minimum=0, limit=layers)
-        freq = cfg.size("moe_layer_freq", limit=layers)
-        sparse = {i for i in range(first, layers) if i % freq == 0}
-        return experts, cfg.size("num_experts_per_tok", limit=experts), sparse
-    return 0, 0, set()
-
-
-def _sliding(cfg: _Config, kind: str | None, layers: int) -> tuple[int | None, set[int]]:
-    """(window, indices of sliding-window layers); `layer_types` wins where a config has it."""
-    types = cfg.raw.get("layer_types")
-    if types is not None:
-        if not isinstance(types, list) or len(types) != layers or not all(isinstance(t, str) for t in types):
-            raise ModelFileError(f"{cfg.where}: layer_types = {_shown(types)} is not a list of "
-                                 f"num_hidden_layers = {layers} layer type names")
-        sliding = {i for i, t in enumerate(types) if t == "sliding_attention"}
-        return (cfg.size("sliding_window", limit=2**31) if sliding else None), sliding
-    window = cfg.get("sliding_window")
-    if not kind or window is None or ("sliding_window" in cfg.raw and cfg.raw["sliding_window"] is None):
-        return None, set()  # an explicit null is full attention (Mistral v0.3), not the class default
-    window = cfg.size("sliding_window", limit=2**31)
-    if kind == "all":
-        return window, set(range(layers))
-    if kind == "alternate":  # Gemma 2: layer 0, 2, 4, ... use the window
-        return window, set(range(0, layers, 2))
-    if kind == "pattern":  # Gemma 3: every Nth layer is global, the rest slide
-        period = cfg.size("sliding_window_pattern", 6, limit=layers + 1)
-        return window, {i for i in range(layers) if (i + 1) % period}
-    if kind == "qwen2":  # Qwen2/3: only when use_sliding_window, on layers >= max_window_layers
-        if not cfg.flag("use_sliding_window"):
-            return None, set()
-        first = cfg.size("max_window_layers", layers, minimum=0, limit=2**31)
-        return window, set(range(min(first, layers), layers))
-    raise AssertionError(f"unknown sliding kind {kind!r} in architectures.toml")
-
-
-def _attention_tensors(
-    cfg: _Config, layout: dict[str, Any], i: int, hidden: int, heads: int, kv_heads: int,
-    head_dim: int, v_head_dim: int,
-) -> list[TensorInfo]:
-    def block(name: str, *shape: int) -> TensorInfo:
-        return TensorInfo(f"blk.{i}.{name}", tuple(shape), "block", i)
-
-    out = [block("attn_norm.weight", hidden)]
-    if layout.get("mla"):
-        q_rank = cfg.optional_size("q_lora_rank")
-        if q_rank:
-            out += [block("attn_q_a.weight", hidden, q_rank), block("attn_q_a_norm.weight", q_rank),
-                    block("attn_q_b.weight", q_rank, heads * head_dim)]
-        else:
-            out.append(block("attn_q.weight", hidden, heads * head_dim))
-        rank, rope = cfg.size("kv_lora_rank"), cfg.size("qk_rope_head_dim")
-        nope = head_dim - rope
-        out += [block("attn_kv_a_mqa.weight", hidden, rank + rope), block("attn_kv_a_norm.weight", rank),
-                block("attn_kv_b.weight", rank, heads * (nope + v_head_dim)),
-                block("attn_output.weight", heads * v_head_dim, hidden)]
-    else:
-        q, kv = heads * head_dim, kv_heads * head_dim
-        if layout.get("fused_qkv"):
-            out.append(block("attn_qkv.weight", hidden, q + 2 * kv))
-        else:
-            out += [block("attn_q.weight", hidden, q), block("attn_k.weight", hidden, kv),
-                    block("attn_v.weight", hidden, kv)]
-            if cfg.switch(layout.get("qkv_bias")):
-                out += [block("attn_q.bias", q), block("attn_k.bias", kv), block("attn_v.bias", kv)]
-        out.append(block("attn_output.weight", q, hidden))
-        if cfg.switch(layout.get("o_bias")):
-            out.append(block("attn_output.bias", hidden))
-        if layout.get("qk_norm"):
-            out += [block("attn_q_norm.weight", head_dim), block("attn_k_norm.weight", head_dim)]
-    if layout.get("post_norms"):
-        out.append(block("post_attention_norm.weight", hidden))
-    return out
-
-
-def _mlp_tensors(cfg: _Config, layout: dict[str, Any], i: int, hidden: int, experts: int) -> list[TensorInfo]:
-    """Layer i's MLP: a mixture of `experts` experts, or dense where experts is 0."""
-    def block(name: str, *shape: int, experts: int = 0) -> TensorInfo:
-        return TensorInfo(f"blk.{i}.{name}", tuple(shape), "block", i, experts)
-
-    out = [block("ffn_norm.weight", hidden)]
-    moe = layout.get("moe")
-    if experts:
-        inter = cfg.size("intermediate_size" if moe == "mixtral" else "moe_intermediate_size")
-        out += [block("ffn_gate_inp.weight", hidden, experts),
-                block("ffn_gate_exps.weight", hidden, inter, experts, experts=experts),
-                block("ffn_up_exps.weight", hidden, inter, experts, experts=experts),
-                block("ffn_down_exps.weight", inter, hidden, experts, experts=experts)]
-        shared = cfg.size("n_shared_experts", 0, minimum=0, limit=4096) if moe == "deepseek" else 0
-        if shared:
-            width = inter * shared
-            out += [block("ffn_gate_shexp.weight", hidden, width), block("ffn_up_shexp.weight", hidden, width),
-                    block("ffn_down_shexp.weight", width, hidden)]
-    else:
-        inter = cfg.size("intermediate_size")
-        if layout.get("fused_gate_up"):
-            out.append(block("ffn_up.weight", hidden, 2 * inter))
-        else:
-            out += [block("ffn_gate.weight", hidden, inter), block("ffn_up.weight", hidden, inter)]
-        out.append(block("ffn_down.weight", inter, hidden))
-        if cfg.switch(layout.get("mlp_bias")):
-            out += [block("ffn_gate.bias", inter), block("ffn_up.bias", inter), block("ffn_down.bias", hidden)]
-    if layout.get("post_norms"):
-        out.append(block("post_ffw_norm.weight", hidden))
-    return out
-
-
-def check_finite_tree(value: object, where: str, max_depth: int = MAX_CONFIG_DEPTH) -> None:
-    """Reject NaN/Infinity anywhere in a parsed config (json accepts them silently), and nesting deeper
-    than max_depth (no recursion: a deep tree is refused, not a RecursionError)."""
+def check_config_depth(value: object, where: str, max_depth: int = MAX_CONFIG_DEPTH) -> None:
+    """Refuse nesting deeper than max_depth (no recursion: a deep tree is refused, not a RecursionError).
+    A NaN or Infinity is accepted here: real configs hold them in fields fitplan never reads
+    (Nemotron-H's time_step_limit); every field that is read is checked where it is read."""
     stack = [(value, 0)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                raise ModelFileError(f"{where}: holds a non-finite number ({item})")
-        elif isinstance(item, (dict, list)):
+        if isinstance(item, (dict, list)):
             if depth >= max_depth:
                 raise ModelFileError(f"{where}: nests objects or lists more than {max_depth} levels deep")
             stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
@@ -285,6 +197,8 @@ def check_finite_tree(value: object, where: str, max_depth: int = MAX_CONFIG_DEP
 
 def _shown(value: object, limit: int = 80) -> str:
     """A config value for a one-line message: its repr (control characters escaped), cut to `limit`."""
+    if isinstance(value, float) and not math.isfinite(value):  # as config.json spells it
+        return f"{value} (JSON {'NaN' if value != value else 'Infinity' if value > 0 else '-Infinity'})"
     text = repr(value)
     if len(text) <= limit:
         return text

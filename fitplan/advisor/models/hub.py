@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
-from fitplan.advisor.models.architectures import check_finite_tree, spec_from_config
+from fitplan.advisor.models.architectures import check_config_depth, spec_from_config
 from fitplan.advisor.models.model_files import MAX_CONFIG_BYTES, attach_stored, tensor_limit
 from fitplan.advisor.models.safetensors_header import MAX_HEADER_BYTES, parse_header, strict_json
 from fitplan.errors import BadValueError, FitplanError, HubError, ModelFileError, ModelNotFoundError
@@ -484,7 +484,7 @@ def _config_spec(repo_id: str, text: str) -> ModelSpec:
     config = strict_json(text, where)
     if not isinstance(config, dict) or not config:
         raise ModelFileError(f"{where}: expected a JSON object with the model's settings")
-    check_finite_tree(config, where)
+    check_config_depth(config, where)
     return spec_from_config(config, name=repo_id, source="hub", location=repo_id, hub_id=repo_id)
 
 

@@ -11,7 +11,7 @@ import os
 import re
 from typing import Any
 
-from fitplan.advisor.models.architectures import MAX_LAYERS, check_finite_tree, check_parameters, spec_from_config
+from fitplan.advisor.models.architectures import MAX_LAYERS, check_config_depth, check_parameters, spec_from_config
 from fitplan.advisor.models.gguf_header import GGUFArray, GGUFHeader, read_gguf_header
 from fitplan.advisor.models.safetensors_header import header_length, read_safetensors_header, strict_json
 from fitplan.errors import ModelFileError
@@ -59,7 +59,7 @@ def read_config(path: str) -> dict[str, Any]:
     config = strict_json(text, path)
     if not isinstance(config, dict) or not config:
         raise ModelFileError(printable(f"{path}: expected a JSON object with the model's settings"))
-    check_finite_tree(config, path)
+    check_config_depth(config, path)
     return config
 
 

@@ -38,7 +38,7 @@ def resolve_model(arg: str) -> ModelSpec:
     from fitplan.advisor.models.catalog import close_names
 
     near = close_names(text)
-    hint = f"did you mean {' or '.join(near)}? " if near else ""
+    hint = f"did you mean {', '.join(near)}? " if near else ""
     raise ModelNotFoundError(
         f"unknown model {text!r}: not a file, a folder or a catalog name; {hint}run 'fitplan models' for the "
         "catalog, or pass a hub id such as org/name"

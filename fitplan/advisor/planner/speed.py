@@ -90,10 +90,50 @@ def _head_flops(spec: ModelSpec, placed: Placement) -> dict[str, float]:
     return {device: sum(2.0 * t.numel for t, _ in items if t.role in heads) for device, items in placed.items()}
 
 
-def _attention(spec: ModelSpec, layers: int, position: int, kv_bytes_per_token_layer: float) -> tuple[float, float]:
-    """(KV bytes read, attention FLOPs) for one token at `position`, over `layers` layers."""
-    flops = 4 * position * spec.heads * spec.head_dim * layers  # QK^T and AV
-    return kv_bytes_per_token_layer * position * layers, flops
+@dataclass(frozen=True)
+class AttentionLoad:
+    """The caches of the layers one device holds: attention layers grouped by window, and the
+    recurrent state they read and write each token."""
+
+    groups: tuple[tuple[int, float, int | None], ...]  # (layers, KV bytes per cached token, window or None)
+    state_bytes: float  # recurrent state per sequence
+    query_width: int  # heads x key width: attention FLOPs per cached token are 4 x this
+
+    def cells(self, position: int) -> float:
+        """Cached tokens a token at `position` attends over, summed over the layers."""
+        return sum(n * min(position, w or position) for n, _, w in self.groups)
+
+    def kv_bytes(self, position: int) -> float:
+        """Bytes one sequence reads at `position`: each layer's cached tokens, plus the recurrent
+        state read and written once."""
+        return sum(n * b * min(position, w or position) for n, b, w in self.groups) + 2 * self.state_bytes
+
+    def flops(self, position: int) -> float:
+        return 4.0 * self.query_width * self.cells(position)  # QK^T and AV
+
+
+def attention_loads(spec: ModelSpec, devices: list[str], element_bytes: float, runtime: str) -> dict[str, AttentionLoad]:
+    """AttentionLoad per device, from the device of each layer (`devices[i]`)."""
+    from fitplan.model_spec import STATE_BYTES_PER_ELEMENT
+    from fitplan.strategies.kv_cache import kv_widths
+
+    groups: dict[str, dict[tuple[float, int | None], int]] = {}
+    state: dict[str, float] = {}
+    for layer, device in enumerate(devices):
+        cache = spec.caches[layer]
+        if cache.kind == "recurrent":
+            state[device] = state.get(device, 0.0) + cache.state_elements * STATE_BYTES_PER_ELEMENT
+        elif cache.attends:
+            k, v = kv_widths(spec, runtime, layer)
+            key = ((k + v) * element_bytes, cache.window if cache.windowed else None)
+            by_key = groups.setdefault(device, {})
+            by_key[key] = by_key.get(key, 0) + 1
+    return {d: AttentionLoad(tuple((n, b, w) for (b, w), n in sorted(groups.get(d, {}).items(), key=str)),
+                             state.get(d, 0.0), spec.heads * spec.head_dim)
+            for d in set(devices)}
+
+
+_NO_LAYERS = AttentionLoad((), 0.0, 0)
 
 
 @dataclass(frozen=True)
@@ -103,7 +143,7 @@ class StepModel:
     spec: ModelSpec
     placed: Placement
     layers_on: dict[str, int]
-    kv_bytes_per_token_layer: float
+    attention: dict[str, AttentionLoad]
     rates: dict[str, DeviceRates]
     efficiency: Efficiency
     terms: dict[str, SpeedTerms]  # per GPU device with fitted terms; the rest use the spec-sheet roofline
@@ -127,7 +167,8 @@ def decode_step_seconds(plan: StepModel, batch: int, position: int) -> float:
     reads = plan.single if batch == 1 else _reads(plan.spec, plan.placed, batch)
     total = 0.0
     for device, (nbytes, flops) in reads.items():
-        kv_bytes, attn_flops = _attention(plan.spec, plan.layers_on[device], position, plan.kv_bytes_per_token_layer)
+        load = plan.attention.get(device, _NO_LAYERS)
+        kv_bytes, attn_flops = load.kv_bytes(position), load.flops(position)
         rate, terms = plan.rates[device], plan.terms.get(device)
         bandwidth, matmul = rate.bandwidth_GB_per_s * 1e9, rate.matmul_GFLOP_per_s * 1e9
         if terms is None:
@@ -173,7 +214,7 @@ def _roofline_prefill_seconds(plan: StepModel, tokens: int, ubatch: int) -> floa
     chunks = -(-tokens // ubatch)
     total = 0.0
     for device, (nbytes, _) in plan.single.items():
-        _, attn_flops = _attention(plan.spec, plan.layers_on[device], tokens // 2, 0)
+        attn_flops = plan.attention.get(device, _NO_LAYERS).flops(tokens // 2)
         rate = plan.rates[device]
         flops = plan.prompt_flops(device, tokens) + attn_flops * tokens
         compute_s = flops / (rate.matmul_GFLOP_per_s * 1e9 * plan.efficiency.prefill)
@@ -207,9 +248,10 @@ def _chunk_seconds(plan: StepModel, device: str, tokens: int, kv_cells: int) -> 
         on_gpu = replace(plan, rates={**plan.rates, device: plan.rates[gpu]}, terms={**plan.terms, device: plan.terms[gpu]})
         return nbytes / (plan.pcie_GB_per_s * 1e9) + _chunk_seconds(on_gpu, device, tokens, kv_cells)
     bandwidth, matmul = rate.bandwidth_GB_per_s * 1e9, rate.matmul_GFLOP_per_s * 1e9
-    attn_flops = 4 * tokens * kv_cells * spec.heads * spec.head_dim * layers
+    load = plan.attention.get(device, _NO_LAYERS)
+    attn_flops = tokens * load.flops(kv_cells)
     if terms is None:  # a device without fitted terms (the host): its spec-sheet roofline for this chunk
-        _, causal = _attention(spec, layers, kv_cells // 2, 0)
+        causal = load.flops(kv_cells // 2)
         eff = plan.efficiency.prefill
         return max((plan.prompt_flops(device, tokens) + causal * tokens) / (matmul * eff), nbytes / (bandwidth * eff))
     matmul_flops = plan.prompt_flops(device, tokens)
@@ -218,7 +260,7 @@ def _chunk_seconds(plan: StepModel, device: str, tokens: int, kv_cells: int) -> 
     if rate.power_W and energy:  # a long GEMM runs at the board's power limit, not its peak
         seconds = max(seconds, (matmul_flops + attn_flops) * energy / rate.power_W)
     if not plan.flash_attn:  # the f32 KQ scores are written, soft-maxed and read back
-        seconds += tokens * kv_cells * spec.heads * 4 * layers / bandwidth * terms.scores
+        seconds += tokens * load.cells(kv_cells) * spec.heads * 4 / bandwidth * terms.scores
     return seconds + nbytes / bandwidth * terms.read(plan.type_class) + layers * terms.layer_ubatch_s
 
 
@@ -292,7 +334,7 @@ def step_model(
 ) -> StepModel:
     """A plan's step-time model on `hw`, with the runtime's own placement of every tensor; GPUs use the
     runtime's terms fitted on published measurements (`published`), unless this machine calibrated it."""
-    from fitplan.strategies.kv_cache import element_bytes, kv_widths
+    from fitplan.strategies.kv_cache import element_bytes
     from fitplan.strategies.registry import cost_model
 
     runtime = cost_model(setup.runtime)
@@ -302,7 +344,6 @@ def step_model(
         rates["disk"] = disk_rates(rates["cpu"], probes)
     for i, gpu in enumerate(hw.gpus):
         rates[f"gpu{i}"] = gpu_rates(gpu, probes.gpus[i] if probes and i < len(probes.gpus) else None)
-    k, v = kv_widths(spec, setup.runtime)
     terms = {}
     if published and not (efficiency and efficiency.provenance == "calibrated"):  # this machine's run beats them
         terms = {f"gpu{i}": t for i, gpu in enumerate(hw.gpus) if (t := terms_for(setup.runtime, gpu)) is not None}
@@ -313,7 +354,8 @@ def step_model(
     devices_of_layers = [runtime.layer_device(spec, setup, i) for i in range(spec.layers)]
     hops = sum(1 for a, b in zip(devices_of_layers, devices_of_layers[1:], strict=False) if a != b)
     return StepModel(spec, placed, {d: devices_of_layers.count(d) for d in placed},
-                     (k + v) * element_bytes(setup.kv_cache), rates, efficiency or default_efficiency(), terms,
+                     attention_loads(spec, devices_of_layers, element_bytes(setup.kv_cache), setup.runtime),
+                     rates, efficiency or default_efficiency(), terms,
                      type_class(setup.weights), setup.flash_attn, hops, _reads(spec, placed, 1),
                      _head_flops(spec, placed),
                      pcie_GB_per_s(hw.gpus[0]) if hw.gpus and setup.runtime == "llama.cpp" else None, setup.op_offload)

@@ -1,0 +1,229 @@
+"""The catalog and the 2025-2026 architectures: every entry's layout against transformers' own model,
+per-layer caches against hand computations, the names users type, and `fitplan models --hardware`."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fitplan.advisor.models.architectures import spec_from_config
+from fitplan.advisor.models.catalog import _short_names, all_entries, catalog_entry, catalog_spec, entry_spec
+from fitplan.errors import ModelFileError
+from fitplan.strategies.kv_cache import layer_kv_bytes
+
+FITPLAN = str(Path(sys.executable).with_name("fitplan"))
+ENTRIES = all_entries()
+NAMES = [e["name"] for e in ENTRIES]
+
+
+def test_every_entry_is_well_formed_and_every_name_answers_one_entry() -> None:
+    seen: dict[str, str] = {}
+    for e in ENTRIES:
+        assert e["source"].startswith("https://"), e["name"]
+        assert e.get("family") and e["name"] == e["name"].lower(), e["name"]
+        assert isinstance(e.get("hub_ids", []), list) and isinstance(e.get("aliases", []), list)
+        for key in (e["name"], *e.get("hub_ids", []), *e.get("aliases", [])):
+            assert seen.setdefault(key.lower(), e["name"]) == e["name"], f"{key} answers {seen[key.lower()]} and {e['name']}"
+
+
+def test_the_short_name_scan_finds_what_the_full_parse_finds() -> None:
+    """catalog_entry finds a short name by a line scan (cold start); it must agree with the parse."""
+    assert set(_short_names()) == {n.lower() for n in NAMES}
+
+
+def _transformers_count(entry: dict) -> int:
+    """Parameters plus stored buffers (a routing-score correction) of transformers' model on the meta
+    device, each shared tensor once: what a checkpoint of this config stores, MTP and vision aside."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    config = dict(entry["config"])
+    for key in entry.get("null_keys", []):
+        outer, _, inner = key.partition(".")
+        if inner:
+            config[outer] = {**config[outer], inner: None}
+        else:
+            config[key] = None
+    if isinstance(config.get("text_config"), dict):
+        config = config["text_config"]
+        model_type = {"gemma3": "gemma3_text", "llama4": "llama4_text"}.get(entry["config"]["model_type"],
+                                                                          config.get("model_type", "mistral"))
+    else:
+        model_type = {"kimi_k2": "deepseek_v3"}.get(config["model_type"], config["model_type"])
+    kwargs = {k: v for k, v in config.items() if k not in ("model_type", "auto_map", "quantization_config")}
+    cfg = transformers.AutoConfig.for_model(model_type, **kwargs)
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(cfg)
+    params = dict(model.named_parameters())
+    every = dict(model.named_parameters(remove_duplicate=False))
+    state = model.state_dict()
+    return sum(p.numel() for p in params.values()) + sum(state[k].numel() for k in state if k not in every)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_entry_counts_what_transformers_builds(name: str) -> None:
+    """fitplan's tensor layout, from config.json alone, against the transformers model of the same config."""
+    entry = catalog_entry(name)
+    assert catalog_spec(name).parameters == _transformers_count(entry)
+
+
+def _hand(name: str):
+    return catalog_spec(name)
+
+
+def test_gpt_oss_alternates_a_128_token_window_and_its_sinks_cache_nothing() -> None:
+    """gpt-oss-20b: 24 layers, layer_types sliding/full alternating from layer 0, 8 KV heads x 64, window 128.
+    f16 K+V per token = 2 x 8 x 64 x 2 B = 2048 B. At 32768 tokens (transformers, window kept): a sliding
+    layer 128 x 2048 = 262,144 B, a full layer 32768 x 2048 = 67,108,864 B. The sinks are one logit per head
+    (64 weights a layer), not cache."""
+    spec = _hand("gpt-oss-20b")
+    assert [c.kind for c in spec.caches[:4]] == ["sliding", "full", "sliding", "full"]
+    assert layer_kv_bytes(spec, 0, 32768, "f16", "transformers") == 262_144
+    assert layer_kv_bytes(spec, 1, 32768, "f16", "transformers") == 67_108_864
+    sinks = [t for t in spec.tensors if t.name.endswith("attn_sinks.weight")]
+    assert len(sinks) == 24 and all(t.numel == 64 for t in sinks)
+
+
+def test_llama4_chunked_layers_cache_at_most_8192_tokens() -> None:
+    """Llama 4 Scout: attention_chunk_size 8192; no_rope_layers empty, so every 4th layer (3, 7, ...) is NoPE
+    and global: 36 chunked + 12 full. 8 KV heads x 128: f16 K+V per token 4096 B. At 131072 tokens a chunked
+    layer holds 8192 x 4096 = 33,554,432 B, a full one 131072 x 4096 = 536,870,912 B."""
+    spec = _hand("llama-4-scout")
+    assert sum(c.kind == "chunked" for c in spec.caches) == 36 and spec.caches[3].kind == "full"
+    assert layer_kv_bytes(spec, 0, 131072, "f16", "transformers") == 33_554_432
+    assert layer_kv_bytes(spec, 3, 131072, "f16", "transformers") == 536_870_912
+
+
+def test_qwen3_next_deltanet_state_is_the_same_at_every_context() -> None:
+    """Qwen3-Next-80B-A3B: full attention every 4th layer (12), gated DeltaNet elsewhere (36). A DeltaNet
+    layer keeps conv (4 - 1) x (2 x 16 x 128 + 32 x 128) = 24,576 and recurrent 32 x 128 x 128 = 524,288
+    elements, f32: 2,195,456 B a sequence. Full layers: 2 KV heads x 256, f16: 2048 B a token."""
+    spec = _hand("qwen3-next-80b-a3b")
+    assert sum(c.kind == "recurrent" for c in spec.caches) == 36
+    for context in (512, 262144):
+        assert layer_kv_bytes(spec, 0, context, "f16", "llama.cpp") == 2_195_456
+    assert layer_kv_bytes(spec, 3, 1000, "f16", "llama.cpp") == 2_048_000
+    assert layer_kv_bytes(spec, 0, 512, "f16", "llama.cpp", sequences=4) == 4 * 2_195_456
+
+
+def test_a_mamba_hybrid_keeps_a_fixed_state_and_mlp_layers_cache_nothing() -> None:
+    """Nemotron-H-8B: hybrid_override_pattern of 52 layers: 24 Mamba-2 (M), 4 attention (*), 24 MLP (-).
+    Mamba-2: d_inner = 128 heads x 64 = 8192, conv dim 8192 + 2 x 8 groups x 128 = 10,240; state
+    (4 - 1) x 10,240 + 8192 x 128 = 1,079,296 elements, f32: 4,317,184 B, at any context."""
+    spec = _hand("nemotron-h-8b")
+    kinds = [c.kind for c in spec.caches]
+    assert kinds.count("recurrent") == 24 and kinds.count("full") == 4 and kinds.count("none") == 24
+    assert layer_kv_bytes(spec, 0, 4096, "f16", "llama.cpp") == layer_kv_bytes(spec, 0, 65536, "f16", "llama.cpp") == 4_317_184
+    mlp = kinds.index("none")
+    assert layer_kv_bytes(spec, mlp, 65536, "f16", "llama.cpp") == 0
+
+
+def test_deepseek_v3_caches_the_mla_latent_in_llama_cpp_and_full_heads_in_transformers() -> None:
+    """DeepSeek-V3: kv_lora_rank 512 + qk_rope_head_dim 64 = 576 latent elements a token in llama.cpp
+    (f16: 1152 B); transformers caches 128 heads x (128 + 64) keys + 128 x 128 values = 40,960 elements
+    (bf16: 81,920 B). 61 layers, none windowed."""
+    spec = _hand("deepseek-v3")
+    assert layer_kv_bytes(spec, 0, 1, "f16", "llama.cpp") == 1152
+    assert layer_kv_bytes(spec, 60, 1, "bf16", "transformers") == 81_920
+    assert "multi-token-prediction" in spec.counted_parts
+
+
+def test_with_swa_full_off_a_sliding_layer_stays_at_its_window() -> None:
+    """llama.cpp with swa_full off: a sliding layer caches pad(window + n_ubatch) whatever the context;
+    on, it caches the whole context like a full layer."""
+    spec = _hand("gpt-oss-20b")
+    windowed = {ctx: layer_kv_bytes(spec, 0, ctx, "f16", "llama.cpp", swa_extra=512, pad=256) for ctx in (4096, 131072)}
+    assert windowed[4096] == windowed[131072] == 768 * 2048
+    assert layer_kv_bytes(spec, 0, 131072, "f16", "llama.cpp", windowed=False) == 131072 * 2048
+
+
+@pytest.mark.parametrize("typed, name", [
+    ("llama3.1:8b", "llama-3.1-8b"), ("llama3.1:8b-instruct-q4_K_M", "llama-3.1-8b"), ("qwen3:30b-a3b", "qwen3-30b-a3b"),
+    ("gpt-oss:20b", "gpt-oss-20b"), ("mixtral:8x7b", "mixtral-8x7b-v0.1"), ("gemma3:12b", "gemma-3-12b"),
+    ("mixtral-8x7b", "mixtral-8x7b-v0.1"), ("OpenAI/GPT-OSS-20B", "gpt-oss-20b"),
+])
+def test_the_names_users_type_answer(typed: str, name: str) -> None:
+    assert catalog_spec(typed).name == name
+
+
+def test_a_hub_id_asked_for_is_where_the_weights_come_from() -> None:
+    assert catalog_spec("mistralai/Mixtral-8x7B-Instruct-v0.1").hub_id == "mistralai/Mixtral-8x7B-Instruct-v0.1"
+    assert catalog_spec("mixtral-8x7b-v0.1").hub_id == "mistralai/Mixtral-8x7B-v0.1"
+
+
+def _config(**changes: object) -> dict:
+    base = dict(catalog_entry("nemotron-h-8b")["config"])
+    return {**base, **changes}
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"hybrid_override_pattern": "M*-"}, "hybrid_override_pattern"),  # 3 layer kinds for 52 layers
+    ({"ssm_state_size": 2**30}, "ssm_state_size"),
+    ({"hybrid_override_pattern": "M" * 51 + "X"}, "hybrid_override_pattern"),
+    ({"model_type": "no-such-arch", "architectures": ["NoSuchForCausalLM"]}, "no-such-arch"),
+])
+def test_a_bad_hybrid_config_is_one_line_naming_the_field(changes: dict, named: str) -> None:
+    with pytest.raises(ModelFileError, match=named):
+        spec_from_config(_config(**changes), name="x", source="folder", location="x")
+
+
+def test_a_layer_types_list_of_the_wrong_length_is_refused() -> None:
+    config = dict(catalog_entry("gpt-oss-20b")["config"])
+    config["layer_types"] = config["layer_types"][:-1]
+    with pytest.raises(ModelFileError, match="layer_types"):
+        spec_from_config(config, name="x", source="folder", location="x")
+
+
+def test_infinity_in_a_field_fitplan_never_reads_is_accepted() -> None:
+    """Nemotron-H's hub configs hold time_step_limit [0.0, Infinity]; a used field may not hold it."""
+    spec_from_config(_config(time_step_limit=[0.0, float("inf")]), name="x", source="folder", location="x")
+    with pytest.raises(ModelFileError, match="Infinity"):
+        spec_from_config(_config(conv_kernel=float("inf")), name="x", source="folder", location="x")
+
+
+def test_an_unknown_architecture_folder_is_one_line_and_exit_2(tmp_path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "no-such-arch", "hidden_size": 64}))
+    run = subprocess.run([FITPLAN, "advise", str(tmp_path)], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1 and "no-such-arch" in run.stderr
+
+
+def test_models_ranks_the_catalog_on_a_profile() -> None:
+    run = subprocess.run([FITPLAN, "models", "--hardware", "rtx-4090-24gb", "--json",
+                          "--family", "qwen3"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    rows = doc["models"]
+    assert doc["hardware"] == "rtx-4090-24gb" and {r["family"] for r in rows} == {"qwen3"}
+    assert {r["name"] for r in rows} == {e["name"] for e in ENTRIES if e["family"] == "qwen3"}
+    fits = [r["fits"] for r in rows]
+    assert fits == sorted(fits, reverse=True)  # those that fit first
+    assert all(r["format"] and r["decode_tokens_per_s"] > 0 for r in rows if r["fits"])
+    assert all(r["reason"] for r in rows if not r["fits"])
+
+
+def test_models_refuses_an_unknown_family() -> None:
+    run = subprocess.run([FITPLAN, "models", "--family", "nope"], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 2 and "unknown family" in run.stderr
+
+
+def test_entry_spec_of_every_entry_builds() -> None:
+    for e in ENTRIES:
+        assert entry_spec(e).parameters > 0
+
+
+def test_a_squeezed_model_names_its_smaller_sibling_at_q8_with_both_priors() -> None:
+    """Llama 3.1 70B cannot fit a 16 GB card with 8 GB of RAM at any format; its 8B sibling runs at Q8_0."""
+    advise = str(Path(sys.executable).with_name("advise"))
+    run = subprocess.run([advise, "llama-3.1-70b", "--hardware", "rtx-4060ti-16gb", "--max-ram", "8GB", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    sibling = json.loads(run.stdout)["smaller_sibling"]
+    assert sibling["name"] == "llama-3.1-8b" and sibling["weights"] == "Q8_0"
+    assert sibling["ppl_increase"] is not None and sibling["instead_of"]["name"] == "llama-3.1-70b"
+    roomy = subprocess.run([advise, "llama-3.1-8b", "--hardware", "rtx-4090-24gb", "--json"], capture_output=True,
+                           text=True, timeout=300)
+    assert json.loads(roomy.stdout)["smaller_sibling"] is None
