@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from fitplan.advisor.models.architectures import spec_from_config
-from fitplan.advisor.models.catalog import _short_names, all_entries, catalog_entry, catalog_spec, entry_spec
+from fitplan.advisor.models.catalog import (
+    _short_names,
+    all_entries,
+    catalog_entry,
+    catalog_spec,
+    entry_config,
+    entry_spec,
+)
 from fitplan.errors import ModelFileError
 from fitplan.strategies.kv_cache import layer_kv_bytes
 
@@ -39,13 +46,7 @@ def _transformers_count(entry: dict) -> int:
     device, each shared tensor once: what a checkpoint of this config stores, MTP and vision aside."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    config = dict(entry["config"])
-    for key in entry.get("null_keys", []):
-        outer, _, inner = key.partition(".")
-        if inner:
-            config[outer] = {**config[outer], inner: None}
-        else:
-            config[key] = None
+    config = entry_config(entry)
     if isinstance(config.get("text_config"), dict):
         config = config["text_config"]
         model_type = {"gemma3": "gemma3_text", "llama4": "llama4_text"}.get(entry["config"]["model_type"],
@@ -69,16 +70,12 @@ def test_each_entry_counts_what_transformers_builds(name: str) -> None:
     assert catalog_spec(name).parameters == _transformers_count(entry)
 
 
-def _hand(name: str):
-    return catalog_spec(name)
-
-
 def test_gpt_oss_alternates_a_128_token_window_and_its_sinks_cache_nothing() -> None:
     """gpt-oss-20b: 24 layers, layer_types sliding/full alternating from layer 0, 8 KV heads x 64, window 128.
     f16 K+V per token = 2 x 8 x 64 x 2 B = 2048 B. At 32768 tokens (transformers, window kept): a sliding
     layer 128 x 2048 = 262,144 B, a full layer 32768 x 2048 = 67,108,864 B. The sinks are one logit per head
     (64 weights a layer), not cache."""
-    spec = _hand("gpt-oss-20b")
+    spec = catalog_spec("gpt-oss-20b")
     assert [c.kind for c in spec.caches[:4]] == ["sliding", "full", "sliding", "full"]
     assert layer_kv_bytes(spec, 0, 32768, "f16", "transformers") == 262_144
     assert layer_kv_bytes(spec, 1, 32768, "f16", "transformers") == 67_108_864
@@ -90,7 +87,7 @@ def test_llama4_chunked_layers_cache_at_most_8192_tokens() -> None:
     """Llama 4 Scout: attention_chunk_size 8192; no_rope_layers empty, so every 4th layer (3, 7, ...) is NoPE
     and global: 36 chunked + 12 full. 8 KV heads x 128: f16 K+V per token 4096 B. At 131072 tokens a chunked
     layer holds 8192 x 4096 = 33,554,432 B, a full one 131072 x 4096 = 536,870,912 B."""
-    spec = _hand("llama-4-scout")
+    spec = catalog_spec("llama-4-scout")
     assert sum(c.kind == "chunked" for c in spec.caches) == 36 and spec.caches[3].kind == "full"
     assert layer_kv_bytes(spec, 0, 131072, "f16", "transformers") == 33_554_432
     assert layer_kv_bytes(spec, 3, 131072, "f16", "transformers") == 536_870_912
@@ -100,7 +97,7 @@ def test_qwen3_next_deltanet_state_is_the_same_at_every_context() -> None:
     """Qwen3-Next-80B-A3B: full attention every 4th layer (12), gated DeltaNet elsewhere (36). A DeltaNet
     layer keeps conv (4 - 1) x (2 x 16 x 128 + 32 x 128) = 24,576 and recurrent 32 x 128 x 128 = 524,288
     elements, f32: 2,195,456 B a sequence. Full layers: 2 KV heads x 256, f16: 2048 B a token."""
-    spec = _hand("qwen3-next-80b-a3b")
+    spec = catalog_spec("qwen3-next-80b-a3b")
     assert sum(c.kind == "recurrent" for c in spec.caches) == 36
     for context in (512, 262144):
         assert layer_kv_bytes(spec, 0, context, "f16", "llama.cpp") == 2_195_456
@@ -112,7 +109,7 @@ def test_a_mamba_hybrid_keeps_a_fixed_state_and_mlp_layers_cache_nothing() -> No
     """Nemotron-H-8B: hybrid_override_pattern of 52 layers: 24 Mamba-2 (M), 4 attention (*), 24 MLP (-).
     Mamba-2: d_inner = 128 heads x 64 = 8192, conv dim 8192 + 2 x 8 groups x 128 = 10,240; state
     (4 - 1) x 10,240 + 8192 x 128 = 1,079,296 elements, f32: 4,317,184 B, at any context."""
-    spec = _hand("nemotron-h-8b")
+    spec = catalog_spec("nemotron-h-8b")
     kinds = [c.kind for c in spec.caches]
     assert kinds.count("recurrent") == 24 and kinds.count("full") == 4 and kinds.count("none") == 24
     assert layer_kv_bytes(spec, 0, 4096, "f16", "llama.cpp") == layer_kv_bytes(spec, 0, 65536, "f16", "llama.cpp") == 4_317_184
@@ -124,7 +121,7 @@ def test_deepseek_v3_caches_the_mla_latent_in_llama_cpp_and_full_heads_in_transf
     """DeepSeek-V3: kv_lora_rank 512 + qk_rope_head_dim 64 = 576 latent elements a token in llama.cpp
     (f16: 1152 B); transformers caches 128 heads x (128 + 64) keys + 128 x 128 values = 40,960 elements
     (bf16: 81,920 B). 61 layers, none windowed."""
-    spec = _hand("deepseek-v3")
+    spec = catalog_spec("deepseek-v3")
     assert layer_kv_bytes(spec, 0, 1, "f16", "llama.cpp") == 1152
     assert layer_kv_bytes(spec, 60, 1, "bf16", "transformers") == 81_920
     assert "multi-token-prediction" in spec.counted_parts
@@ -133,7 +130,7 @@ def test_deepseek_v3_caches_the_mla_latent_in_llama_cpp_and_full_heads_in_transf
 def test_with_swa_full_off_a_sliding_layer_stays_at_its_window() -> None:
     """llama.cpp with swa_full off: a sliding layer caches pad(window + n_ubatch) whatever the context;
     on, it caches the whole context like a full layer."""
-    spec = _hand("gpt-oss-20b")
+    spec = catalog_spec("gpt-oss-20b")
     windowed = {ctx: layer_kv_bytes(spec, 0, ctx, "f16", "llama.cpp", swa_extra=512, pad=256) for ctx in (4096, 131072)}
     assert windowed[4096] == windowed[131072] == 768 * 2048
     assert layer_kv_bytes(spec, 0, 131072, "f16", "llama.cpp", windowed=False) == 131072 * 2048

@@ -123,8 +123,7 @@ def spec_from_config(
         name=name, source=source, location=location, hub_id=hub_id,
         architecture=model_type, layers=layers, hidden_size=hidden, heads=heads,
         kv_heads=kv_heads, head_dim=head_dim, v_head_dim=v_head_dim,
-        intermediate_size=cfg.size(layout.get("dense_width", "intermediate_size")) if layout.get("mlp") != "none"
-        else 0, vocab_size=vocab,
+        intermediate_size=cfg.size(layout.get("dense_width", "intermediate_size")), vocab_size=vocab,
         tied_embeddings=tied, attention_bias=cfg.switch(layout.get("qkv_bias")),
         max_context=cfg.size("max_position_embeddings", 2048),
         native_dtype=_native_dtype(cfg), tensors=tuple(tensors),

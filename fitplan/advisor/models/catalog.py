@@ -2,8 +2,8 @@
 
 Entries answer to their short name, hub ids (base and instruct), former names and the names users
 type in Ollama and LM Studio (aliases). `advise <short name>` is the common first command, so a short
-name is found by a line scan of the files and only the file holding it is parsed (the whole catalog
-takes ~4x longer to parse than advise's own start); any other name parses them all once.
+name is found by a line scan of the files (~4 ms) and only the file holding it is parsed (~17 ms for
+the largest, ~77 ms for all eight, measured here); any other name parses them all once.
 """
 from __future__ import annotations
 
@@ -100,16 +100,17 @@ def catalog_spec(name: str) -> ModelSpec | None:
 
 
 def entry_spec(entry: dict[str, Any], hub_id: str | None = None) -> ModelSpec:
-    config = _with_nulls(entry["config"], entry.get("null_keys", []))
+    config = entry_config(entry)
     hub_ids = entry.get("hub_ids") or [None]
     return spec_from_config(config, name=entry["name"], source="catalog", location=entry["name"],
                             hub_id=hub_id or hub_ids[0])
 
 
-def _with_nulls(config: dict[str, Any], null_keys: list[str]) -> dict[str, Any]:
-    """The config with JSON nulls put back (TOML has none): "a.b" names a key inside a nested table."""
-    config = dict(config)
-    for key in null_keys:
+def entry_config(entry: dict[str, Any]) -> dict[str, Any]:
+    """The entry's config.json with its JSON nulls put back (TOML has none): "a.b" in null_keys names
+    a key inside a nested table."""
+    config = dict(entry["config"])
+    for key in entry.get("null_keys", []):
         outer, _, inner = key.partition(".")
         if inner and isinstance(config.get(outer), dict):
             config[outer] = {**config[outer], inner: None}

@@ -52,9 +52,8 @@ def layer_plans(cfg: _Config, layout: dict[str, Any], layers: int) -> list[Layer
         return _nemotron_h(cfg, layers)
     mixers = _mixers(cfg, layout, layers)
     moe = moe_layers(cfg, layout.get("moe"), layers)
-    dense: MLP = "none" if layout.get("mlp") == "none" else "dense"
     parallel = layout.get("layers") == "parallel_mamba2"
-    return [LayerPlan(mixer, attention, "moe" if i in moe else dense, parallel)
+    return [LayerPlan(mixer, attention, "moe" if i in moe else "dense", parallel)
             for i, (mixer, attention) in enumerate(mixers)]
 
 

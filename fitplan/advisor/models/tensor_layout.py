@@ -6,9 +6,11 @@ totals against transformers' own models built on the meta device.
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fitplan.advisor.models.layer_plan import LayerPlan
+from fitplan.errors import ModelFileError
 from fitplan.model_spec import LayerCache, TensorInfo
 
 if TYPE_CHECKING:
@@ -294,10 +296,6 @@ def _shortconv(d: Dims, block: Block) -> list[TensorInfo]:
 
 def _number(cfg: _Config, key: str) -> float:
     """A finite positive number (an expansion factor or multiplier)."""
-    import math
-
-    from fitplan.errors import ModelFileError
-
     value = cfg.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value <= 64:
         raise ModelFileError(f"{cfg.where}: {key} = {value!r} is not a number from 0 to 64")

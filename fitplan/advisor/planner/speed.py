@@ -128,7 +128,11 @@ def attention_loads(spec: ModelSpec, devices: list[str], element_bytes: float, r
             key = ((k + v) * element_bytes, cache.window if cache.windowed else None)
             by_key = groups.setdefault(device, {})
             by_key[key] = by_key.get(key, 0) + 1
-    return {d: AttentionLoad(tuple((n, b, w) for (b, w), n in sorted(groups.get(d, {}).items(), key=str)),
+
+    def ordered(by_key: dict[tuple[float, int | None], int]) -> tuple[tuple[int, float, int | None], ...]:
+        return tuple((n, b, w) for (b, w), n in sorted(by_key.items(), key=lambda g: (g[0][0], g[0][1] or 0)))
+
+    return {d: AttentionLoad(ordered(groups.get(d, {})),
                              state.get(d, 0.0), spec.heads * spec.head_dim)
             for d in set(devices)}
 
