@@ -51,7 +51,8 @@ class LayerCache:
     key_dim: int = 0  # per head
     value_dim: int = 0  # per head (differs from key_dim under MLA and in some hybrids)
     window: int | None = None  # tokens a sliding or chunked layer attends over
-    state_elements: int = 0  # recurrent: conv + SSM (or DeltaNet) state elements per sequence
+    state_elements: int = 0  # conv + SSM (or DeltaNet) state elements per sequence: a recurrent layer's,
+    # or a Mamba mixer's beside the attention (Falcon-H1)
 
     @property
     def attends(self) -> bool:
@@ -93,6 +94,7 @@ class ModelSpec:
     hub_id: str | None = None
     layer_caches: tuple[LayerCache, ...] = ()  # per layer; empty: every layer as the fields above say
     counted_parts: str = ""  # what `parameters` leaves out, where a checkpoint holds more (MTP, vision)
+    cache_note: str = ""  # what of the caches could not be derived (a GGUF of an architecture fitplan does not know)
     mtp_layers: int = 0  # multi-token-prediction layers stored after the last block, not counted or loaded
 
     @cached_property

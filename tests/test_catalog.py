@@ -224,3 +224,74 @@ def test_a_squeezed_model_names_its_smaller_sibling_at_q8_with_both_priors() -> 
     roomy = subprocess.run([advise, "llama-3.1-8b", "--hardware", "rtx-4090-24gb", "--json"], capture_output=True,
                            text=True, timeout=300)
     assert json.loads(roomy.stdout)["smaller_sibling"] is None
+
+
+def _write_gguf(path: Path, arch: str, spec, keys: dict) -> None:
+    """A GGUF of `spec`'s tensors (zeros, F32) with llama.cpp's metadata keys for `arch`, written by
+    gguf-py's own writer (the library llama.cpp's converter uses)."""
+    gguf = pytest.importorskip("gguf")
+    np = pytest.importorskip("numpy")
+    writer = gguf.GGUFWriter(str(path), arch)
+    for key, value in keys.items():
+        if isinstance(value, list):
+            writer.add_array(f"{arch}.{key}", value)
+        else:
+            writer.add_uint32(f"{arch}.{key}", value)
+    for t in spec.tensors:
+        writer.add_tensor(t.name, np.zeros(tuple(reversed(t.shape)), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def _cache_shapes(spec) -> list[tuple]:
+    return [(c.kind, c.kv_heads, c.key_dim, c.window, c.state_elements) for c in spec.caches]
+
+
+TINY_NEMOTRON_H = {"model_type": "nemotron_h", "hidden_size": 64, "num_hidden_layers": 4, "hybrid_override_pattern": "M*-M",
+                   "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 128,
+                   "vocab_size": 256, "mamba_num_heads": 4, "mamba_head_dim": 16, "n_groups": 2, "ssm_state_size": 8,
+                   "conv_kernel": 4}
+TINY_QWEN3_NEXT = {"model_type": "qwen3_next", "hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
+                   "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 256, "num_experts": 4, "num_experts_per_tok": 2,
+                   "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32, "linear_num_key_heads": 2,
+                   "linear_num_value_heads": 4, "linear_key_head_dim": 8, "linear_value_head_dim": 8}
+TINY_LFM2 = {"model_type": "lfm2", "hidden_size": 64, "num_hidden_layers": 3, "layer_types": ["conv", "full_attention", "conv"],
+             "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 192, "vocab_size": 256}
+
+
+@pytest.mark.parametrize("config, arch, keys", [
+    (TINY_NEMOTRON_H, "nemotron_h", {"block_count": 4, "embedding_length": 64, "attention.head_count": 4,
+                                     "attention.head_count_kv": [0, 2, 0, 0], "attention.key_length": 16,
+                                     "ssm.conv_kernel": 4, "ssm.inner_size": 64, "ssm.state_size": 8,
+                                     "ssm.group_count": 2, "ssm.time_step_rank": 4}),
+    (TINY_QWEN3_NEXT, "qwen3next", {"block_count": 4, "embedding_length": 64, "attention.head_count": 4,
+                                    "attention.head_count_kv": 2, "attention.key_length": 16, "ssm.conv_kernel": 4,
+                                    "ssm.inner_size": 32, "ssm.state_size": 8, "ssm.group_count": 2,
+                                    "ssm.time_step_rank": 4}),
+    (TINY_LFM2, "lfm2", {"block_count": 3, "embedding_length": 64, "attention.head_count": 4,
+                         "attention.head_count_kv": [0, 2, 0], "shortconv.l_cache": 3}),
+])
+def test_a_gguf_of_a_hybrid_caches_what_its_config_says(tmp_path, config: dict, arch: str, keys: dict) -> None:
+    """The same model from its config.json and from a GGUF with llama.cpp's keys (per-layer head_count_kv,
+    ssm.*, shortconv.l_cache): the same tensors and the same cache in every layer."""
+    from fitplan.advisor.models.model_files import gguf_spec
+
+    spec = spec_from_config(config, name="tiny", source="folder", location="tiny")
+    _write_gguf(tmp_path / "tiny.gguf", arch, spec, keys)
+    read = gguf_spec(str(tmp_path / "tiny.gguf"))
+    assert read.parameters == spec.parameters
+    assert _cache_shapes(read) == _cache_shapes(spec)
+    assert not read.cache_note
+
+
+def test_a_gguf_of_an_unknown_architecture_gets_its_weights_and_says_what_it_could_not_derive(tmp_path) -> None:
+    from fitplan.advisor.models.model_files import gguf_spec
+
+    spec = spec_from_config(TINY_NEMOTRON_H, name="tiny", source="folder", location="tiny")
+    _write_gguf(tmp_path / "odd.gguf", "someday-arch", spec, {"block_count": 4})
+    read = gguf_spec(str(tmp_path / "odd.gguf"))
+    assert read.parameters == spec.parameters and read.stored_bytes == 4 * spec.parameters
+    assert "someday-arch.attention.head_count" in read.cache_note and "someday-arch.ssm.*" in read.cache_note
+    assert len(read.cache_note.splitlines()) == 1

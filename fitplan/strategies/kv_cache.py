@@ -84,13 +84,12 @@ def layer_kv_bytes(
     """Bytes `layer` caches for `sequences` sequences of `context` tokens: its KV cache, or its
     recurrent state (f32, the same at every context)."""
     cache = spec.caches[layer]
-    if cache.kind == "recurrent":
-        return cache.state_elements * STATE_BYTES_PER_ELEMENT * sequences
+    state = cache.state_elements * STATE_BYTES_PER_ELEMENT * sequences
     k, v = kv_widths(spec, runtime, layer)
     if not k + v:
-        return 0
+        return state
     tokens = cached_tokens(spec, layer, context, swa_extra=swa_extra, pad=pad, windowed=windowed)
-    return int((k + v) * tokens * kv_bytes_per_element(kv_dtype, runtime) * sequences)
+    return int((k + v) * tokens * kv_bytes_per_element(kv_dtype, runtime) * sequences) + state
 
 
 def _options() -> list[Option]:

@@ -18,6 +18,13 @@ def render(doc: dict[str, Any], console: Console, *, top: int = 8) -> None:
     console.print(f"[bold]{shown(m['name'])}[/] ({m['parameters'] / 1e9:.2f}B parameters, "
                   f"{m['active_parameters'] / 1e9:.2f}B active, {m['layers']} layers) "
                   f"on [bold]{shown(doc['hardware']['name'])}[/]")
+    kinds = m.get("layer_caches") or {}
+    if set(kinds) - {"full"}:
+        console.print("  layers: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+                      + " (recurrent: a fixed state per sequence; sliding/chunked: at most their window)")
+    for key in ("counted", "cache_note"):
+        if m.get(key):
+            console.print(f"  {'parameters: ' if key == 'counted' else ''}{shown(m[key])}")
     verdict = "[green]fits[/]" if doc["fits"] else "[red]does not fit this machine[/]"
     where = {"gpu": "all layers on GPU", "cpu": "CPU only",
              "split": f"{plan['gpu_layers']} of {m['layers']} layers on GPU, rest on CPU",

@@ -15,7 +15,7 @@ from fitplan.advisor.models.architectures import MAX_LAYERS, check_config_depth,
 from fitplan.advisor.models.gguf_header import GGUFArray, GGUFHeader, read_gguf_header
 from fitplan.advisor.models.safetensors_header import header_length, read_safetensors_header, strict_json
 from fitplan.errors import ModelFileError
-from fitplan.model_spec import ModelSpec, Role, TensorInfo
+from fitplan.model_spec import LayerCache, ModelSpec, Role, TensorInfo
 from fitplan.user_files import open_regular, printable, read_bytes
 
 MAX_CONFIG_BYTES = 4 * 2**20
@@ -158,12 +158,17 @@ def gguf_spec(path: str) -> ModelSpec:
     meta = _GGUFMeta(header, path)
     arch = meta.text("general.architecture")
     p = f"{arch}."  # the keys are looked up under the architecture as written; reports show it printable
-    layers = meta.size(p + "block_count", maximum=MAX_LAYERS)  # the cost models loop over blocks
-    heads = meta.size(p + "attention.head_count", per_layer=True)
-    hidden = meta.size(p + "embedding_length")
-    head_dim = meta.size(p + "attention.key_length", hidden // heads)
-    kv_lora = meta.size(p + "attention.kv_lora_rank", 0, minimum=0)
     tensors = tuple(_gguf_tensor(t) for t in header.tensors)
+    layers = meta.size(p + "block_count", _blocks_in(tensors), maximum=MAX_LAYERS)  # the cost models loop over blocks
+    hidden = meta.size(p + "embedding_length", _width_of(tensors))
+    unknown: list[str] = []  # KV terms an architecture's keys do not give
+    if p + "attention.head_count" in meta.metadata:  # present, it must be a real count
+        heads = meta.size(p + "attention.head_count", per_layer=True)
+    else:  # an architecture whose converter writes no head count (or one fitplan does not know)
+        heads = 0
+        unknown.append(f"{p}attention.head_count")
+    head_dim = meta.size(p + "attention.key_length", hidden // heads if heads else 0, minimum=0)
+    kv_lora = meta.size(p + "attention.kv_lora_rank", 0, minimum=0)
     _check_tensor_counts(tensors, path)
     beyond = next((t for t in tensors if t.layer is not None and t.layer >= layers), None)
     if beyond is not None:
@@ -176,19 +181,25 @@ def gguf_spec(path: str) -> ModelSpec:
     window = meta.size(p + "attention.sliding_window", 0, minimum=0) or None
     experts = meta.size(p + "expert_count", 0, minimum=0)
     file_type = meta.metadata.get("general.file_type")
+    kv_heads = meta.size(p + "attention.head_count_kv", heads, minimum=0, per_layer=True)
+    v_head_dim = meta.size(p + "attention.value_length", head_dim, minimum=0)
+    sliding = _gguf_sliding(arch, layers, window, meta)
+    caches = _gguf_caches(meta, p, arch, tensors, layers, hidden, (heads, head_dim, v_head_dim), window, sliding, unknown)
     spec = ModelSpec(
         name=_display_name(meta.metadata.get("general.name"), path),
         source="gguf", location=path, architecture=printable(arch), layers=layers, hidden_size=hidden,
-        heads=heads, kv_heads=meta.size(p + "attention.head_count_kv", heads, per_layer=True),
-        head_dim=head_dim, v_head_dim=meta.size(p + "attention.value_length", head_dim),
+        heads=max(heads, 1), kv_heads=kv_heads, head_dim=head_dim, v_head_dim=v_head_dim,
         intermediate_size=meta.size(p + "feed_forward_length", 0, minimum=0, per_layer=True),
         vocab_size=vocab, tied_embeddings=not any(t.name == "output.weight" for t in tensors),
         attention_bias=any(t.name.endswith("attn_q.bias") for t in tensors),
         max_context=meta.size(p + "context_length", 2048),
         native_dtype=_gguf_file_type(file_type, tensors), tensors=tensors, stored_tensors=tensors,
         experts=experts, experts_per_token=meta.size(p + "expert_used_count", 0, minimum=0),
-        sliding_window=window, sliding_layers=_gguf_sliding(arch, layers, window, meta),
+        sliding_window=window, sliding_layers=sliding,
         kv_lora_rank=kv_lora, qk_rope_head_dim=meta.size(p + "rope.dimension_count", 0, minimum=0) if kv_lora else 0,
+        layer_caches=caches,
+        cache_note=printable(f"{arch}: the KV cache is not derived, for want of {', '.join(dict.fromkeys(unknown))}; "
+                             "memory counts none for it") if unknown else "",
     )
     check_parameters(spec.parameters, path)
     return spec
@@ -203,6 +214,19 @@ class _GGUFMeta:
         if not isinstance(value, str) or not printable(value):
             raise ModelFileError(printable(f"{self.path}: GGUF metadata lacks {key}"))
         return value
+
+    def per_layer(self, key: str, layers: int, default: int, *, maximum: int = 2**31) -> list[int]:
+        """A per-layer count (an array of block_count values, as hybrids write head_count_kv: 0 on a
+        recurrent layer), or one value for every layer."""
+        value = self.metadata.get(key, default)
+        if isinstance(value, GGUFArray):
+            items = value.values
+            if items is None or len(items) != layers or any(
+                    isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= maximum for v in items):
+                raise ModelFileError(printable(f"{self.path}: GGUF metadata {key} is not an array of block_count = "
+                                               f"{layers} counts from 0 to {maximum}"))
+            return list(items)
+        return [self.size(key, default, minimum=0, maximum=maximum)] * layers
 
     def size(self, key: str, default: int | None = None, *, minimum: int = 1, maximum: int = 2**31,
              per_layer: bool = False) -> int:
@@ -275,6 +299,68 @@ def _gguf_file_type(file_type: object, tensors: tuple[TensorInfo, ...]) -> str:
         if t.is_matrix and t.dtype:
             weight[t.dtype] = weight.get(t.dtype, 0) + (t.nbytes or 0)
     return max(weight, key=lambda k: weight[k]) if weight else "F32"
+
+
+# llama.cpp sets Llama 4's chunked attention in code, not in GGUF keys (src/models/llama4.cpp:
+# LLAMA_SWA_TYPE_CHUNKED, n_swa 8192; every 4th layer is NoPE and attends globally)
+_CHUNKED = {"llama4": (8192, 4)}
+_ATTENTION_TENSORS = ("attn_q.", "attn_k.", "attn_qkv.", "attn_q_a.", "attn_kv_a_mqa.")
+
+
+def _gguf_caches(meta: _GGUFMeta, p: str, arch: str, tensors: tuple[TensorInfo, ...], layers: int, hidden: int,
+                 shape: tuple[int, int, int], window: int | None, sliding: frozenset[int],
+                 unknown: list[str]) -> tuple[LayerCache, ...]:
+    """Each block's cache, from the tensors it holds (attention, ssm_*, shortconv.*) and llama.cpp's
+    keys: head_count_kv per layer, ssm.conv_kernel / inner_size / state_size / group_count, and
+    shortconv.l_cache. A recurrent state is sized as llama.cpp's n_embd_r + n_embd_s: (d_conv - 1) x
+    (d_inner + 2 x n_group x d_state) + d_inner x d_state (Mamba, Mamba-2, gated DeltaNet alike), or
+    (l_cache - 1) x n_embd for a short convolution. Terms missing from the keys go to `unknown`."""
+    heads, key_dim, value_dim = shape
+    kv = meta.per_layer(p + "attention.head_count_kv", layers, heads, maximum=65536)
+    tails: dict[int, list[str]] = {}
+    for t in tensors:
+        if t.layer is not None:
+            tails.setdefault(t.layer, []).append(t.name.split(".", 2)[2])
+    ssm = {k: meta.size(f"{p}ssm.{k}", 0, minimum=0) for k in ("conv_kernel", "inner_size", "state_size", "group_count")}
+    state = (max(ssm["conv_kernel"] - 1, 0) * (ssm["inner_size"] + 2 * ssm["group_count"] * ssm["state_size"])
+             + ssm["inner_size"] * ssm["state_size"])
+    l_cache = meta.size(p + "shortconv.l_cache", 0, minimum=0)
+    chunk, period = _CHUNKED.get(arch, (0, 0))
+    out = []
+    for i in range(layers):
+        names = tails.get(i, [])
+        recurrent = 0
+        if any(n.startswith("ssm_") for n in names):
+            if not state:
+                unknown.append(f"{p}ssm.*")
+            recurrent = state
+        elif any(n.startswith("shortconv.") for n in names):
+            if not l_cache:
+                unknown.append(f"{p}shortconv.l_cache")
+            recurrent = max(l_cache - 1, 0) * hidden
+        if not any(n.startswith(_ATTENTION_TENSORS) for n in names):
+            out.append(LayerCache("recurrent" if recurrent else "none", state_elements=recurrent))
+            continue
+        if not kv[i] or not key_dim:
+            unknown.append(f"{p}attention.head_count_kv / key_length")
+        if chunk and (i + 1) % period:
+            out.append(LayerCache("chunked", kv[i], key_dim, value_dim, chunk, recurrent))
+        elif window and i in sliding:
+            out.append(LayerCache("sliding", kv[i], key_dim, value_dim, window, recurrent))
+        else:
+            out.append(LayerCache("full", kv[i], key_dim, value_dim, None, recurrent))
+    return tuple(out)
+
+
+def _blocks_in(tensors: tuple[TensorInfo, ...]) -> int:
+    """block_count as the tensors say it: one more than the highest blk.N."""
+    return max((t.layer for t in tensors if t.layer is not None), default=-1) + 1
+
+
+def _width_of(tensors: tuple[TensorInfo, ...]) -> int | None:
+    """embedding_length as token_embd.weight says it (its rows are that long)."""
+    embed = next((t for t in tensors if t.name == "token_embd.weight"), None)
+    return embed.shape[0] if embed is not None else None
 
 
 def _gguf_sliding(arch: str, layers: int, window: int | None, meta: _GGUFMeta) -> frozenset[int]:

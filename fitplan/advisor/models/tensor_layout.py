@@ -67,7 +67,8 @@ def layer_cache(d: Dims, plan: LayerPlan, window: int | None, chunk: int | None)
     if plan.mixer == "attention":
         kind = plan.attention
         span = window if kind == "sliding" else chunk if kind == "chunked" else None
-        return LayerCache(kind if span else "full", d.kv_heads, d.head_dim, d.v_head_dim, span)
+        state = recurrent_state(d, "mamba2") if plan.parallel_mamba else 0
+        return LayerCache(kind if span else "full", d.kv_heads, d.head_dim, d.v_head_dim, span, state)
     if plan.mixer == "none":
         return LayerCache("none")
     return LayerCache("recurrent", state_elements=recurrent_state(d, plan.mixer))

@@ -111,6 +111,8 @@ def advice_document(spec: ModelSpec, hw: HardwareSpec, advice: Advice, *, top: i
             "head_dim": spec.head_dim, "experts": spec.experts, "experts_per_token": spec.experts_per_token,
             "max_context": spec.max_context, "native_dtype": spec.native_dtype,
             "stored_weight_bytes": spec.stored_bytes,
+            "layer_caches": _cache_kinds(spec), "counted": spec.counted_parts or None,
+            "cache_note": spec.cache_note or None,
         },
         "hardware": {
             "name": hw.name, "detected": hw.detected,
@@ -132,3 +134,11 @@ def advice_document(spec: ModelSpec, hw: HardwareSpec, advice: Advice, *, top: i
         "excluded": [{"weights": name, "reason": why} for name, why in advice.excluded],
         "scale_out": advice.scale_out.as_dict() if advice.scale_out else None,
     }
+
+
+def _cache_kinds(spec: ModelSpec) -> dict[str, int]:
+    """How many layers cache what: {"full": 12, "recurrent": 36} for Qwen3-Next."""
+    kinds: dict[str, int] = {}
+    for cache in spec.caches:
+        kinds[cache.kind] = kinds.get(cache.kind, 0) + 1
+    return kinds

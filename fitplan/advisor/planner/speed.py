@@ -121,9 +121,9 @@ def attention_loads(spec: ModelSpec, devices: list[str], element_bytes: float, r
     state: dict[str, float] = {}
     for layer, device in enumerate(devices):
         cache = spec.caches[layer]
-        if cache.kind == "recurrent":
+        if cache.state_elements:
             state[device] = state.get(device, 0.0) + cache.state_elements * STATE_BYTES_PER_ELEMENT
-        elif cache.attends:
+        if cache.attends:
             k, v = kv_widths(spec, runtime, layer)
             key = ((k + v) * element_bytes, cache.window if cache.windowed else None)
             by_key = groups.setdefault(device, {})
