@@ -5,71 +5,21 @@ takes the default of the architecture's transformers config class (data/architec
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from fitplan.advisor.models.config_values import Config, shown
 from fitplan.advisor.models.layer_plan import layer_plans
 from fitplan.advisor.models.tensor_layout import Dims, experts, experts_per_token, layer_cache, layer_tensors
 from fitplan.datafiles import load_table
 from fitplan.errors import ModelFileError
 from fitplan.model_spec import ModelSpec, TensorInfo
 
-_MAX_DIM = 2**24  # no real model has a width, vocabulary or context beyond 16.7M
 # Every cost model loops over blocks for each candidate plan: 4096 blocks of an 8B model's widths took
 # 35 s and 700 MB to advise on, 1024 blocks 6 s. The deepest real models have ~126 (Llama 3.1 405B) and
 # the deepest self-merges ~250; 1024 leaves room for both.
 MAX_LAYERS = 512
 MAX_PARAMETERS = 2**47  # ~141T, over 100x the largest published model (Kimi K2, ~1.04T)
 MAX_CONFIG_DEPTH = 32  # real config.json files nest 4-6 levels (text_config, rope_scaling, quantization_config)
-
-
-class _Config:
-    """config.json values with the architecture's defaults behind them, each checked once."""
-
-    def __init__(self, raw: dict[str, Any], defaults: dict[str, Any], where: str) -> None:
-        self.raw, self.defaults, self.where = raw, defaults, where
-
-    def get(self, key: str, default: object = None) -> Any:
-        value = self.raw.get(key)
-        return self.defaults.get(key, default) if value is None else value
-
-    def size(self, key: str, default: int | None = None, *, minimum: int = 1, limit: int = _MAX_DIM) -> int:
-        value = self.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= limit:
-            raise ModelFileError(
-                f"{self.where}: {key} = {_shown(value)} is not a whole number from {minimum} to {limit}"
-            )
-        return value
-
-    def flag(self, key: str, default: bool = False) -> bool:
-        value = self.get(key, default)
-        if not isinstance(value, bool):
-            raise ModelFileError(f"{self.where}: {key} = {_shown(value)} is not true or false")
-        return value
-
-    def optional_size(self, key: str, *, limit: int = _MAX_DIM) -> int:
-        """A size that may be absent, null or 0 (none): q_lora_rank of DeepSeek-V2-Lite is null."""
-        value = self.raw.get(key, self.defaults.get(key))
-        return 0 if value is None or value == 0 and type(value) is int else self.size(key, limit=limit)
-
-    def text(self, key: str, default: str | None = None) -> str | None:
-        value = self.get(key, default)
-        if value is not None and not isinstance(value, str):
-            raise ModelFileError(f"{self.where}: {key} = {_shown(value)} is not a string")
-        return value
-
-    def layer_list(self, key: str, layers: int) -> set[int]:
-        """A list of layer indices (e.g. mlp_only_layers), each from 0 to layers - 1."""
-        value = self.get(key, [])
-        if not isinstance(value, list) or len(value) > layers or not all(
-                type(i) is int and 0 <= i < layers for i in value):
-            raise ModelFileError(f"{self.where}: {key} = {_shown(value)} is not a list of at most {layers} "
-                                 f"layer indices from 0 to {layers - 1}")
-        return set(value)
-
-    def switch(self, setting: bool | str | None) -> bool:
-        """A layout switch: a fixed true/false, or the name of the config key that decides."""
-        return self.flag(setting) if isinstance(setting, str) else bool(setting)
 
 
 def spec_from_config(
@@ -83,7 +33,7 @@ def spec_from_config(
     for old, new in arch.get("renamed", {}).items():  # keys a config class reads under a former name
         if old in raw and new not in raw:
             raw = {**raw, new: raw[old]}
-    cfg = _Config(raw, arch.get("defaults", {}), where)
+    cfg = Config(raw, arch.get("defaults", {}), where)
     layout = arch.get("layout", {})
 
     hidden = cfg.size("hidden_size")
@@ -156,7 +106,7 @@ def _text_model(raw: dict[str, Any], table: dict[str, Any], where: str) -> tuple
         if first in by_class:
             return raw, by_class[first], ""
         raise ModelFileError(
-            f"{where}: model_type {_shown(model_type)}{f' ({_shown(first)})' if first else ''} is not one fitplan "
+            f"{where}: model_type {shown(model_type)}{f' ({shown(first)})' if first else ''} is not one fitplan "
             f"models yet (known: {', '.join(sorted(k for k in table if 'text_model' not in table[k]))})"
         )
     return raw, model_type, ""
@@ -175,7 +125,7 @@ def gguf_arch(model_type: str) -> str:
     return table.get(model_type, {}).get("layout", {}).get("gguf_arch", model_type)
 
 
-def _native_dtype(cfg: _Config) -> str:
+def _native_dtype(cfg: Config) -> str:
     dtype = cfg.text("torch_dtype") or cfg.text("dtype") or "float32"
     names = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
     return names.get(dtype, "bf16")
@@ -192,14 +142,3 @@ def check_config_depth(value: object, where: str, max_depth: int = MAX_CONFIG_DE
             if depth >= max_depth:
                 raise ModelFileError(f"{where}: nests objects or lists more than {max_depth} levels deep")
             stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
-
-
-def _shown(value: object, limit: int = 80) -> str:
-    """A config value for a one-line message: its repr (control characters escaped), cut to `limit`."""
-    if isinstance(value, float) and not math.isfinite(value):  # as config.json spells it
-        return f"{value} (JSON {'NaN' if value != value else 'Infinity' if value > 0 else '-Infinity'})"
-    text = repr(value)
-    if len(text) <= limit:
-        return text
-    size = f"{len(value)} items" if isinstance(value, (list, dict, str)) else f"{len(text)} characters"
-    return f"{text[:limit]}... (a {type(value).__name__} of {size})"

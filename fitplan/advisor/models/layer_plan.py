@@ -10,12 +10,10 @@ data/architectures.toml, which is where an architecture says which rule it uses.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from fitplan.advisor.models.config_values import Config, shown
 from fitplan.errors import ModelFileError
-
-if TYPE_CHECKING:
-    from fitplan.advisor.models.architectures import _Config
 
 Mixer = Literal["attention", "mamba1", "mamba2", "deltanet", "shortconv", "none"]
 Attention = Literal["full", "sliding", "chunked"]
@@ -46,7 +44,7 @@ _NEMOTRON: dict[str, tuple[Mixer, MLP]] = {
 }
 
 
-def layer_plans(cfg: _Config, layout: dict[str, Any], layers: int) -> list[LayerPlan]:
+def layer_plans(cfg: Config, layout: dict[str, Any], layers: int) -> list[LayerPlan]:
     """Every layer's plan, checked against num_hidden_layers."""
     if layout.get("layers") == "nemotron_h":
         return _nemotron_h(cfg, layers)
@@ -57,7 +55,7 @@ def layer_plans(cfg: _Config, layout: dict[str, Any], layers: int) -> list[Layer
             for i, (mixer, attention) in enumerate(mixers)]
 
 
-def _mixers(cfg: _Config, layout: dict[str, Any], layers: int) -> list[tuple[Mixer, Attention]]:
+def _mixers(cfg: Config, layout: dict[str, Any], layers: int) -> list[tuple[Mixer, Attention]]:
     linear: Mixer = layout.get("linear", "mamba2")
     types = cfg.raw.get("layer_types")
     if types is not None:
@@ -102,7 +100,7 @@ def _mixers(cfg: _Config, layout: dict[str, Any], layers: int) -> list[tuple[Mix
     return [("attention", "sliding" if i in sliding else "full") for i in range(layers)]
 
 
-def _sliding_layers(cfg: _Config, kind: str | None, layers: int) -> set[int]:
+def _sliding_layers(cfg: Config, kind: str | None, layers: int) -> set[int]:
     """Sliding-window layers of the architectures that name them by a pattern, not a list."""
     window = cfg.get("sliding_window")
     if not kind or window is None or ("sliding_window" in cfg.raw and cfg.raw["sliding_window"] is None):
@@ -126,7 +124,7 @@ def _sliding_layers(cfg: _Config, kind: str | None, layers: int) -> set[int]:
     raise AssertionError(f"unknown sliding kind {kind!r} in architectures.toml")
 
 
-def moe_layers(cfg: _Config, moe: str | None, layers: int) -> set[int]:
+def moe_layers(cfg: Config, moe: str | None, layers: int) -> set[int]:
     """Indices of the layers whose MLP is a mixture of experts."""
     if moe is None:
         return set()
@@ -156,7 +154,7 @@ def moe_layers(cfg: _Config, moe: str | None, layers: int) -> set[int]:
     raise AssertionError(f"unknown moe kind {moe!r} in architectures.toml")
 
 
-def _nemotron_h(cfg: _Config, layers: int) -> list[LayerPlan]:
+def _nemotron_h(cfg: Config, layers: int) -> list[LayerPlan]:
     """Nemotron-H: each layer is one component (Mamba-2, attention, MLP or MoE), named by the
     `hybrid_override_pattern` string of the hub configs or a `layers_block_type` list."""
     pattern = cfg.raw.get("hybrid_override_pattern")
@@ -176,10 +174,8 @@ def _nemotron_h(cfg: _Config, layers: int) -> list[LayerPlan]:
     return [LayerPlan(_NEMOTRON[n][0], "full", _NEMOTRON[n][1]) for n in names]
 
 
-def _name_list(cfg: _Config, key: str, value: object, layers: int) -> list[str]:
+def _name_list(cfg: Config, key: str, value: object, layers: int) -> list[str]:
     if not isinstance(value, list) or len(value) != layers or not all(isinstance(t, str) for t in value):
-        from fitplan.advisor.models.architectures import _shown
-
-        raise ModelFileError(f"{cfg.where}: {key} = {_shown(value)} is not a list of "
+        raise ModelFileError(f"{cfg.where}: {key} = {shown(value)} is not a list of "
                              f"num_hidden_layers = {layers} layer type names")
     return value

@@ -7,14 +7,12 @@ totals against transformers' own models built on the meta device.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from fitplan.advisor.models.config_values import Config
 from fitplan.advisor.models.layer_plan import LayerPlan
 from fitplan.errors import ModelFileError
 from fitplan.model_spec import LayerCache, TensorInfo
-
-if TYPE_CHECKING:
-    from fitplan.advisor.models.architectures import _Config
 
 
 class Block(Protocol):
@@ -26,7 +24,7 @@ class Block(Protocol):
 class Dims:
     """The widths every layer shares, read once from the config."""
 
-    def __init__(self, cfg: _Config, layout: dict[str, Any], hidden: int, heads: int, kv_heads: int,
+    def __init__(self, cfg: Config, layout: dict[str, Any], hidden: int, heads: int, kv_heads: int,
                  head_dim: int, v_head_dim: int) -> None:
         self.cfg, self.layout = cfg, layout
         self.hidden, self.heads, self.kv_heads, self.head_dim, self.v_head_dim = hidden, heads, kv_heads, head_dim, v_head_dim
@@ -200,13 +198,13 @@ def _moe(d: Dims, block: Block) -> list[TensorInfo]:
     return out
 
 
-def experts(cfg: _Config, moe: str) -> int:
+def experts(cfg: Config, moe: str) -> int:
     key = {"mixtral": "num_local_experts", "gpt_oss": "num_local_experts", "llama4": "num_local_experts",
            "granite": "num_local_experts", "deepseek": "n_routed_experts"}.get(moe, "num_experts")
     return cfg.size(key, minimum=0, limit=4096)
 
 
-def experts_per_token(cfg: _Config, moe: str | None) -> int:
+def experts_per_token(cfg: Config, moe: str | None) -> int:
     return cfg.size("num_experts_per_tok", limit=4096) if moe else 0
 
 
@@ -295,7 +293,7 @@ def _shortconv(d: Dims, block: Block) -> list[TensorInfo]:
     return out
 
 
-def _number(cfg: _Config, key: str) -> float:
+def _number(cfg: Config, key: str) -> float:
     """A finite positive number (an expansion factor or multiplier)."""
     value = cfg.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value <= 64:
