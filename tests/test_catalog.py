@@ -295,3 +295,19 @@ def test_a_gguf_of_an_unknown_architecture_gets_its_weights_and_says_what_it_cou
     assert read.parameters == spec.parameters and read.stored_bytes == 4 * spec.parameters
     assert "someday-arch.attention.head_count" in read.cache_note and "someday-arch.ssm.*" in read.cache_note
     assert len(read.cache_note.splitlines()) == 1
+
+
+def test_a_config_folder_with_infinity_in_an_unread_field_is_planned(tmp_path) -> None:
+    """Nemotron-H-56B's hub config.json holds time_step_limit [0.0, Infinity] (json writes it so)."""
+    config = entry_config(catalog_entry("nemotron-h-56b"))
+    assert config["time_step_limit"][1] == float("inf")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    run = subprocess.run([str(Path(sys.executable).with_name("advise")), str(tmp_path), "--hardware", "rtx-4090-24gb",
+                          "--json"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["model"]["layer_caches"]["recurrent"] > 0
+    nested = dict(config, rope_scaling={"factor": float("nan")})  # an unread nested field: NaN is read past too
+    (tmp_path / "config.json").write_text(json.dumps(nested))
+    again = subprocess.run([str(Path(sys.executable).with_name("advise")), str(tmp_path), "--hardware", "rtx-4090-24gb"],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr

@@ -38,8 +38,8 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
-from fitplan.advisor.models.architectures import check_config_depth, spec_from_config
-from fitplan.advisor.models.model_files import MAX_CONFIG_BYTES, attach_stored, tensor_limit
+from fitplan.advisor.models.architectures import spec_from_config
+from fitplan.advisor.models.model_files import MAX_CONFIG_BYTES, attach_stored, parse_config, tensor_limit
 from fitplan.advisor.models.safetensors_header import MAX_HEADER_BYTES, parse_header, strict_json
 from fitplan.errors import BadValueError, FitplanError, HubError, ModelFileError, ModelNotFoundError
 from fitplan.model_spec import ModelSpec
@@ -479,12 +479,8 @@ def _from_files(repo_id: str, config_text: str, raw: RawHeaders, label: str) -> 
 
 
 def _config_spec(repo_id: str, text: str) -> ModelSpec:
-    """read_config's checks (JSON object, no NaN or duplicate keys) on config.json's text, then the spec."""
-    where = f"config.json of {repo_id}"
-    config = strict_json(text, where)
-    if not isinstance(config, dict) or not config:
-        raise ModelFileError(f"{where}: expected a JSON object with the model's settings")
-    check_config_depth(config, where)
+    """read_config's checks on config.json's text, then the spec."""
+    config = parse_config(text, f"config.json of {repo_id}")
     return spec_from_config(config, name=repo_id, source="hub", location=repo_id, hub_id=repo_id)
 
 

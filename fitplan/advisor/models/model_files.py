@@ -50,16 +50,23 @@ def stored_tensors(headers: dict[str, tuple[str, tuple[int, ...], int]]) -> tupl
 
 
 def read_config(path: str) -> dict[str, Any]:
-    """A config.json as a dict, refusing huge files, bad JSON, NaN/Infinity and duplicate keys."""
+    """A config.json as a dict, refusing huge files, bad JSON and duplicate keys (NaN/Infinity are read:
+    a field fitplan uses refuses them where it is read)."""
     raw = read_bytes(path, limit=MAX_CONFIG_BYTES, what="model config", error=ModelFileError)
     try:
         text = raw.decode("utf-8")  # json.loads of bytes would also take UTF-16 and UTF-32
     except UnicodeDecodeError as exc:
         raise ModelFileError(printable(f"{path}: not UTF-8 text (byte {exc.start})")) from None
-    config = strict_json(text, path)
+    return parse_config(text, path)
+
+
+def parse_config(text: str, where: str) -> dict[str, Any]:
+    """config.json's text as a non-empty JSON object, no key twice, nested at most MAX_CONFIG_DEPTH
+    (a local folder's and a hub repository's alike)."""
+    config = strict_json(text, where, constants=True)
     if not isinstance(config, dict) or not config:
-        raise ModelFileError(printable(f"{path}: expected a JSON object with the model's settings"))
-    check_config_depth(config, path)
+        raise ModelFileError(printable(f"{where}: expected a JSON object with the model's settings"))
+    check_config_depth(config, where)
     return config
 
 

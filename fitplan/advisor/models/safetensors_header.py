@@ -24,9 +24,12 @@ DTYPE_BYTES = {
 }
 
 
-def strict_json(data: bytes | str, where: str) -> Any:
-    """json.loads that refuses NaN/Infinity and duplicate keys instead of accepting them silently."""
+def strict_json(data: bytes | str, where: str, *, constants: bool = False) -> Any:
+    """json.loads that refuses duplicate keys, and NaN/Infinity unless `constants` (a model's config.json:
+    real ones hold them in fields fitplan never reads; the fields it reads are checked one by one)."""
     def no_constant(token: str) -> Any:
+        if constants:
+            return float(token)
         raise ModelFileError(printable(f"{where}: holds {token}, which is not valid JSON"))
 
     def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
