@@ -149,6 +149,12 @@ def moe_layers(cfg: Config, moe: str | None, layers: int) -> set[int]:
         period = cfg.size("expert_layer_period", limit=layers)
         offset = cfg.size("expert_layer_offset", minimum=0, limit=period - 1)
         return {i for i in range(layers) if i % period == offset} if cfg.size("num_experts", 1, limit=4096) > 1 else set()
+    if moe == "ernie":  # ERNIE 4.5: every moe_layer_interval-th layer from moe_layer_start_index to _end_index
+        step = cfg.size("moe_layer_interval", limit=layers)
+        first = cfg.size("moe_layer_start_index", minimum=0, limit=layers)
+        end = cfg.get("moe_layer_end_index")
+        last = layers - 1 if end == -1 else cfg.size("moe_layer_end_index", minimum=0, limit=layers - 1)
+        return {i for i in range(first, last + 1) if (i + 1) % step == 0}
     if moe == "granite":
         return set(range(layers)) if cfg.size("num_local_experts", 0, minimum=0, limit=4096) else set()
     raise AssertionError(f"unknown moe kind {moe!r} in architectures.toml")

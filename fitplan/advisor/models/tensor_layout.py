@@ -188,7 +188,7 @@ def _moe(d: Dims, block: Block) -> list[TensorInfo]:
                 block("ffn_down_exps.bias", hidden, n, experts=n)]
     shared = layout.get("shared")
     if shared == "deepseek":
-        count = cfg.size("n_shared_experts", 0, minimum=0, limit=4096)
+        count = cfg.size(layout.get("shared_count", "n_shared_experts"), 0, minimum=0, limit=4096)
         if count:
             out += _dense_mlp(d, block, width * count, "ffn_shexp")
     elif shared in ("gated", "plain"):  # Qwen2-MoE / Qwen3-Next: a shared expert, gated per token
@@ -200,12 +200,12 @@ def _moe(d: Dims, block: Block) -> list[TensorInfo]:
 
 def experts(cfg: Config, moe: str) -> int:
     key = {"mixtral": "num_local_experts", "gpt_oss": "num_local_experts", "llama4": "num_local_experts",
-           "granite": "num_local_experts", "deepseek": "n_routed_experts"}.get(moe, "num_experts")
+           "granite": "num_local_experts", "deepseek": "n_routed_experts", "ernie": "moe_num_experts"}.get(moe, "num_experts")
     return cfg.size(key, minimum=0, limit=4096)
 
 
 def experts_per_token(cfg: Config, moe: str | None) -> int:
-    return cfg.size("num_experts_per_tok", limit=4096) if moe else 0
+    return cfg.size("moe_k" if moe == "ernie" else "num_experts_per_tok", limit=4096) if moe else 0
 
 
 def _mamba_keys(d: Dims) -> dict[str, int]:
