@@ -148,6 +148,16 @@ def test_the_names_users_type_answer(typed: str, name: str) -> None:
 def test_a_hub_id_asked_for_is_where_the_weights_come_from() -> None:
     assert catalog_spec("mistralai/Mixtral-8x7B-Instruct-v0.1").hub_id == "mistralai/Mixtral-8x7B-Instruct-v0.1"
     assert catalog_spec("mixtral-8x7b-v0.1").hub_id == "mistralai/Mixtral-8x7B-v0.1"
+    # a tag of another release of the same shapes names that release's repository, not the entry's base
+    assert catalog_spec("qwen2.5-coder:7b-instruct-q4_K_M").hub_id == "Qwen/Qwen2.5-Coder-7B-Instruct"
+    assert catalog_spec("llama-3.3-70b").hub_id == "meta-llama/Llama-3.3-70B-Instruct"
+
+
+def test_every_alias_repo_belongs_to_an_alias_of_its_entry() -> None:
+    for e in ENTRIES:
+        aliases = {a.lower() for a in e.get("aliases", [])}
+        for tag, repo in e.get("alias_repos", {}).items():
+            assert tag.lower() in aliases and repo.count("/") == 1, (e["name"], tag)
 
 
 def _config(**changes: object) -> dict:

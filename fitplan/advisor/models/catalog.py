@@ -94,9 +94,11 @@ def catalog_spec(name: str) -> ModelSpec | None:
     entry = catalog_entry(name)
     if entry is None:
         return None
+    key = name.strip().lower()
     repos = [r for r in (*entry.get("hub_ids", []), *entry.get("aliases", [])) if "/" in r]
-    asked = next((r for r in repos if r.lower() == name.strip().lower()), None)
-    return entry_spec(entry, hub_id=asked)
+    asked = next((r for r in repos if r.lower() == key), None)
+    other = {k.lower(): repo for k, repo in entry.get("alias_repos", {}).items()}  # a tag of another release
+    return entry_spec(entry, hub_id=asked or other.get(key) or other.get(_OLLAMA_SUFFIX.sub("", key)))
 
 
 def entry_spec(entry: dict[str, Any], hub_id: str | None = None) -> ModelSpec:
