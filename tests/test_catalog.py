@@ -321,3 +321,91 @@ def test_a_config_folder_with_infinity_in_an_unread_field_is_planned(tmp_path) -
     again = subprocess.run([str(Path(sys.executable).with_name("advise")), str(tmp_path), "--hardware", "rtx-4090-24gb"],
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
+
+
+def _nbytes(dtype: str, shape: tuple[int, ...]) -> int:
+    size = {"BF16": 2, "F32": 4, "U8": 1, "F8_E4M3": 1}[dtype]
+    for dim in shape:
+        size *= dim
+    return size
+
+
+def _safetensors(path: Path, tensors: dict[str, tuple[str, tuple[int, ...]]]) -> int:
+    """A safetensors file of zeros with these (dtype, shape) entries; returns its data bytes."""
+    import struct
+
+    header, offset = {}, 0
+    for name, (dtype, shape) in tensors.items():
+        size = _nbytes(dtype, shape)
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(offset))
+    return offset
+
+
+def _meta_state(config: dict) -> dict[str, tuple[int, ...]]:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.AutoConfig.for_model(config["model_type"], **{k: v for k, v in config.items() if k != "model_type"})
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(cfg)
+    every = dict(model.named_parameters(remove_duplicate=False))
+    kept = dict(model.named_parameters())
+    return {k: tuple(t.shape) for k, t in model.state_dict().items() if k not in every or k in kept}
+
+
+TINY_GPT_OSS = {"model_type": "gpt_oss", "hidden_size": 64, "intermediate_size": 64, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "num_local_experts": 4,
+                "num_experts_per_tok": 2, "vocab_size": 256, "sliding_window": 8,
+                "layer_types": ["sliding_attention", "full_attention"]}
+
+
+def test_an_mxfp4_checkpoint_counts_its_logical_weights_and_stores_its_exact_bytes(tmp_path) -> None:
+    """gpt-oss stores experts as MXFP4: *_blocks (U8, two weights a byte, [E, out, in/32, 16]) and *_scales
+    (U8, [E, out, in/32]); the count is of logical weights, the bytes are the files'."""
+    state = _meta_state(TINY_GPT_OSS)
+    tensors = {}
+    for name, shape in state.items():
+        if name.endswith(("gate_up_proj", "down_proj")) and len(shape) == 3:
+            experts, rows_in, out = shape  # transformers keeps [E, in, out]
+            tensors[name + "_blocks"] = ("U8", (experts, out, rows_in // 32, 16))
+            tensors[name + "_scales"] = ("U8", (experts, out, rows_in // 32))
+        else:
+            tensors[name] = ("BF16", shape)
+    (tmp_path / "config.json").write_text(json.dumps(TINY_GPT_OSS))
+    data = _safetensors(tmp_path / "model.safetensors", tensors)
+    from fitplan.advisor.models.model_files import folder_spec
+
+    spec = folder_spec(str(tmp_path))
+    assert spec.parameters == spec_from_config(TINY_GPT_OSS, name="x", source="folder", location="x").parameters
+    assert spec.stored_bytes == data and spec.native_dtype == "mxfp4"
+
+
+TINY_DEEPSEEK_V3 = {"model_type": "deepseek_v3", "hidden_size": 256, "intermediate_size": 256, "moe_intermediate_size": 128,
+                    "num_hidden_layers": 2, "first_k_dense_replace": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
+                    "n_routed_experts": 4, "n_shared_experts": 1, "num_experts_per_tok": 2, "n_group": 1, "topk_group": 1,
+                    "kv_lora_rank": 128, "q_lora_rank": 128, "qk_rope_head_dim": 32, "qk_nope_head_dim": 64,
+                    "v_head_dim": 64, "vocab_size": 512, "num_nextn_predict_layers": 1}
+
+
+def test_an_fp8_checkpoint_with_an_mtp_layer_is_sized_without_its_scales_in_the_count(tmp_path) -> None:
+    """DeepSeek-V3's FP8 checkpoint: F8_E4M3 weights with an F32 weight_scale_inv per 128 x 128 block, and
+    its multi-token-prediction layer stored as layer num_hidden_layers (not loaded, not counted)."""
+    state = _meta_state(TINY_DEEPSEEK_V3)
+    tensors: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for name, shape in state.items():
+        matrix = len(shape) >= 2 and ".layers." in name and "norm" not in name and "mlp.gate." not in name
+        tensors[name] = ("F8_E4M3" if matrix else "BF16", shape)
+        if matrix:
+            tensors[name.removesuffix(".weight") + ".weight_scale_inv"] = (
+                "F32", (*shape[:-2], -(-shape[-2] // 128), -(-shape[-1] // 128)))
+    mtp = {n.replace("layers.1.", "layers.2."): v for n, v in tensors.items() if ".layers.1." in n}
+    (tmp_path / "config.json").write_text(json.dumps(TINY_DEEPSEEK_V3))
+    data = _safetensors(tmp_path / "model.safetensors", {**tensors, **mtp})
+    from fitplan.advisor.models.model_files import folder_spec
+
+    spec = folder_spec(str(tmp_path))
+    assert spec.parameters == spec_from_config(TINY_DEEPSEEK_V3, name="x", source="folder", location="x").parameters
+    assert spec.native_dtype == "fp8" and all(t.layer != 2 for t in spec.stored_tensors)
+    assert spec.stored_bytes == data - sum(_nbytes(*v) for v in mtp.values())  # the MTP layer stays on disk

@@ -127,7 +127,30 @@ def tensor_limit(spec: ModelSpec) -> int:
 
 
 def _stored_params(spec: ModelSpec, stored: tuple[TensorInfo, ...]) -> int:
-    return sum(t.numel for t in stored if not (spec.tied_embeddings and t.role == "output"))
+    """The logical weights the stored tensors hold (what config.json describes): a tied head once, an MTP
+    layer not at all, quantization scales not at all, MXFP4 blocks as two weights a byte."""
+    return sum(logical_numel(t) for t in stored
+               if not (spec.tied_embeddings and t.role == "output") and not _is_mtp(spec, t))
+
+
+# Native quantized checkpoints: gpt-oss stores its experts as MXFP4 `*_blocks` (U8, two 4-bit weights a
+# byte) with `*_scales` (U8, one E8M0 exponent per 32 weights); FP8 checkpoints store F8_E4M3 weights with
+# F32 scales (DeepSeek-V3/Kimi K2 `weight_scale_inv` per 128 x 128 block, llm-compressor `weight_scale` /
+# `input_scale`). Scales are bytes, not parameters.
+_SCALE_SUFFIXES = ("_scales", ".weight_scale_inv", ".weight_scale", ".input_scale")
+
+
+def logical_numel(t: TensorInfo) -> int:
+    if t.name.endswith(_SCALE_SUFFIXES):
+        return 0
+    if t.name.endswith("_blocks") and t.dtype == "U8":
+        return 2 * t.numel
+    return t.numel
+
+
+def _is_mtp(spec: ModelSpec, t: TensorInfo) -> bool:
+    """A tensor of the multi-token-prediction layers stored after the last block (not loaded)."""
+    return t.layer is not None and spec.layers <= t.layer < spec.layers + spec.mtp_layers
 
 
 def _params_mismatch(where: str, stored: int, spec: ModelSpec, qualifier: str = "") -> ModelFileError:
@@ -147,7 +170,7 @@ def attach_stored(spec: ModelSpec, headers: dict[str, tuple[str, tuple[int, ...]
         raise ModelFileError(printable(f"{where}: the safetensors files describe {len(headers):,} tensors, more "
                                        f"than the {tensor_limit(spec):,} a model of this config could hold"))
     stored = stored_tensors(headers)
-    beyond = next((t for t in stored if t.layer is not None and t.layer >= spec.layers), None)
+    beyond = next((t for t in stored if t.layer is not None and t.layer >= spec.layers + spec.mtp_layers), None)
     if beyond is not None:
         raise ModelFileError(printable(
             f"{where}: tensor {beyond.name} is in layer {beyond.layer}, but config.json has "
@@ -156,7 +179,8 @@ def attach_stored(spec: ModelSpec, headers: dict[str, tuple[str, tuple[int, ...]
     stored_params = _stored_params(spec, stored)
     if stored_params != spec.parameters:
         raise _params_mismatch(where, stored_params, spec)
-    return _replace(spec, stored_tensors=stored, native_dtype=_dominant_dtype(stored))
+    loaded = tuple(t for t in stored if not _is_mtp(spec, t))
+    return _replace(spec, stored_tensors=loaded, native_dtype=_dominant_dtype(loaded))
 
 
 def gguf_spec(path: str) -> ModelSpec:
@@ -387,7 +411,9 @@ def _dominant_dtype(stored: tuple[TensorInfo, ...]) -> str:
     totals: dict[str, int] = {}
     for t in stored:
         totals[t.dtype or "?"] = totals.get(t.dtype or "?", 0) + (t.nbytes or 0)
-    names = {"F32": "fp32", "F16": "fp16", "BF16": "bf16"}
+    if any(t.name.endswith("_blocks") and t.dtype == "U8" for t in stored):
+        return "mxfp4"  # gpt-oss: the experts (most of the bytes) are MXFP4
+    names = {"F32": "fp32", "F16": "fp16", "BF16": "bf16", "F8_E4M3": "fp8", "F8_E5M2": "fp8"}
     return names.get(max(totals, key=lambda k: totals[k]), "bf16")
 
 

@@ -144,7 +144,7 @@ def _conversion_transient(spec: ModelSpec, setup: Setup, on_cpu: WeightBytes) ->
     stored = spec.native_dtype if spec.source != "gguf" else "fp32"
     if stored == setup.weights:
         return 0
-    width = {"fp32": 4, "bf16": 2, "fp16": 2}.get(stored, 2)
+    width = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}.get(stored, 2)
     return sum(t.numel * width for t, _ in on_cpu)
 
 
