@@ -94,7 +94,8 @@ class ModelSpec:
     hub_id: str | None = None
     layer_caches: tuple[LayerCache, ...] = ()  # per layer; empty: every layer as the fields above say
     counted_parts: str = ""  # what `parameters` leaves out, where a checkpoint holds more (MTP, vision)
-    cache_note: str = ""  # what of the caches could not be derived (a GGUF of an architecture fitplan does not know)
+    notes: tuple[str, ...] = ()  # one line each a reader should know of how the model was read (a cache term
+    # a GGUF of an unknown architecture does not give, a merged model's origin)
     mtp_layers: int = 0  # multi-token-prediction layers stored after the last block, not counted or loaded
 
     @cached_property

@@ -293,7 +293,7 @@ def test_a_gguf_of_a_hybrid_caches_what_its_config_says(tmp_path, config: dict, 
     read = gguf_spec(str(tmp_path / "tiny.gguf"))
     assert read.parameters == spec.parameters
     assert _cache_shapes(read) == _cache_shapes(spec)
-    assert not read.cache_note
+    assert not read.notes
 
 
 def test_a_gguf_of_an_unknown_architecture_gets_its_weights_and_says_what_it_could_not_derive(tmp_path) -> None:
@@ -303,8 +303,8 @@ def test_a_gguf_of_an_unknown_architecture_gets_its_weights_and_says_what_it_cou
     _write_gguf(tmp_path / "odd.gguf", "someday-arch", spec, {"block_count": 4})
     read = gguf_spec(str(tmp_path / "odd.gguf"))
     assert read.parameters == spec.parameters and read.stored_bytes == 4 * spec.parameters
-    assert "someday-arch.attention.head_count" in read.cache_note and "someday-arch.ssm.*" in read.cache_note
-    assert len(read.cache_note.splitlines()) == 1
+    (note,) = read.notes
+    assert "someday-arch.attention.head_count" in note and "someday-arch.ssm.*" in note and "\n" not in note
 
 
 def test_a_config_folder_with_infinity_in_an_unread_field_is_planned(tmp_path) -> None:
@@ -409,3 +409,16 @@ def test_an_fp8_checkpoint_with_an_mtp_layer_is_sized_without_its_scales_in_the_
     assert spec.parameters == spec_from_config(TINY_DEEPSEEK_V3, name="x", source="folder", location="x").parameters
     assert spec.native_dtype == "fp8" and all(t.layer != 2 for t in spec.stored_tensors)
     assert spec.stored_bytes == data - sum(_nbytes(*v) for v in mtp.values())  # the MTP layer stays on disk
+
+
+def test_a_mergekit_folder_is_planned_like_any_folder_and_says_so(tmp_path) -> None:
+    """mergekit writes config.json, the safetensors and its recipe (mergekit_config.yml) into the merge."""
+    config = entry_config(catalog_entry("smollm2-135m"))
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "mergekit_config.yml").write_text("merge_method: slerp\nbase_model: HuggingFaceTB/SmolLM2-135M\n")
+    run = subprocess.run([str(Path(sys.executable).with_name("advise")), str(tmp_path), "--hardware", "rtx-4090-24gb",
+                          "--json"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    model = json.loads(run.stdout)["model"]
+    assert model["parameters"] == catalog_spec("smollm2-135m").parameters
+    assert any("mergekit" in n and "nothing more is needed" in n for n in model["notes"])

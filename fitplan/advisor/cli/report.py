@@ -22,9 +22,10 @@ def render(doc: dict[str, Any], console: Console, *, top: int = 8) -> None:
     if set(kinds) - {"full"}:
         console.print("  layers: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items())
                       + " (recurrent: a fixed state per sequence; sliding/chunked: at most their window)")
-    for key in ("counted", "cache_note"):
-        if m.get(key):
-            console.print(f"  {'parameters: ' if key == 'counted' else ''}{shown(m[key])}")
+    if m.get("counted"):
+        console.print(f"  parameters: {shown(m['counted'])}")
+    for note in m.get("notes") or []:
+        console.print(f"  {shown(note)}")
     verdict = "[green]fits[/]" if doc["fits"] else "[red]does not fit this machine[/]"
     where = {"gpu": "all layers on GPU", "cpu": "CPU only",
              "split": f"{plan['gpu_layers']} of {m['layers']} layers on GPU, rest on CPU",

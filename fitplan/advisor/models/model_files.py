@@ -75,6 +75,9 @@ def folder_spec(folder: str) -> ModelSpec:
     config = read_config(os.path.join(folder, "config.json"))
     name = printable(os.path.basename(os.path.normpath(folder)))
     spec = spec_from_config(config, name=name, source="folder", location=folder)
+    if os.path.lexists(os.path.join(folder, "mergekit_config.yml")):  # mergekit writes its recipe beside the merge
+        spec = _replace(spec, notes=(*spec.notes, "a mergekit merge: planned from its config.json and safetensors "
+                                                  "headers like any model; nothing more is needed"))
     shards = _shards(folder)
     total = 0
     for path in shards:  # the header lengths first: 8 bytes a shard, before any header is parsed
@@ -229,8 +232,8 @@ def gguf_spec(path: str) -> ModelSpec:
         sliding_window=window, sliding_layers=sliding,
         kv_lora_rank=kv_lora, qk_rope_head_dim=meta.size(p + "rope.dimension_count", 0, minimum=0) if kv_lora else 0,
         layer_caches=caches,
-        cache_note=printable(f"{arch}: the KV cache is not derived, for want of {', '.join(dict.fromkeys(unknown))}; "
-                             "memory counts none for it") if unknown else "",
+        notes=(printable(f"{arch}: the KV cache is not derived, for want of {', '.join(dict.fromkeys(unknown))}; "
+                         "memory counts none for it"),) if unknown else (),
     )
     check_parameters(spec.parameters, path)
     return spec

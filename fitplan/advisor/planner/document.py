@@ -112,7 +112,7 @@ def advice_document(spec: ModelSpec, hw: HardwareSpec, advice: Advice, *, top: i
             "max_context": spec.max_context, "native_dtype": spec.native_dtype,
             "stored_weight_bytes": spec.stored_bytes,
             "layer_caches": _cache_kinds(spec), "counted": spec.counted_parts or None,
-            "cache_note": spec.cache_note or None,
+            "notes": list(spec.notes),
         },
         "hardware": {
             "name": hw.name, "detected": hw.detected,
