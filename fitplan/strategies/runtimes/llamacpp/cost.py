@@ -253,7 +253,7 @@ def _host_compute_bytes(spec: ModelSpec, setup: Setup, n_ctx: int, ubatch: int) 
     fills (two where sliding-window layers have their own), the masks once per pipeline copy. Published
     logs: Llama-3-8B at n_ctx 8192 24.01 MiB on one GPU (8 + 16), 72.02 on 2-8 (8 + 4 x 16); Llama-3-70B
     on 2 GPUs 80.02 (16 + 4 x 16); Gemma-2-9B at 2048 on 2 GPUs 39.02 (7 + 4 x 2 x 4)."""
-    masks = 2 if spec.sliding_window and spec.sliding_layers else 1
+    masks = 2 if any(c.windowed for c in spec.caches) else 1  # sliding and chunked (Llama 4) layers alike
     mask = _mask_bytes(setup, n_ctx, ubatch) * masks
     copies = PIPELINE_COPIES if _pipelined(spec, setup) else 1
     return ubatch * spec.hidden_size * _F32 + copies * mask + output_bytes(spec, setup)
