@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from fitplan.advisor.models.catalog import catalog_entry, catalog_names, catalog_spec
+from fitplan.model_spec import ModelSpec
 
 # Published totals (source in each catalog entry's published_parameters_source), one per
 # architecture family the layout code handles differently.
@@ -32,7 +33,24 @@ def test_every_catalog_entry_matches_its_source(name: str) -> None:
     entry = catalog_entry(name)
     assert entry["source"].startswith("https://")
     if "published_parameters" in entry:
-        assert catalog_spec(name).parameters == entry["published_parameters"]
+        spec = catalog_spec(name)
+        buffers = _router_bias(spec) if entry.get("published_parameters_excludes_buffers") else 0
+        assert spec.parameters == entry["published_parameters"] + buffers
+
+
+def _router_bias(spec: ModelSpec) -> int:
+    """The routing-score corrections (e_score_correction_bias): buffers in transformers, so a checkpoint
+    index's total_parameters (save_pretrained's count) leaves them out while its files store them."""
+    return sum(t.numel for t in spec.tensors if t.name.endswith("exp_probs_b.bias"))
+
+
+def test_a_count_that_leaves_out_buffers_still_matches_exactly() -> None:
+    """Nemotron 3 Nano's index says total_parameters 31,577,937,344 and total_size 63,155,886,464 bytes.
+    fitplan's count is that plus the 23 MoE routers' bias vectors of 128, and the bytes check it:
+    2 x 31,577,937,344 (bf16) + 4 x 2,944 (the biases, f32) = 63,155,886,464."""
+    spec = catalog_spec("nemotron-3-nano-30b-a3b")
+    assert _router_bias(spec) == 23 * 128
+    assert 2 * (spec.parameters - _router_bias(spec)) + 4 * _router_bias(spec) == 63_155_886_464
 
 
 def test_active_parameters_of_moe_models() -> None:
