@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
 
-Role = Literal["embed", "output", "block", "global"]
+# embed: the token embedding (a row lookup, or the head when tied); lookup: another table only read by
+# rows, never the head (Gemma 3n's per-layer embeddings); output: the head; global: other tensors
+# outside the blocks.
+Role = Literal["embed", "lookup", "output", "block", "global"]
 # What a layer keeps per sequence between steps: a KV cache over every token (full), over at most a
 # window (sliding, or chunked: Llama 4 attends within fixed chunks), a fixed-size state (recurrent:
-# Mamba, gated DeltaNet, short convolutions), or nothing of its own (an MLP-only layer, or a layer that
-# reads another layer's cache, as Gemma 3n's last layers do).
+# Mamba, gated DeltaNet, short convolutions), or nothing (an MLP-only layer). A layer that reads an
+# earlier layer's cache (Gemma 3n's last layers) keeps its kind and is marked `shared`.
 CacheKind = Literal["full", "sliding", "chunked", "recurrent", "none"]
 STATE_BYTES_PER_ELEMENT = 4  # recurrent states are kept in f32 (llama.cpp's default type_r / type_s)
 
@@ -53,6 +56,8 @@ class LayerCache:
     window: int | None = None  # tokens a sliding or chunked layer attends over
     state_elements: int = 0  # conv + SSM (or DeltaNet) state elements per sequence: a recurrent layer's,
     # or a Mamba mixer's beside the attention (Falcon-H1)
+    shared: bool = False  # attends over an earlier layer's K/V (Gemma 3n's num_kv_shared_layers): reads
+    # a cache of this shape each step but stores none
 
     @property
     def attends(self) -> bool:
@@ -97,6 +102,8 @@ class ModelSpec:
     notes: tuple[str, ...] = ()  # one line each a reader should know of how the model was read (a cache term
     # a GGUF of an unknown architecture does not give, a merged model's origin)
     mtp_layers: int = 0  # multi-token-prediction layers stored after the last block, not counted or loaded
+    multimodal: bool = False  # the text model of a checkpoint that also stores vision/audio towers
+    # (Gemma 3, Gemma 3n, Llama 4, Mistral 3): their tensors, outside `language_model`, are not planned
 
     @cached_property
     def caches(self) -> tuple[LayerCache, ...]:

@@ -3,6 +3,7 @@ per-layer caches against hand computations, the names users type, and `fitplan m
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -256,7 +257,7 @@ def _write_gguf(path: Path, arch: str, spec, keys: dict) -> None:
 
 
 def _cache_shapes(spec) -> list[tuple]:
-    return [(c.kind, c.kv_heads, c.key_dim, c.window, c.state_elements) for c in spec.caches]
+    return [(c.kind, c.kv_heads, c.key_dim, c.window, c.state_elements, c.shared) for c in spec.caches]
 
 
 TINY_NEMOTRON_H = {"model_type": "nemotron_h", "hidden_size": 64, "num_hidden_layers": 4, "hybrid_override_pattern": "M*-M",
@@ -269,6 +270,10 @@ TINY_QWEN3_NEXT = {"model_type": "qwen3_next", "hidden_size": 64, "num_hidden_la
                    "linear_num_value_heads": 4, "linear_key_head_dim": 8, "linear_value_head_dim": 8}
 TINY_LFM2 = {"model_type": "lfm2", "hidden_size": 64, "num_hidden_layers": 3, "layer_types": ["conv", "full_attention", "conv"],
              "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 192, "vocab_size": 256}
+TINY_GEMMA3N = {"model_type": "gemma3n_text", "hidden_size": 64, "num_hidden_layers": 10, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 128, "vocab_size": 256,
+                "vocab_size_per_layer_input": 128, "hidden_size_per_layer_input": 8, "laurel_rank": 4,
+                "sliding_window": 8, "num_kv_shared_layers": 3}
 
 
 @pytest.mark.parametrize("config, arch, keys", [
@@ -282,6 +287,10 @@ TINY_LFM2 = {"model_type": "lfm2", "hidden_size": 64, "num_hidden_layers": 3, "l
                                     "ssm.time_step_rank": 4}),
     (TINY_LFM2, "lfm2", {"block_count": 3, "embedding_length": 64, "attention.head_count": 4,
                          "attention.head_count_kv": [0, 2, 0], "shortconv.l_cache": 3}),
+    (TINY_GEMMA3N, "gemma3n", {"block_count": 10, "embedding_length": 64, "attention.head_count": 4,
+                               "attention.head_count_kv": 2, "attention.key_length": 16,
+                               "attention.value_length": 16, "attention.sliding_window": 8,
+                               "attention.shared_kv_layers": 3}),
 ])
 def test_a_gguf_of_a_hybrid_caches_what_its_config_says(tmp_path, config: dict, arch: str, keys: dict) -> None:
     """The same model from its config.json and from a GGUF with llama.cpp's keys (per-layer head_count_kv,
@@ -422,3 +431,116 @@ def test_a_mergekit_folder_is_planned_like_any_folder_and_says_so(tmp_path) -> N
     model = json.loads(run.stdout)["model"]
     assert model["parameters"] == catalog_spec("smollm2-135m").parameters
     assert any("mergekit" in n and "nothing more is needed" in n for n in model["notes"])
+
+
+GEMMA3N_E2B_SHAPES = {"model_type": "gemma3n_text", "num_hidden_layers": 30, "intermediate_size": [8192] * 30,
+                      "num_kv_shared_layers": 10}
+
+
+@pytest.mark.parametrize("config", [
+    {"model_type": "gemma3n_text"},  # the config class's defaults: Gemma 3n E4B's text shapes
+    GEMMA3N_E2B_SHAPES,  # E2B's text shapes as stored test copies of its config give them
+    {"model_type": "gemma3n", "text_config": GEMMA3N_E2B_SHAPES},  # the multimodal checkpoint's wrapper
+], ids=["e4b", "e2b", "wrapper"])
+def test_gemma3n_counts_what_transformers_builds(config: dict) -> None:
+    """Per-layer embeddings, AltUp, LAuReL, a width per layer, and K/V projections only in the layers
+    that own a cache: the same count as transformers' Gemma3nForCausalLM on the meta device."""
+    spec = spec_from_config(config, name="gemma3n", source="folder", location="gemma3n")
+    assert spec.parameters == _transformers_count({"config": config})
+
+
+def test_gemma3n_shared_layers_read_an_earlier_cache_and_store_none() -> None:
+    """Gemma 3n E4B (the class defaults): 35 layers, every 5th global, window 512, 2 KV heads x 256; the
+    last 15 layers reuse the K/V of layer 18 (sliding) or 19 (global). f16 K+V per token:
+    2 x 2 x 256 x 2 B = 2048 B. At 32768 tokens the 20 owning layers hold 4 x 32768 x 2048 +
+    16 x 512 x 2048 = 268,435,456 + 16,777,216 = 285,212,672 B; the shared 15 hold nothing but are
+    still read, so the attention of all 35 layers is timed."""
+    from fitplan.advisor.planner.speed import attention_loads
+
+    spec = spec_from_config({"model_type": "gemma3n_text"}, name="e4b", source="folder", location="e4b")
+    assert [c.shared for c in spec.caches] == [False] * 20 + [True] * 15
+    total = sum(layer_kv_bytes(spec, i, 32768, "f16", "transformers") for i in range(spec.layers))
+    assert total == 285_212_672
+    load = attention_loads(spec, ["gpu0"] * spec.layers, 2.0, "transformers")["gpu0"]
+    assert sum(n for n, _, _ in load.groups) == 35
+
+
+def test_gemma3n_per_layer_embeddings_stay_on_the_cpu_and_are_not_read_per_token() -> None:
+    """llama.cpp keeps per_layer_token_embd with the input layer on the host (LLM_TENSOR_LAYER_INPUT,
+    GGML_OP_GET_ROWS): 262,144 tokens x 35 x 256 rows are gathered, never multiplied, so with every
+    block on the GPU the CPU reads no weights in a decode step."""
+    from fitplan.advisor.planner.speed import step_model
+    from fitplan.plan_spec import Setup
+    from fitplan.profiles.named import load_profile
+    from fitplan.strategies.quantization import tensor_bytes, weight_format
+
+    spec = spec_from_config({"model_type": "gemma3n_text"}, name="e4b", source="folder", location="e4b")
+    setup = Setup(runtime="llama.cpp", weights="Q4_K_M", kv_cache="f16", context=4096, batch=1, threads=8,
+                  gpu_layers=spec.layers, gpus=1)
+    model = step_model(spec, setup, tensor_bytes(spec, weight_format("Q4_K_M")), load_profile("rtx-4090-24gb"))
+    assert sorted(t.name for t, _ in model.placed["cpu"]) == ["per_layer_token_embd.weight", "token_embd.weight"]
+    assert model.single["cpu"] == (0.0, 0.0)
+    assert "per_layer_token_embd.weight" not in {t.name for t, _ in model.placed["gpu0"]}
+
+
+def test_a_gemma3n_config_whose_shared_layers_have_no_source_is_refused() -> None:
+    """Sharing K/V needs an earlier owning layer of the same kind: 5 layers, the only global one shared."""
+    with pytest.raises(ModelFileError, match="shares the K/V of an earlier full attention layer"):
+        spec_from_config({"model_type": "gemma3n_text", "num_hidden_layers": 5, "num_kv_shared_layers": 2,
+                          "intermediate_size": 64}, name="x", source="folder", location="x")
+
+
+def test_a_per_layer_width_list_of_the_wrong_length_is_refused() -> None:
+    with pytest.raises(ModelFileError, match="intermediate_size .* num_hidden_layers = 30"):
+        spec_from_config({**GEMMA3N_E2B_SHAPES, "intermediate_size": [8192] * 29}, name="x", source="folder",
+                         location="x")
+
+
+def _text_and_towers(text_config: dict, towers: dict[str, tuple[int, ...]]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """A multimodal checkpoint as transformers 5 saves it: the text model under model.language_model
+    (its head at the top level unless tied), and tower tensors beside it."""
+    tensors = {}
+    for name, shape in _meta_state(text_config).items():
+        if name.startswith("lm_head.") and text_config.get("tie_word_embeddings", True):
+            continue
+        tensors[name if name.startswith("lm_head.") else name.replace("model.", "model.language_model.", 1)] = ("BF16", shape)
+    return {**tensors, **{name: ("BF16", shape) for name, shape in towers.items()}}
+
+
+TINY_GEMMA3_TEXT = {"model_type": "gemma3_text", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                    "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 300}
+
+
+def test_a_multimodal_folder_plans_its_language_model_and_leaves_the_towers(tmp_path) -> None:
+    """Gemma 3 4B-27B, Gemma 3n, Llama 4 and Mistral 3.1 folders hold vision (and audio) towers beside
+    the text model; their encoder layers must not be read as the text model's blocks."""
+    from fitplan.advisor.models.model_files import folder_spec
+
+    towers = {"model.vision_tower.encoder.layers.0.self_attn.q_proj.weight": (32, 32),
+              "model.vision_tower.encoder.layers.5.mlp.fc1.weight": (64, 32),
+              "model.multi_modal_projector.mm_input_projection_weight": (32, 64)}
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3", "text_config": TINY_GEMMA3_TEXT,
+                                                      "vision_config": {"hidden_size": 32}}))
+    data = _safetensors(tmp_path / "model.safetensors", _text_and_towers(TINY_GEMMA3_TEXT, towers))
+    spec = folder_spec(str(tmp_path))
+    assert spec.parameters == _transformers_count({"config": {"model_type": "gemma3", "text_config": TINY_GEMMA3_TEXT}})
+    assert spec.stored_bytes == data - sum(2 * math.prod(s) for s in towers.values())
+    assert "vision tower is not counted" in spec.counted_parts
+
+
+def test_a_gemma3n_checkpoint_keeps_k_v_projections_its_shared_layers_do_not_load(tmp_path) -> None:
+    """Gemma 3n checkpoints store K/V projections for the layers that reuse an earlier layer's K/V;
+    transformers 5 builds none for them: they are stored, not counted, not loaded."""
+    from fitplan.advisor.models.model_files import folder_spec
+
+    shared = {f"model.language_model.layers.{i}.self_attn.{p}.weight": (s, 64) for i in (7, 8, 9)
+              for p, s in (("k_proj", 32), ("v_proj", 32))}
+    shared.update({f"model.language_model.layers.{i}.self_attn.k_norm.weight": (16,) for i in (7, 8, 9)})
+    towers = {"model.audio_tower.conformer.0.attention.attn.q_proj.weight": (32, 32), "model.embed_vision.embedding.weight": (8, 64)}
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3n", "text_config": TINY_GEMMA3N}))
+    data = _safetensors(tmp_path / "model.safetensors", {**_text_and_towers(TINY_GEMMA3N, towers),
+                                                          **{n: ("BF16", s) for n, s in shared.items()}})
+    spec = folder_spec(str(tmp_path))
+    assert spec.parameters == spec_from_config(TINY_GEMMA3N, name="x", source="folder", location="x").parameters
+    assert spec.stored_bytes == data - sum(2 * math.prod(s) for s in {**towers, **shared}.values())
+    assert "audio towers are not counted" in spec.counted_parts

@@ -82,11 +82,11 @@ def layer_kv_bytes(
     *, swa_extra: int = 0, pad: int = 1, windowed: bool = True,
 ) -> int:
     """Bytes `layer` caches for `sequences` sequences of `context` tokens: its KV cache, or its
-    recurrent state (f32, the same at every context)."""
+    recurrent state (f32, the same at every context); nothing for a layer that reads another's cache."""
     cache = spec.caches[layer]
     state = cache.state_elements * STATE_BYTES_PER_ELEMENT * sequences
     k, v = kv_widths(spec, runtime, layer)
-    if not k + v:
+    if not k + v or cache.shared:
         return state
     tokens = cached_tokens(spec, layer, context, swa_extra=swa_extra, pad=pad, windowed=windowed)
     return int((k + v) * tokens * kv_bytes_per_element(kv_dtype, runtime) * sequences) + state

@@ -20,8 +20,11 @@ def render(doc: dict[str, Any], console: Console, *, top: int = 8) -> None:
                   f"on [bold]{shown(doc['hardware']['name'])}[/]")
     kinds = m.get("layer_caches") or {}
     if set(kinds) - {"full"}:
-        console.print("  layers: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items())
-                      + " (recurrent: a fixed state per sequence; sliding/chunked: at most their window)")
+        meaning = {"recurrent": "recurrent: a fixed state per sequence", "sliding": "sliding/chunked: at most their window",
+                   "chunked": "sliding/chunked: at most their window", "none": "none: no cache",
+                   "shared": "shared: read an earlier layer's cache"}
+        legend = "; ".join(dict.fromkeys(meaning[k] for k in kinds if k in meaning))
+        console.print("  layers: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items()) + f" ({legend})")
     if m.get("counted"):
         console.print(f"  parameters: {shown(m['counted'])}")
     for note in m.get("notes") or []:

@@ -9,7 +9,14 @@ from typing import Any
 
 from fitplan.advisor.models.config_values import Config, shown
 from fitplan.advisor.models.layer_plan import layer_plans
-from fitplan.advisor.models.tensor_layout import Dims, experts, experts_per_token, layer_cache, layer_tensors
+from fitplan.advisor.models.tensor_layout import (
+    Dims,
+    experts,
+    experts_per_token,
+    gemma3n_globals,
+    layer_cache,
+    layer_tensors,
+)
 from fitplan.datafiles import load_table
 from fitplan.errors import ModelFileError
 from fitplan.model_spec import ModelSpec, TensorInfo
@@ -56,8 +63,10 @@ def spec_from_config(
     window = cfg.size("sliding_window", limit=2**31) if any(p.attention == "sliding" for p in plans) else None
     chunk = cfg.size("attention_chunk_size", limit=2**31) if any(p.attention == "chunked" for p in plans) else None
 
-    dims = Dims(cfg, layout, hidden, heads, kv_heads, head_dim, v_head_dim)
+    dims = Dims(cfg, layout, hidden, heads, kv_heads, head_dim, v_head_dim, layers)
     tensors: list[TensorInfo] = [TensorInfo("token_embd.weight", (hidden, vocab), "embed")]
+    if layout.get("gemma3n"):
+        tensors += gemma3n_globals(cfg, hidden, layers)
     for i, plan in enumerate(plans):
         tensors += layer_tensors(dims, i, plan)
     tensors.append(TensorInfo("output_norm.weight", (hidden,), "global"))
@@ -73,14 +82,14 @@ def spec_from_config(
         name=name, source=source, location=location, hub_id=hub_id,
         architecture=model_type, layers=layers, hidden_size=hidden, heads=heads,
         kv_heads=kv_heads, head_dim=head_dim, v_head_dim=v_head_dim,
-        intermediate_size=cfg.size(layout.get("dense_width", "intermediate_size")), vocab_size=vocab,
+        intermediate_size=max(cfg.sizes(layout.get("dense_width", "intermediate_size"), layers)), vocab_size=vocab,
         tied_embeddings=tied, attention_bias=cfg.switch(layout.get("qkv_bias")),
         max_context=cfg.size("max_position_embeddings", 2048),
         native_dtype=_native_dtype(cfg), tensors=tuple(tensors),
         experts=n_experts, experts_per_token=experts_per_token(cfg, moe) if n_experts else 0,
         sliding_window=window, sliding_layers=frozenset(i for i, p in enumerate(plans) if p.attention == "sliding"),
         kv_lora_rank=kv_lora_rank, qk_rope_head_dim=rope_dim, layer_caches=caches, counted_parts=counted,
-        mtp_layers=mtp,
+        mtp_layers=mtp, multimodal=bool(counted.startswith("the language model only")),
     )
     check_parameters(spec.parameters, where)
     return spec
@@ -97,7 +106,7 @@ def _text_model(raw: dict[str, Any], table: dict[str, Any], where: str) -> tuple
             raise ModelFileError(f"{where}: a {model_type} config without a text_config object")
         inner = text.get("model_type")
         kind = inner if isinstance(inner, str) and inner in table else str(table[model_type]["text_model"])
-        counted = "the language model only (the checkpoint's vision tower is not counted)"
+        counted = table[model_type].get("counted", "the language model only (the checkpoint's vision tower is not counted)")
         return {**text, "model_type": kind}, kind, counted
     if not isinstance(model_type, str) or model_type not in table:
         by_class = {cls: key for key, arch in table.items() for cls in arch.get("classes", [])}

@@ -28,6 +28,17 @@ class Config:
             )
         return value
 
+    def sizes(self, key: str, layers: int) -> list[int]:
+        """One size per layer: a list of num_hidden_layers sizes (Gemma 3n's intermediate_size may be
+        one), or one size for every layer."""
+        value = self.get(key)
+        if not isinstance(value, list):
+            return [self.size(key)] * layers
+        if len(value) != layers or not all(type(v) is int and 1 <= v <= MAX_DIM for v in value):
+            raise ModelFileError(f"{self.where}: {key} = {shown(value)} is not a whole number or a list of "
+                                 f"num_hidden_layers = {layers} whole numbers from 1 to {MAX_DIM}")
+        return value
+
     def flag(self, key: str, default: bool = False) -> bool:
         value = self.get(key, default)
         if not isinstance(value, bool):

@@ -9,7 +9,7 @@ data/architectures.toml, which is where an architecture says which rule it uses.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from fitplan.advisor.models.config_values import Config, shown
@@ -26,6 +26,8 @@ class LayerPlan:
     attention: Attention = "full"  # where mixer is "attention" (or `parallel_mamba`)
     mlp: MLP = "dense"
     parallel_mamba: bool = False  # Falcon-H1: a Mamba-2 mixer beside the attention in every layer
+    kv_shared: bool = False  # Gemma 3n: attends over the K/V of the last earlier layer of its kind, so it
+    # has no K/V projections and caches nothing
 
 
 # transformers' layer type names (configuration_utils._LEGACY_LAYER_TYPE_REMAP maps the older ones)
@@ -51,8 +53,16 @@ def layer_plans(cfg: Config, layout: dict[str, Any], layers: int) -> list[LayerP
     mixers = _mixers(cfg, layout, layers)
     moe = moe_layers(cfg, layout.get("moe"), layers)
     parallel = layout.get("layers") == "parallel_mamba2"
-    return [LayerPlan(mixer, attention, "moe" if i in moe else "dense", parallel)
-            for i, (mixer, attention) in enumerate(mixers)]
+    plans = [LayerPlan(mixer, attention, "moe" if i in moe else "dense", parallel)
+             for i, (mixer, attention) in enumerate(mixers)]
+    if layout.get("kv_shared"):  # the last N layers reuse K/V (transformers: first_kv_shared_layer_idx)
+        first = layers - cfg.size(layout["kv_shared"], 0, minimum=0, limit=layers - 1)
+        for i in range(first, layers):
+            if not any(p.mixer == "attention" and p.attention == plans[i].attention for p in plans[:first]):
+                raise ModelFileError(f"{cfg.where}: layer {i} shares the K/V of an earlier {plans[i].attention} "
+                                     f"attention layer, but none of the first {first} layers is one")
+            plans[i] = replace(plans[i], kv_shared=True)
+    return plans
 
 
 def _mixers(cfg: Config, layout: dict[str, Any], layers: int) -> list[tuple[Mixer, Attention]]:
@@ -114,7 +124,7 @@ def _sliding_layers(cfg: Config, kind: str | None, layers: int) -> set[int]:
         pattern = cfg.get("sliding_window_pattern")
         if isinstance(pattern, str) and pattern and set(pattern) <= {"L", "G"}:  # EXAONE 4's "LLLG"
             return {i for i in range(layers) if pattern[i % len(pattern)] == "L"}
-        period = cfg.size("sliding_window_pattern", 6, limit=layers + 1)
+        period = cfg.size("sliding_window_pattern", 6, limit=2**31)  # more than the layers: all slide
         return {i for i in range(layers) if (i + 1) % period}
     if kind == "qwen2":  # Qwen2/3: only when use_sliding_window, on layers >= max_window_layers
         if not cfg.flag("use_sliding_window"):

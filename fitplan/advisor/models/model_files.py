@@ -38,6 +38,8 @@ def stored_tensors(headers: dict[str, tuple[str, tuple[int, ...], int]]) -> tupl
         role: Role
         if match:
             role = "block"
+        elif "embed_tokens_per_layer" in name:  # Gemma 3n's per-layer embeddings
+            role = "lookup"
         elif "embed_tokens" in name or name.endswith(("wte.weight", "word_embeddings.weight")):
             role = "embed"
         elif name.startswith("lm_head") or name.endswith("output.weight"):
@@ -131,9 +133,10 @@ def tensor_limit(spec: ModelSpec) -> int:
 
 def _stored_params(spec: ModelSpec, stored: tuple[TensorInfo, ...]) -> int:
     """The logical weights the stored tensors hold (what config.json describes): a tied head once, an MTP
-    layer not at all, quantization scales not at all, MXFP4 blocks as two weights a byte."""
-    return sum(logical_numel(t) for t in stored
-               if not (spec.tied_embeddings and t.role == "output") and not _is_mtp(spec, t))
+    layer and a multimodal checkpoint's towers not at all, quantization scales not at all, MXFP4 blocks
+    as two weights a byte."""
+    return sum(logical_numel(t) for t in _of_text_model(spec, stored)
+               if not (spec.tied_embeddings and t.role == "output") and not _not_loaded(spec, t))
 
 
 # Native quantized checkpoints: gpt-oss stores its experts as MXFP4 `*_blocks` (U8, two 4-bit weights a
@@ -151,9 +154,23 @@ def logical_numel(t: TensorInfo) -> int:
     return t.numel
 
 
-def _is_mtp(spec: ModelSpec, t: TensorInfo) -> bool:
-    """A tensor of the multi-token-prediction layers stored after the last block (not loaded)."""
-    return t.layer is not None and spec.layers <= t.layer < spec.layers + spec.mtp_layers
+def _not_loaded(spec: ModelSpec, t: TensorInfo) -> bool:
+    """A tensor stored but not loaded: of the multi-token-prediction layers after the last block, or a K/V
+    projection of a layer that reads another layer's K/V (Gemma 3n checkpoints keep them; transformers 5
+    builds none)."""
+    if t.layer is None:
+        return False
+    if t.layer >= spec.layers:
+        return t.layer < spec.layers + spec.mtp_layers
+    return spec.caches[t.layer].shared and any(f"self_attn.{p}." in t.name for p in ("k_proj", "v_proj", "k_norm"))
+
+
+def _of_text_model(spec: ModelSpec, stored: tuple[TensorInfo, ...]) -> tuple[TensorInfo, ...]:
+    """A multimodal checkpoint's language model: `language_model.*` (and a top-level head) in every
+    layout transformers has saved (Gemma 3/3n, Llama 4, Mistral 3); the rest are its towers."""
+    if not spec.multimodal:
+        return stored
+    return tuple(t for t in stored if "language_model." in t.name or t.name.startswith("lm_head."))
 
 
 def _params_mismatch(where: str, stored: int, spec: ModelSpec, qualifier: str = "") -> ModelFileError:
@@ -172,7 +189,7 @@ def attach_stored(spec: ModelSpec, headers: dict[str, tuple[str, tuple[int, ...]
     if len(headers) > tensor_limit(spec):
         raise ModelFileError(printable(f"{where}: the safetensors files describe {len(headers):,} tensors, more "
                                        f"than the {tensor_limit(spec):,} a model of this config could hold"))
-    stored = stored_tensors(headers)
+    stored = _of_text_model(spec, stored_tensors(headers))
     beyond = next((t for t in stored if t.layer is not None and t.layer >= spec.layers + spec.mtp_layers), None)
     if beyond is not None:
         raise ModelFileError(printable(
@@ -182,7 +199,7 @@ def attach_stored(spec: ModelSpec, headers: dict[str, tuple[str, tuple[int, ...]
     stored_params = _stored_params(spec, stored)
     if stored_params != spec.parameters:
         raise _params_mismatch(where, stored_params, spec)
-    loaded = tuple(t for t in stored if not _is_mtp(spec, t))
+    loaded = tuple(t for t in stored if not _not_loaded(spec, t))
     return _replace(spec, stored_tensors=loaded, native_dtype=_dominant_dtype(loaded))
 
 
@@ -307,7 +324,8 @@ def _display_name(name: object, path: str) -> str:
 def _gguf_tensor(t: Any) -> TensorInfo:
     match = _GGUF_LAYER.match(t.name)
     role: Role = "block" if match else (
-        "embed" if t.name == "token_embd.weight" else "output" if t.name == "output.weight" else "global")
+        "embed" if t.name == "token_embd.weight" else "lookup" if t.name == "per_layer_token_embd.weight"
+        else "output" if t.name == "output.weight" else "global")
     experts = t.shape[2] if "_exps." in t.name and len(t.shape) == 3 else 0
     return TensorInfo(t.name, t.shape, role, int(match[1]) if match else None, experts, t.type_name, t.nbytes)
 
@@ -360,6 +378,8 @@ def _gguf_caches(meta: _GGUFMeta, p: str, arch: str, tensors: tuple[TensorInfo, 
              + ssm["inner_size"] * ssm["state_size"])
     l_cache = meta.size(p + "shortconv.l_cache", 0, minimum=0)
     chunk, period = _CHUNKED.get(arch, (0, 0))
+    # Gemma 3n: the last shared_kv_layers blocks attend over earlier blocks' K/V (hparams.n_layer_kv_from_start)
+    first_shared = layers - meta.size(p + "attention.shared_kv_layers", 0, minimum=0, maximum=layers)
     out = []
     for i in range(layers):
         names = tails.get(i, [])
@@ -377,12 +397,13 @@ def _gguf_caches(meta: _GGUFMeta, p: str, arch: str, tensors: tuple[TensorInfo, 
             continue
         if not kv[i] or not key_dim:
             unknown.append(f"{p}attention.head_count_kv / key_length")
+        shared = i >= first_shared
         if chunk and (i + 1) % period:
-            out.append(LayerCache("chunked", kv[i], key_dim, value_dim, chunk, recurrent))
+            out.append(LayerCache("chunked", kv[i], key_dim, value_dim, chunk, recurrent, shared))
         elif window and i in sliding:
-            out.append(LayerCache("sliding", kv[i], key_dim, value_dim, window, recurrent))
+            out.append(LayerCache("sliding", kv[i], key_dim, value_dim, window, recurrent, shared))
         else:
-            out.append(LayerCache("full", kv[i], key_dim, value_dim, None, recurrent))
+            out.append(LayerCache("full", kv[i], key_dim, value_dim, None, recurrent, shared))
     return tuple(out)
 
 

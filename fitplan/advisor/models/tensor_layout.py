@@ -25,8 +25,8 @@ class Dims:
     """The widths every layer shares, read once from the config."""
 
     def __init__(self, cfg: Config, layout: dict[str, Any], hidden: int, heads: int, kv_heads: int,
-                 head_dim: int, v_head_dim: int) -> None:
-        self.cfg, self.layout = cfg, layout
+                 head_dim: int, v_head_dim: int, layers: int = 0) -> None:
+        self.cfg, self.layout, self.layers = cfg, layout, layers
         self.hidden, self.heads, self.kv_heads, self.head_dim, self.v_head_dim = hidden, heads, kv_heads, head_dim, v_head_dim
 
 
@@ -38,7 +38,7 @@ def layer_tensors(d: Dims, i: int, plan: LayerPlan) -> list[TensorInfo]:
     norms = d.layout.get("norms", 2)
     out = [block("attn_norm.weight", d.hidden)]
     if plan.mixer == "attention":
-        out += _attention(d, block)
+        out += _attention(d, block, own_kv=not plan.kv_shared)
     elif plan.mixer == "mamba2":
         out += _mamba2(d, block)
     elif plan.mixer == "mamba1":
@@ -52,12 +52,41 @@ def layer_tensors(d: Dims, i: int, plan: LayerPlan) -> list[TensorInfo]:
     if plan.mlp != "none" and norms >= 2:
         out.append(block("ffn_norm.weight", d.hidden))
     if plan.mlp == "dense":
-        out += _dense_mlp(d, block)
+        out += _dense_mlp(d, block, _dense_width(d, i))
     elif plan.mlp == "moe":
         out += _moe(d, block)
     if norms == 4:  # Gemma 2/3 and GLM-4: a norm after attention and one after the MLP as well
         out += [block("post_attention_norm.weight", d.hidden), block("post_ffw_norm.weight", d.hidden)]
+    if d.layout.get("gemma3n"):
+        out += _gemma3n_block(d, block)
     return out
+
+
+def gemma3n_globals(cfg: Config, hidden: int, layers: int) -> list[TensorInfo]:
+    """Gemma 3n's tensors outside the blocks: the per-layer embedding table (a row of
+    hidden_size_per_layer_input for every layer and token; gathered, never multiplied), its projection
+    from the hidden state, and the AltUp projections into and out of the extra streams."""
+    per_layer, streams = cfg.size("hidden_size_per_layer_input", limit=65536), cfg.size("altup_num_inputs", limit=64)
+    return [TensorInfo("per_layer_token_embd.weight", (layers * per_layer, cfg.size("vocab_size_per_layer_input")), "lookup"),
+            TensorInfo("per_layer_model_proj.weight", (hidden, layers * per_layer), "global"),
+            TensorInfo("per_layer_proj_norm.weight", (per_layer,), "global"),
+            TensorInfo("altup_proj.weight", (hidden, hidden, streams - 1), "global"),
+            TensorInfo("altup_unembd_proj.weight", (hidden, hidden, streams - 1), "global")]
+
+
+def _gemma3n_block(d: Dims, block: Block) -> list[TensorInfo]:
+    """A Gemma 3n layer's AltUp (mixing coefficients and router over its streams), LAuReL (a low-rank
+    residual) and per-layer-input gate (Gemma3nTextDecoderLayer)."""
+    cfg, hidden = d.cfg, d.hidden
+    streams, rank = cfg.size("altup_num_inputs", limit=64), cfg.size("laurel_rank", limit=65536)
+    per_layer = cfg.size("hidden_size_per_layer_input", limit=65536)
+    return [block("altup_correct_coef.weight", streams, streams), block("altup_correct_scale.weight", hidden),
+            block("altup_predict_coef.weight", streams, streams * streams), block("altup_router.weight", hidden, streams),
+            block("altup_router_norm.weight", hidden),
+            block("laurel_l.weight", hidden, rank), block("laurel_r.weight", rank, hidden),
+            block("laurel_post_norm.weight", hidden),
+            block("inp_gate.weight", hidden, per_layer), block("proj.weight", per_layer, hidden),
+            block("post_norm.weight", hidden)]
 
 
 def layer_cache(d: Dims, plan: LayerPlan, window: int | None, chunk: int | None) -> LayerCache:
@@ -66,7 +95,8 @@ def layer_cache(d: Dims, plan: LayerPlan, window: int | None, chunk: int | None)
         kind = plan.attention
         span = window if kind == "sliding" else chunk if kind == "chunked" else None
         state = recurrent_state(d, "mamba2") if plan.parallel_mamba else 0
-        return LayerCache(kind if span else "full", d.kv_heads, d.head_dim, d.v_head_dim, span, state)
+        return LayerCache(kind if span else "full", d.kv_heads, d.head_dim, d.v_head_dim, span, state,
+                          plan.kv_shared)
     if plan.mixer == "none":
         return LayerCache("none")
     return LayerCache("recurrent", state_elements=recurrent_state(d, plan.mixer))
@@ -90,7 +120,8 @@ def recurrent_state(d: Dims, mixer: str) -> int:
     raise AssertionError(mixer)
 
 
-def _attention(d: Dims, block: Block) -> list[TensorInfo]:
+def _attention(d: Dims, block: Block, own_kv: bool = True) -> list[TensorInfo]:
+    """Q/K/V/O with their biases and norms; a layer reading another's K/V (own_kv False) has Q and O only."""
     cfg, layout, hidden = d.cfg, d.layout, d.hidden
     if layout.get("mla"):
         return _mla(d, block)
@@ -100,10 +131,11 @@ def _attention(d: Dims, block: Block) -> list[TensorInfo]:
         out.append(block("attn_qkv.weight", hidden, q + 2 * kv))
     else:
         gate = 2 if layout.get("gated_q") else 1  # Qwen3-Next: q_proj also yields the output gate
-        out += [block("attn_q.weight", hidden, q * gate), block("attn_k.weight", hidden, kv),
-                block("attn_v.weight", hidden, kv)]
+        out.append(block("attn_q.weight", hidden, q * gate))
+        if own_kv:
+            out += [block("attn_k.weight", hidden, kv), block("attn_v.weight", hidden, kv)]
         if cfg.switch(layout.get("qkv_bias")):
-            out += [block("attn_q.bias", q * gate), block("attn_k.bias", kv), block("attn_v.bias", kv)]
+            out += [block("attn_q.bias", q * gate)] + ([block("attn_k.bias", kv), block("attn_v.bias", kv)] if own_kv else [])
     out.append(block("attn_output.weight", q, hidden))
     if cfg.switch(layout.get("o_bias")):
         out.append(block("attn_output.bias", hidden))
@@ -111,7 +143,7 @@ def _attention(d: Dims, block: Block) -> list[TensorInfo]:
     if qk_norm == "full":  # OLMo 2: one norm over all query heads and one over all key heads
         out += [block("attn_q_norm.weight", q), block("attn_k_norm.weight", kv)]
     elif cfg.switch(qk_norm):
-        out += [block("attn_q_norm.weight", d.head_dim), block("attn_k_norm.weight", d.head_dim)]
+        out += [block("attn_q_norm.weight", d.head_dim)] + ([block("attn_k_norm.weight", d.head_dim)] if own_kv else [])
     if layout.get("sinks"):  # gpt-oss: one learned sink logit per head
         out.append(block("attn_sinks.weight", d.heads))
     return out
@@ -138,9 +170,11 @@ def _mla(d: Dims, block: Block) -> list[TensorInfo]:
                   block("attn_output.weight", heads * d.v_head_dim, hidden)]
 
 
-def _dense_width(d: Dims) -> int:
+def _dense_width(d: Dims, layer: int | None = None) -> int:
+    """The dense MLP's width (of `layer`, where the config lists one per layer, as Gemma 3n may)."""
     cfg, layout = d.cfg, d.layout
-    width = cfg.size(layout.get("dense_width", "intermediate_size"))
+    key = layout.get("dense_width", "intermediate_size")
+    width = cfg.size(key) if layer is None or not isinstance(cfg.get(key), list) else cfg.sizes(key, d.layers)[layer]
     if layout.get("lfm2_width") and cfg.flag("block_auto_adjust_ff_dim"):  # Lfm2MLP's adjustment
         width = int(2 * width / 3)
         multiplier = cfg.get("block_ffn_dim_multiplier")

@@ -137,8 +137,10 @@ def advice_document(spec: ModelSpec, hw: HardwareSpec, advice: Advice, *, top: i
 
 
 def _cache_kinds(spec: ModelSpec) -> dict[str, int]:
-    """How many layers cache what: {"full": 12, "recurrent": 36} for Qwen3-Next."""
+    """How many layers cache what: {"full": 12, "recurrent": 36} for Qwen3-Next; a layer reading an
+    earlier layer's cache counts as "shared" (Gemma 3n)."""
     kinds: dict[str, int] = {}
     for cache in spec.caches:
-        kinds[cache.kind] = kinds.get(cache.kind, 0) + 1
+        kind = "shared" if cache.shared else cache.kind
+        kinds[kind] = kinds.get(kind, 0) + 1
     return kinds

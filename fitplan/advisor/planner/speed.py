@@ -71,7 +71,7 @@ def _reads(spec: ModelSpec, placed: Placement, batch: int) -> dict[str, tuple[fl
     for device, items in placed.items():
         nbytes = flops = 0.0
         for tensor, size in items:
-            if tensor.role == "embed" and not embed_is_head:
+            if tensor.role == "lookup" or tensor.role == "embed" and not embed_is_head:
                 continue  # an input embedding is a row lookup: negligible reads, no FLOPs
             if tensor.experts:  # chance that a given expert serves at least one of the batch's tokens
                 share = 1 - (1 - spec.experts_per_token / tensor.experts) ** batch

@@ -103,6 +103,8 @@ def place(spec: ModelSpec, setup: Setup, weights: WeightBytes) -> dict[str, list
             devices[experts[tensor.layer or 0]].append((tensor, nbytes))
         elif tensor.role == "block":
             devices[blocks[tensor.layer or 0]].append((tensor, nbytes))
+        elif tensor.role == "lookup":  # LLM_TENSOR_LAYER_INPUT, gathered on the CPU like token_embd
+            devices["cpu"].append((tensor, nbytes))
         elif tensor.role == "embed":
             devices["cpu"].append((tensor, nbytes))
             if spec.tied_embeddings and head != "cpu":

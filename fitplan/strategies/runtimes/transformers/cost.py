@@ -80,7 +80,7 @@ def place(spec: ModelSpec, setup: Setup, weights: WeightBytes) -> dict[str, list
         if tensor.role == "block":
             devices[layer_device(spec, setup, tensor.layer or 0)].append((tensor, nbytes))
         else:
-            devices[embed_device if tensor.role == "embed" else head_device(spec, setup)].append((tensor, nbytes))
+            devices[embed_device if tensor.role in ("embed", "lookup") else head_device(spec, setup)].append((tensor, nbytes))
     return devices
 
 
