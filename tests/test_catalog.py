@@ -140,7 +140,7 @@ def test_with_swa_full_off_a_sliding_layer_stays_at_its_window() -> None:
 @pytest.mark.parametrize("typed, name", [
     ("llama3.1:8b", "llama-3.1-8b"), ("llama3.1:8b-instruct-q4_K_M", "llama-3.1-8b"), ("qwen3:30b-a3b", "qwen3-30b-a3b"),
     ("gpt-oss:20b", "gpt-oss-20b"), ("mixtral:8x7b", "mixtral-8x7b-v0.1"), ("gemma3:12b", "gemma-3-12b"),
-    ("mixtral-8x7b", "mixtral-8x7b-v0.1"), ("OpenAI/GPT-OSS-20B", "gpt-oss-20b"),
+    ("mixtral-8x7b", "mixtral-8x7b-v0.1"), ("OpenAI/GPT-OSS-20B", "gpt-oss-20b"), ("gemma3n:e4b", "gemma-3n-e4b"),
 ])
 def test_the_names_users_type_answer(typed: str, name: str) -> None:
     assert catalog_spec(typed).name == name
@@ -536,7 +536,8 @@ def test_a_gemma3n_checkpoint_keeps_k_v_projections_its_shared_layers_do_not_loa
     shared = {f"model.language_model.layers.{i}.self_attn.{p}.weight": (s, 64) for i in (7, 8, 9)
               for p, s in (("k_proj", 32), ("v_proj", 32))}
     shared.update({f"model.language_model.layers.{i}.self_attn.k_norm.weight": (16,) for i in (7, 8, 9)})
-    towers = {"model.audio_tower.conformer.0.attention.attn.q_proj.weight": (32, 32), "model.embed_vision.embedding.weight": (8, 64)}
+    towers = {"model.audio_tower.conformer.0.attention.attn.q_proj.weight": (32, 32),
+              "model.embed_vision.embedding.weight": (8, 64)}
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3n", "text_config": TINY_GEMMA3N}))
     data = _safetensors(tmp_path / "model.safetensors", {**_text_and_towers(TINY_GEMMA3N, towers),
                                                           **{n: ("BF16", s) for n, s in shared.items()}})
