@@ -545,3 +545,30 @@ def test_a_gemma3n_checkpoint_keeps_k_v_projections_its_shared_layers_do_not_loa
     assert spec.parameters == spec_from_config(TINY_GEMMA3N, name="x", source="folder", location="x").parameters
     assert spec.stored_bytes == data - sum(2 * math.prod(s) for s in {**towers, **shared}.values())
     assert "audio towers are not counted" in spec.counted_parts
+
+
+def _architectures() -> list[str]:
+    from fitplan.datafiles import load_table
+
+    table = load_table("fitplan.advisor.models.data", "architectures.toml")
+    return [name for name, arch in table.items() if "text_model" not in arch]
+
+
+# keys a config must give where its class leaves them unset (DeepseekV2Config: num_experts_per_tok None)
+_REQUIRED = {"deepseek_v2": {"num_experts_per_tok": 6}}
+
+
+@pytest.mark.parametrize("model_type", _architectures())
+def test_each_architecture_at_its_config_class_defaults_counts_what_transformers_builds(model_type: str) -> None:
+    """A config.json of one key, `model_type`: fitplan's defaults table and layout against transformers'
+    own config class and model. This covers the architectures no catalog entry exercises (Granite 4.0-H,
+    Falcon-H1) and each default a real config may leave out."""
+    config = {"model_type": model_type, **_REQUIRED.get(model_type, {})}
+    spec = spec_from_config(config, name=model_type, source="folder", location=model_type)
+    assert spec.parameters == _transformers_count({"config": config})
+
+
+def test_falcon_h1_mixer_width_is_its_d_ssm_or_expand_times_hidden_where_config_says_null() -> None:
+    """FalconH1Config: mamba_d_ssm defaults to 1024; an explicit null means mamba_expand x hidden_size."""
+    null = {"model_type": "falcon_h1", "mamba_d_ssm": None, "mamba_d_head": 64}
+    assert spec_from_config(null, name="x", source="folder", location="x").parameters == _transformers_count({"config": null})

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from fitplan.advisor.models.config_values import Config, shown
-from fitplan.advisor.models.layer_plan import layer_plans
+from fitplan.advisor.models.layer_plan import layer_count, layer_plans
 from fitplan.advisor.models.tensor_layout import (
     Dims,
     experts,
@@ -46,7 +46,7 @@ def spec_from_config(
     hidden = cfg.size("hidden_size")
     heads = cfg.size("num_attention_heads", limit=65536)
     kv_heads = cfg.size("num_key_value_heads", heads, limit=heads)
-    layers = cfg.size("num_hidden_layers", limit=MAX_LAYERS)
+    layers = cfg.size("num_hidden_layers", layer_count(cfg, layout), limit=MAX_LAYERS)
     vocab = cfg.size("vocab_size")
     head_dim = cfg.size("head_dim", hidden // heads)
     v_head_dim = head_dim

@@ -170,6 +170,17 @@ def moe_layers(cfg: Config, moe: str | None, layers: int) -> set[int]:
     raise AssertionError(f"unknown moe kind {moe!r} in architectures.toml")
 
 
+def layer_count(cfg: Config, layout: dict[str, Any]) -> int | None:
+    """num_hidden_layers where config.json leaves it out and the architecture can tell: Nemotron-H's
+    pattern names every layer (transformers 5 derives the count from it); else None (the class default)."""
+    if layout.get("layers") != "nemotron_h" or "num_hidden_layers" in cfg.raw:
+        return None
+    pattern = cfg.raw.get("hybrid_override_pattern")
+    if pattern is None:
+        pattern = cfg.get("layer_types" if "layer_types" in cfg.raw else "layers_block_type")
+    return len(pattern) if isinstance(pattern, (str, list)) else None
+
+
 def _nemotron_h(cfg: Config, layers: int) -> list[LayerPlan]:
     """Nemotron-H: each layer is one component (Mamba-2, attention, MLP or MoE), named by the
     `hybrid_override_pattern` string of the hub configs or a `layers_block_type` list."""
@@ -180,7 +191,7 @@ def _nemotron_h(cfg: Config, layers: int) -> list[LayerPlan]:
         names: list[str] = list(pattern)
         key = "hybrid_override_pattern"
     else:
-        key = "layers_block_type" if "layers_block_type" in cfg.raw else "layer_types"
+        key = "layer_types" if "layer_types" in cfg.raw and "layers_block_type" not in cfg.raw else "layers_block_type"
         names = _name_list(cfg, key, cfg.get(key), layers)
     if len(names) != layers:
         raise ModelFileError(f"{cfg.where}: {key} names {len(names)} layers, but num_hidden_layers is {layers}")

@@ -248,8 +248,8 @@ def _mamba_keys(d: Dims) -> dict[str, int]:
     groups, conv = cfg.size(keys["groups"], limit=2**16), cfg.size(keys["conv"], limit=4096)
     if keys.get("inner") == "heads":  # Nemotron-H: heads x head_dim
         inner = heads * cfg.size(keys["head_dim"], limit=2**16)
-    elif keys.get("inner") == "d_ssm" and cfg.get("mamba_d_ssm") is not None:  # Falcon-H1
-        inner = cfg.size("mamba_d_ssm")
+    elif keys.get("inner") == "d_ssm" and not ("mamba_d_ssm" in cfg.raw and cfg.raw["mamba_d_ssm"] is None):
+        inner = cfg.size("mamba_d_ssm")  # Falcon-H1: the class default 1024 unless config.json says null
     else:
         inner = int(_number(cfg, keys["expand"]) * d.hidden)
     return {"heads": heads, "state": state, "groups": groups, "conv": conv, "inner": inner,
