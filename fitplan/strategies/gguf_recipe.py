@@ -658,6 +658,19 @@ def assign_types(
     ffn_down, Q4_0 / Q5_0 ffn_down of the first layers).
     Raises ``ValueError`` where llama-quantize would fail.
     """
+    return _assign(tensors, file_type, arch=arch, n_expert=n_expert, n_gqa=n_gqa, n_layer=n_layer,
+                   has_imatrix=has_imatrix)[0]
+
+
+def fallback_tensors(tensors: list[RecipeTensor], file_type: str, *, arch: str, n_expert: int = 0, n_gqa: int = 1,
+                     n_layer: int | None = None) -> list[str]:
+    """The tensors whose rows are not a whole number of the type's blocks, so llama-quantize gives them
+    another type (tensor_type_fallback: SmolLM2's 576-wide rows cannot hold K-quants' 256-blocks)."""
+    return _assign(tensors, file_type, arch=arch, n_expert=n_expert, n_gqa=n_gqa, n_layer=n_layer)[1].fallbacks
+
+
+def _assign(tensors: list[RecipeTensor], file_type: str, *, arch: str, n_expert: int = 0, n_gqa: int = 1,
+            n_layer: int | None = None, has_imatrix: bool = False) -> tuple[dict[str, str], _QuantizeState]:
     ftype = _canonical_ftype(file_type)
     default_type = _FTYPE_DEFAULT_TYPE[ftype]
     if n_layer is None:
@@ -674,4 +687,4 @@ def assign_types(
     # weights are visited in llama_model_loader::weights_map order
     ordered = sorted(tensors, key=lambda t: _weight_order_key(t.name))
     qs.init_counters([t.name for t in ordered])
-    return {t.name: _tensor_get_type(qs, t, default_type, ftype, _tensor_category(t.name)) for t in ordered}
+    return {t.name: _tensor_get_type(qs, t, default_type, ftype, _tensor_category(t.name)) for t in ordered}, qs

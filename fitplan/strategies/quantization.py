@@ -32,6 +32,7 @@ class WeightFormat:
     bytes_per_weight: int = 0
     double_quant: bool = False
     pinned_only_on: tuple[str, ...] = ()  # devices where it runs but is not proposed unpinned
+    kld_mean: float | None = None  # mean KL divergence from the reference, where measured (fitplan quality)
 
 
 @lru_cache(maxsize=1)

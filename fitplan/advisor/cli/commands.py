@@ -1,4 +1,4 @@
-"""The command line: `fitplan advise|profile|models|run|export|check|schema|strategies|verify` and the
+"""The command line: `fitplan advise|profile|models|quality|run|export|check|schema|strategies|verify` and the
 `advise` shortcut.
 
 Thin on purpose: commands parse and print, library functions do the work. Every user error is one
@@ -17,7 +17,7 @@ from fitplan.errors import BadValueError, FitplanError
 
 if TYPE_CHECKING:
     from fitplan.advisor.planner.calibration import Calibration
-    from fitplan.advisor.planner.candidates import Candidate, Request
+    from fitplan.advisor.planner.candidates import Advice, Candidate, Request
     from fitplan.advisor.plans.plan_file import PlanFile
     from fitplan.hardware_spec import HardwareSpec
     from fitplan.model_spec import ModelSpec
@@ -52,6 +52,10 @@ def advise_command(
     min_tokens_per_s: Optional[str] = typer.Option(None, "--min-tokens-per-s", help="decode at least this fast"),
     max_ttft: Optional[str] = typer.Option(None, "--max-ttft", help="time to first token at most, e.g. 2s"),
     max_ppl_increase: Optional[str] = typer.Option(None, "--max-ppl-increase", help="perplexity loss at most, e.g. 0.2"),
+    max_kld: Optional[str] = typer.Option(None, "--max-kld", help="mean KL divergence at most, as fitplan quality "
+                                          "measured it on MODEL, e.g. 0.05"),
+    probe_quality: bool = typer.Option(False, "--probe-quality", help="measure the GGUF formats that fit on MODEL's "
+                                       "own file (fitplan quality, cached) before choosing"),
     top: Optional[str] = typer.Option(None, "--top", help="list at most K alternatives (default: all in --json, 8 in the table)"),
     flash_attn: Optional[bool] = typer.Option(None, "--flash-attn/--no-flash-attn",
                                               help="llama.cpp flash attention (default on)"),
@@ -104,6 +108,7 @@ def advise_command(
         min_tokens_per_s=parse_rate(min_tokens_per_s, source="--min-tokens-per-s") if min_tokens_per_s else None,
         max_ttft_s=parse_duration(max_ttft, source="--max-ttft") if max_ttft else None,
         max_ppl_increase=_parse_loss(max_ppl_increase) if max_ppl_increase is not None else None,
+        max_kld=_parse_loss(max_kld, "--max-kld") if max_kld is not None else None,
         prune=prune,
         disk_layers=parse_count(disk_layers, source="--disk-layers") if disk_layers is not None else None,
     )
@@ -122,8 +127,12 @@ def advise_command(
     hw = _hardware(hardware, ram_bytes, model_path=model)
     if probe and draft and request.acceptance is None:
         request = _measured_acceptance(spec, draft, request)
+    request = _with_measured_quality(spec, request, probe_quality)
     probes, calibration = _speed_context(hw, spec, probe=False)
     advice = advise(spec, hw, request, probes=probes, calibration=calibration)
+    if probe_quality:  # measure the formats that fit on the model's own file, then answer again
+        request = _probe_quality(spec, advice, request, as_json)
+        advice = advise(spec, hw, request, probes=probes, calibration=calibration)
     if probe:  # measure, calibrate the runtime the first answer chose, then answer again
         probes, calibration = _speed_context(hw, spec, probe=True, chosen=advice.chosen)
         advice = advise(spec, hw, request, probes=probes, calibration=calibration)
@@ -147,6 +156,37 @@ def advise_command(
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
         render(document, _console(), top=8 if top_k is None else top_k)
+
+
+def _with_measured_quality(spec: ModelSpec, request: Request, probe_quality: bool) -> Request:
+    """The request with what fitplan quality measured for a local GGUF (its cache), if anything."""
+    from dataclasses import replace
+
+    if spec.source != "gguf":
+        if probe_quality:
+            raise BadValueError(f"--probe-quality measures a local GGUF file; {spec.name} is a {spec.source} model "
+                                "(convert it, or pass the .gguf)")
+        return request
+    from fitplan.advisor.planner.quality import stored_quality
+
+    measured = stored_quality(spec.location)
+    return replace(request, measured=measured) if measured else request
+
+
+def _probe_quality(spec: ModelSpec, advice: Advice, request: Request, as_json: bool) -> Request:
+    """Run fitplan quality over the GGUF formats the first answer found to fit (the file's own aside)."""
+    from dataclasses import replace
+
+    from fitplan.advisor.cli.report import quality_progress
+    from fitplan.advisor.planner.quality import measure, stored_quality
+
+    fitting = [advice.chosen, *advice.alternatives] if advice.fits else []
+    formats = list(dict.fromkeys(c.fmt.name for c in fitting if c.fmt.family == "gguf" and c.fmt.name != spec.native_dtype))
+    if formats:
+        with quality_progress(enabled=not as_json and sys.stderr.isatty()) as progress:
+            measure(spec.location, formats, progress=progress)
+    measured = stored_quality(spec.location)
+    return replace(request, measured=measured) if measured else request
 
 
 def _pruning_effects(prune: str, chosen: Candidate, hw: HardwareSpec) -> dict[str, Any]:
@@ -441,6 +481,41 @@ def _option_row(option: Option, hw: HardwareSpec | None) -> dict[str, Any]:
     return row
 
 
+@app.command("quality")
+def quality_command(
+    model: str = typer.Argument(..., help="a local GGUF file"),
+    formats: Optional[str] = typer.Option(None, "--formats", help="comma-separated GGUF file types (default: Q8_0, "
+                                          "Q6_K, Q5_K_M, Q4_K_M, Q3_K_M, Q2_K and the file's own type)"),
+    reference: Optional[str] = typer.Option(None, "--reference", help="a file type written from MODEL, or another GGUF "
+                                            "of the same model (e.g. its F16) to compare against (default: MODEL)"),
+    text: Optional[str] = typer.Option(None, "--text", help="a UTF-8 text file to score (default: a built-in text)"),
+    tokens: str = typer.Option("2048", "--tokens", help="tokens scored"),
+    threads: Optional[str] = typer.Option(None, "--threads", help="CPU threads (default: physical cores)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="measure again even where a cached figure exists"),
+) -> None:
+    """Measure what each GGUF format costs this model: KL divergence, top-1 agreement and perplexity against
+    the reference, file size and decode speed here, all with llama.cpp itself."""
+    from fitplan.advisor.cli.report import quality_progress, render_quality
+    from fitplan.advisor.planner.quality import measure
+    from fitplan.units import parse_count
+
+    for option, value in (("--formats", formats), ("--reference", reference), ("--text", text), ("--threads", threads)):
+        _not_empty(value, option)
+    count = parse_count(tokens, source="--tokens", maximum=65536)
+    n_threads = parse_count(threads, source="--threads", maximum=4096) if threads else None
+    wanted = [f for f in formats.split(",") if f.strip()] if formats else None
+    with quality_progress(enabled=not as_json and sys.stderr.isatty()) as progress:
+        report = measure(model, wanted, reference=reference, text_file=text, tokens=count, threads=n_threads,
+                         progress=progress, use_cache=not no_cache)
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+    else:
+        render_quality(report, _console())
+    if report.interrupted:
+        raise typer.Exit(130)
+
+
 @app.command("verify")
 def verify_command(
     model: str = typer.Argument(..., help="a .gguf file, a folder with config.json + safetensors, or a plan .json"),
@@ -521,8 +596,9 @@ def _parse_fraction(text: str) -> float:
     return _number(text, 1, f"bad --acceptance {text!r}: expected a rate in [0, 1), e.g. 0.7")
 
 
-def _parse_loss(text: str) -> float:
-    return _number(text, 1e6, f"bad --max-ppl-increase {text!r}: expected a perplexity increase such as 0.2")
+def _parse_loss(text: str, option: str = "--max-ppl-increase") -> float:
+    example = "a mean KL divergence such as 0.05" if option == "--max-kld" else "a perplexity increase such as 0.2"
+    return _number(text, 1e6, f"bad {option} {text!r}: expected {example}")
 
 
 def _speed_context(hw: HardwareSpec, spec: ModelSpec, *, probe: bool, chosen: Candidate | None = None

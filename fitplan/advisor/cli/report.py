@@ -9,6 +9,8 @@ from fitplan.user_files import shown
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from fitplan.advisor.planner.quality import QualityReport
+
 
 def render(doc: dict[str, Any], console: Console, *, top: int = 8) -> None:
     """Print the recommendation, its memory per device, the alternatives and the rejections."""
@@ -41,6 +43,9 @@ def render(doc: dict[str, Any], console: Console, *, top: int = 8) -> None:
                   f"context {plan['context']}, batch {plan['batch']}, {plan['threads']} threads, {where}")
     if plan.get("context_note"):
         console.print(f"  context {plan['context']}: {shown(plan['context_note'])}")
+    quality = doc.get("quality") or {}
+    if str(quality.get("source", "")).startswith("measured"):
+        console.print(f"  quality: perplexity +{quality['ppl_increase']:.3f}, {shown(quality['source'])}")
     sibling = doc.get("smaller_sibling")
     if sibling:
         asked = sibling["instead_of"]
@@ -117,3 +122,67 @@ def render_survey(hardware: str, rows: list[Any], console: Console) -> None:
     for r in rows:
         if not r.fits:
             console.print(f"  {shown(r.name)}: {shown(r.reason)}")
+
+
+def render_quality(report: QualityReport, console: Console) -> None:
+    """`fitplan quality`'s table: one row per format, against the reference named above it."""
+    import os
+
+    from rich.table import Table
+
+    ref = report.reference
+    if ref:
+        where = shown(os.path.basename(ref["file"])) if ref.get("file") else "written from the input"
+        console.print(f"reference: {where} ({ref['format']}, {format_bytes(ref['bytes'])}), perplexity {ref['ppl']:.3f}, "
+                      f"decode {ref['decode_tokens_per_s']:.1f} tok/s; {ref['tokens_scored']} tokens of "
+                      f"{shown(report.text.get('title') or report.text['name'])} scored")
+    table = Table(show_edge=False)
+    for column in ("format", "KLD mean", "KLD p99", "top-1 same", "ppl", "ppl ratio", "size", "decode tok/s"):
+        table.add_column(column, justify="left" if column == "format" else "right")
+    for f in report.formats:
+        table.add_row(f.format + (" *" if f.cached else ""), f"{f.kld_mean:.4f}", f"{f.kld_p99:.4f}",
+                      f"{100 * f.top1_agreement:.1f}%", f"{f.ppl:.3f}", f"{f.ppl_ratio:.4f}", format_bytes(f.bytes),
+                      f"{f.decode_tokens_per_s:.1f}")
+    console.print(table)
+    if any(f.cached for f in report.formats):
+        console.print("  * from the cache (--no-cache measures again)")
+    for f in report.formats:
+        if f.fallback:
+            wrote = ", ".join(f"{n} tensor{'s' * (n != 1)} as {t}" for t, n in sorted(f.fallback.items()))
+            console.print(f"  {f.format}: llama.cpp wrote {wrote}, their rows not being a whole number of its blocks")
+    for note in report.notes:
+        console.print(f"  {shown(note)}")
+
+
+class _QualityProgress:
+    """A rich progress bar over the formats, with the time left; silent where stderr is not a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.bar: Any = None
+        self.task: Any = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+
+    def __call__(self, what: str, done: int, steps: int) -> None:
+        if self.bar is None:
+            return
+        if self.task is None:
+            self.task = self.bar.add_task(what, total=steps)
+        self.bar.update(self.task, description=what, completed=done, total=steps)
+
+    def __enter__(self) -> _QualityProgress:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def quality_progress(enabled: bool) -> _QualityProgress:
+    return _QualityProgress(enabled)

@@ -1,6 +1,7 @@
 """What the solver weighs and answers: the request, each candidate plan, and the advice."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -8,6 +9,7 @@ from fitplan.plan_spec import DeviceMemory, Setup
 from fitplan.strategies.quantization import WeightFormat
 
 if TYPE_CHECKING:
+    from fitplan.advisor.planner.quality import MeasuredQuality
     from fitplan.advisor.planner.speed import SpeedPrediction
     from fitplan.strategies.runtimes.vllm.cost import ScaleOut
 
@@ -37,6 +39,8 @@ class Request:
     min_tokens_per_s: float | None = None
     max_ttft_s: float | None = None
     max_ppl_increase: float | None = None
+    max_kld: float | None = None  # mean KL divergence at most: needs a measured figure (fitplan quality)
+    measured: Mapping[str, MeasuredQuality] | None = None  # this model's measured formats, by name
     prune: str | None = None  # "2:4" or "unstructured:RATIO": pinned only, the solver never proposes it
     disk_layers: int | None = None  # transformers: keep the last N blocks on disk (accelerate offload); pinned only
 

@@ -44,10 +44,11 @@ def plan_dict(c: Candidate, context_note: str = "", spec: ModelSpec | None = Non
 
 def quality_dict(c: Candidate) -> dict[str, Any]:
     own = c.fmt.ppl_increase
+    kld = {"kld_mean": c.fmt.kld_mean} if c.fmt.kld_mean is not None else {}
     if own is None or not c.source_loss or not c.converted:
-        return {"ppl_increase": own, "source": c.fmt.quality_source}
+        return {"ppl_increase": own, "source": c.fmt.quality_source, **kld}
     return {"ppl_increase": plan_loss_of(c),
-            "source": f"{c.fmt.quality_source}, plus the source file's own {c.source_loss:g} (it carries over)"}
+            "source": f"{c.fmt.quality_source}, plus the source file's own {c.source_loss:g} (it carries over)", **kld}
 
 
 def predicted_dict(c: Candidate, calibration: Calibration | None = None, now: float | None = None) -> dict[str, Any]:

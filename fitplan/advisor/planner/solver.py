@@ -106,7 +106,17 @@ def _formats(spec: ModelSpec, request: Request, hw: HardwareSpec
     excluded = [(f.name, why) for f in formats if (why := _format_unmet(f, hw, pinned=pinned is not None))]
     if pinned and excluded:
         raise BadValueError(f"--weights {pinned.name} cannot run on {hw.name}: {excluded[0][1]}")
-    return pinned, [f for f in formats if f.name not in dict(excluded)], excluded
+    weighed = [_measured(f, spec, request) for f in formats if f.name not in dict(excluded)]
+    return (_measured(pinned, spec, request) if pinned else None), weighed, excluded
+
+
+def _measured(fmt: WeightFormat, spec: ModelSpec, request: Request) -> WeightFormat:
+    """The format with this model's measured loss in place of the prior, where fitplan quality measured it
+    (the files' own format keeps its prior: what was measured is that format written again from them)."""
+    measured = (request.measured or {}).get(fmt.name)
+    if measured is None or _is_files_format(spec, fmt):
+        return fmt
+    return replace(fmt, ppl_increase=measured.ppl_increase, kld_mean=measured.kld_mean, quality_source=measured.source)
 
 
 def _narrow_by_pins(formats: list[WeightFormat], req: Request, hw: HardwareSpec) -> list[WeightFormat]:
@@ -163,6 +173,11 @@ def _breaks_constraints(c: Candidate, req: Request) -> str:
     why = []
     if req.max_ppl_increase is not None and plan_loss_of(c) > req.max_ppl_increase:
         why.append(f"perplexity +{plan_loss_of(c):.3f} > --max-ppl-increase {req.max_ppl_increase:g}")
+    if req.max_kld is not None:
+        if c.fmt.kld_mean is None:
+            why.append(f"no measured KL divergence for {c.fmt.name} (--max-kld: run fitplan quality, or advise --probe-quality)")
+        elif c.fmt.kld_mean > req.max_kld:
+            why.append(f"KL divergence {c.fmt.kld_mean:.4f} > --max-kld {req.max_kld:g}")
     speed = c.speed
     assert speed is not None, "only candidates with a speed are judged"
     if req.min_tokens_per_s is not None and speed.decode_tokens_per_s < req.min_tokens_per_s:
