@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fitplan.errors import BadValueError, ModelFileError, ModelNotFoundError, RuntimeMissingError
+from fitplan.strategies.runtimes.llamacpp import kld  # stdlib-only at import: numpy and llama_cpp load when run
 
 if TYPE_CHECKING:
     import numpy as np
 
     from fitplan.model_spec import ModelSpec
-    from fitplan.strategies.runtimes.llamacpp.kld import Scored
 
 SCHEMA = 1
 DEFAULT_FORMATS = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
@@ -165,7 +165,7 @@ def measure(model: str, formats: list[str] | None = None, *, reference: str | No
     quantize_from = ref_file or source
     key = {"schema": SCHEMA, "input": weights_fingerprint(source), "reference": ref_format or (
         weights_fingerprint(ref_file) if ref_file else "input"), "text": hashlib.sha256(text.encode()).hexdigest(),
-        "tokens": tokens, "n_ctx": _n_ctx(), "llama_cpp": _llama_cpp_version()}
+        "tokens": tokens, "n_ctx": kld.N_CTX, "llama_cpp": _llama_cpp_version()}
     cache = _cache_path(key)
     stored = _load(cache, key) if use_cache else {}
     work = Path(tempfile.mkdtemp(prefix=".quality-", dir=cache_dir("quality")))
@@ -176,9 +176,8 @@ def measure(model: str, formats: list[str] | None = None, *, reference: str | No
             ref_path = quantize_from if ref_format is None else str(work / f"reference-{ref_format}.gguf")
             if ref_format is not None:
                 _step(progress, f"writing the reference {ref_format}", 0, len(todo) + 1)
-                _quantize(quantize_from, ref_path, ref_format, threads)
-            job = _Job(spec, quantize_from, ref_path, ref_file if ref_format is None else None, text, tokens, threads,
-                       work, cache, key, progress)
+                kld.quantize(quantize_from, ref_path, ref_format, threads)
+            job = _Job(spec, quantize_from, ref_path, ref_file, text, tokens, threads, work, cache, key, progress)
             job.run(todo, stored)
     except KeyboardInterrupt:
         report.interrupted = True
@@ -187,7 +186,7 @@ def measure(model: str, formats: list[str] | None = None, *, reference: str | No
     report.reference = stored.get("reference") or {}
     report.formats = [_row(stored["formats"][f], cached=f not in todo) for f in wanted if f in stored.get("formats", {})]
     report.text["tokens_scored"] = report.reference.get("tokens_scored", 0)
-    report.notes = _notes(report, spec.native_dtype)
+    report.notes = _notes(report)
     return report
 
 
@@ -208,8 +207,6 @@ class _Job:
     progress: Progress | None
 
     def run(self, todo: list[str], stored: dict[str, Any]) -> None:
-        from fitplan.strategies.runtimes.llamacpp import kld
-
         steps = len(todo) + 1
         _step(self.progress, "scoring the reference", 0, steps)
         ref = kld.Model(self.ref_path, self.threads)
@@ -227,7 +224,7 @@ class _Job:
             ref.close()
         _step(self.progress, "done", steps, steps)
 
-    def _reference(self, base: Scored, rate: float) -> dict[str, Any]:
+    def _reference(self, base: kld.Scored, rate: float) -> dict[str, Any]:
         from fitplan.advisor.models.model_files import gguf_spec
 
         ref_type = gguf_spec(self.ref_path).native_dtype
@@ -235,14 +232,12 @@ class _Job:
                 "format": ref_type, "quantized": ref_type not in ("F32", "F16", "BF16"), "ppl": base.ppl,
                 "bytes": os.path.getsize(self.ref_path), "decode_tokens_per_s": rate, "tokens_scored": base.tokens}
 
-    def _measure(self, fmt: str, plan: list[Any], store: np.ndarray, vocab: int, base: Scored, done: int,
+    def _measure(self, fmt: str, plan: list[Any], store: np.ndarray, vocab: int, base: kld.Scored, done: int,
                  steps: int) -> dict[str, Any]:
         from fitplan.advisor.models.model_files import gguf_spec
-        from fitplan.strategies.runtimes.llamacpp import kld
-
         target = str(self.work / f"{fmt}.gguf")
         _step(self.progress, f"{fmt}: writing", done - 1, steps)
-        _quantize(self.quantize_from, target, fmt, self.threads)
+        kld.quantize(self.quantize_from, target, fmt, self.threads)
         _step(self.progress, f"{fmt}: scoring", done - 1, steps)
         model = kld.Model(target, self.threads)
         try:
@@ -273,7 +268,7 @@ def _fallback(source_spec: ModelSpec, written: ModelSpec, fmt: str) -> dict[str,
     return counts
 
 
-def _notes(report: QualityReport, input_type: str) -> list[str]:
+def _notes(report: QualityReport) -> list[str]:
     notes = []
     ref = report.reference
     if ref.get("quantized"):
@@ -293,18 +288,10 @@ def _step(progress: Progress | None, what: str, done: int, steps: int) -> None:
         progress(what, done, steps)
 
 
-def _quantize(source: str, target: str, fmt: str, threads: int) -> None:
-    from fitplan.strategies.runtimes.llamacpp.kld import quantize
-
-    quantize(source, target, fmt, threads)
-
-
 def _formats(formats: list[str] | None, input_type: str) -> list[str]:
     """The formats asked for (default: six from Q8_0 to Q2_K, and the input's own type requantized), each a
     file type llama.cpp's quantizer writes."""
-    from fitplan.datafiles import load_table
-
-    known = {name.upper(): name for name in load_table("fitplan.strategies.data", "gguf_file_types.toml").values()}
+    known = _file_types()
     wanted = list(formats) if formats else [*DEFAULT_FORMATS, input_type]
     out: list[str] = []
     for name in wanted:
@@ -318,9 +305,14 @@ def _formats(formats: list[str] | None, input_type: str) -> list[str]:
 
 
 def _is_format(name: str) -> bool:
+    return name.strip().upper() in _file_types()
+
+
+def _file_types() -> dict[str, str]:
+    """llama.cpp's file type names (gguf_file_types.toml), by their upper-case spelling."""
     from fitplan.datafiles import load_table
 
-    return name.strip().upper() in {v.upper() for v in load_table("fitplan.strategies.data", "gguf_file_types.toml").values()}
+    return {name.upper(): name for name in load_table("fitplan.strategies.data", "gguf_file_types.toml").values()}
 
 
 def _local_gguf(path: str | None, what: str) -> str:
@@ -348,12 +340,6 @@ def _physical_cores() -> int:
     import psutil
 
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
-
-
-def _n_ctx() -> int:
-    from fitplan.strategies.runtimes.llamacpp.kld import N_CTX
-
-    return N_CTX
 
 
 def _llama_cpp_version() -> str:
