@@ -27,6 +27,7 @@ CASES = [  # (label, runtime, weights, context, threads, model)
     ("llama.cpp Q4_1 ctx 2048, 2 threads", "llama.cpp", None, 2048, 2, "smollm2"),
     ("transformers fp32, 1 thread", "transformers", "fp32", 2048, 1, "smollm2"),
     ("transformers bf16, 1 thread", "transformers", "bf16", 2048, 1, "smollm2"),
+    ("transformers int8-dynamic, 1 thread", "transformers", "int8-dynamic", 2048, 1, "smollm2"),
     # a held-out model: another architecture, predicted from the calibration on SmolLM2 only
     ("held-out model Gemma-3-270M Q4_K_M ctx 2048, 1 thread", "llama.cpp", None, 2048, 1, "gemma3"),
     ("held-out model Gemma-3-270M Q4_K_M ctx 8192, 2 threads", "llama.cpp", None, 8192, 2, "gemma3"),
@@ -158,6 +159,7 @@ def platform_line() -> str:
 
 
 PUBLISHED_MARK = "<!-- published: bench/published.py --doc writes from here -->"  # its section is kept
+DYNAMIC_MARK = "<!-- dynamic int8: bench/dynamic_int8.py's tables, kept -->"  # so is this one, before it
 
 
 def main() -> None:
@@ -173,7 +175,9 @@ def main() -> None:
     results = run_cases({"smollm2": path, "gemma3": gemma3_path()}, args.rounds, args.repeat)
     text = table(results, calibrated_on, time.perf_counter() - start)
     out = Path(args.out)
-    kept = out.read_text(encoding="utf-8").partition(PUBLISHED_MARK)[1:] if out.exists() else ("", "")
+    old = out.read_text(encoding="utf-8") if out.exists() else ""
+    mark = DYNAMIC_MARK if DYNAMIC_MARK in old else PUBLISHED_MARK
+    kept = old.partition(mark)[1:] if old else ("", "")
     out.write_text(text.rstrip("\n") + "\n\n" + "".join(kept) if kept[0] else text, encoding="utf-8")
     print(text)
 

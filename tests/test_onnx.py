@@ -72,3 +72,43 @@ def test_onnx_runtime_matches_transformers_greedy_and_its_export(smollm2_gguf: s
     exported = subprocess.run([sys.executable, str(snippet), PROMPT], capture_output=True, text=True, timeout=600)
     assert exported.returncode == 0, exported.stderr
     assert exported.stdout.strip() == text.strip()
+
+
+def test_onnx_int8_plan_is_sized_from_its_quantized_graph(smollm2_gguf: str, module_cache: Path) -> None:
+    """onnx-int8: every matrix int8 (the embedding's Gather uint8) with a scale and zero point per output
+    channel, and, SmolLM2's head being the tied embedding, an fp32 copy of it that the head reads."""
+    doc = json.loads(plan_for(smollm2_gguf, module_cache, "onnx-int8.json", "--runtime", "onnxruntime",
+                              "--weights", "onnx-int8").read_text())
+    assert (doc["plan"]["weights"], doc["plan"]["kv_cache"]) == ("onnx-int8", "f32")
+    assert "quantize_dynamic" in doc["plan"]["weights_source"]["how"]
+    block_matrices = 30 * (576 * 576 * 2 + 576 * 192 * 2 + 576 * 1536 * 3)
+    rows = 30 * (576 * 2 + 192 * 2 + 1536 * 2 + 576)  # output channels of those matrices
+    embed, norms = 49152 * 576, 30 * 2 * 576 + 576
+    # the embedding's 49,152 rows are counted with 12 bytes each too, 0.6 MB over ORT's one scale for a Gather
+    assert doc["predicted"]["memory"]["cpu"]["weights"] == \
+        block_matrices + rows * 12 + embed + 49152 * 12 + norms * 4 + embed * 4
+
+
+@needs_onnx
+def test_onnx_int8_runs_its_quantized_export(smollm2_gguf: str, module_cache: Path, tmp_path: Path) -> None:
+    """The int8 copy is written once beside the export (MatMulInteger in place of MatMul), runs through
+    `fitplan run` and its exported Python alike, and a second load reuses it."""
+    import onnx
+
+    from fitplan.advisor.plans.plan_file import load_plan, run_target
+    from fitplan.strategies.runtimes.onnx.session import plan_export
+
+    plan = plan_for(smollm2_gguf, module_cache, "onnx-int8-run.json", "--runtime", "onnxruntime", "--weights", "onnx-int8")
+    _, graph = plan_export(run_target(load_plan(str(plan))))
+    assert graph.name.endswith("-int8")
+    ops = {node.op_type for node in onnx.load(str(graph / "model.onnx"), load_external_data=False).graph.node}
+    assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
+    made = (graph / "model.onnx").stat().st_mtime_ns
+    run = cli("run", str(plan), "--prompt", PROMPT, "--max-tokens", "12")
+    assert run.returncode == 0 and len(run.stdout.strip()) > 5, run.stderr
+    assert (graph / "model.onnx").stat().st_mtime_ns == made
+    snippet = tmp_path / "plan.py"
+    snippet.write_text(cli("export", str(plan), "--to", "python", "--max-tokens", "12").stdout)
+    exported = subprocess.run([sys.executable, str(snippet), PROMPT], capture_output=True, text=True, timeout=600)
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout.strip() == run.stdout.strip()

@@ -284,6 +284,37 @@ def test_bitsandbytes_runs_on_the_cpu_when_pinned(smollm2_gguf: str, module_cach
     assert exported.stdout.strip() == text.strip() and len(text) > 5
 
 
+def test_dynamic_int8_plan_runs_quantized_and_matches_its_export(smollm2_gguf: str, module_cache: Path,
+                                                                tmp_path: Path) -> None:
+    """int8-dynamic: the 210 block linear layers become torch's DynamicQuantizedLinear after an fp32 load (the
+    embedding and tied head stay fp32), the plan's weight bytes are int8 + 12 bytes per output channel,
+    `fitplan run` and the exported Python print the same text, and transformers serve is refused in one line."""
+    plan = write_plan(smollm2_gguf, module_cache, "hf-int8.json", "--runtime", "transformers", "--weights", "int8-dynamic")
+    doc = json.loads(plan.read_text())
+    assert (doc["plan"]["weights"], doc["plan"]["kv_cache"], doc["plan"]["placement"]) == ("int8-dynamic", "f32", "cpu")
+    assert "quantize_dynamic" in doc["plan"]["weights_source"]["how"]
+    block_matrices = 30 * (576 * 576 * 2 + 576 * 192 * 2 + 576 * 1536 * 3)
+    rows = 30 * (576 * 2 + 192 * 2 + 1536 * 2 + 576)
+    rest = 134_515_008 - block_matrices  # embedding and norms, fp32
+    assert doc["predicted"]["memory"]["cpu"]["weights"] == block_matrices + rows * 12 + rest * 4
+    with fitplan.load(str(plan)) as handle:
+        model = handle._session.model
+        quantized = [n for n, m in model.named_modules() if type(m).__module__.endswith("quantized.dynamic.modules.linear")]
+        assert len(quantized) == 210 and all(".layers." in n for n in quantized)
+        assert type(model.lm_head).__module__ == "torch.nn.modules.linear"
+        text = handle.generate(PROMPT, max_tokens=12)
+    run = cli("run", str(plan), "--prompt", PROMPT, "--max-tokens", "12")
+    assert run.returncode == 0 and run.stdout.strip() == text.strip() and len(text) > 5, run.stderr
+    snippet = tmp_path / "plan.py"
+    snippet.write_text(cli("export", str(plan), "--to", "python", "--max-tokens", "12").stdout)
+    exported = subprocess.run([sys.executable, str(snippet), PROMPT], capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout.strip() == text.strip()
+    served = cli("run", str(plan), "--serve", "--port", "8765")
+    assert served.returncode == 2 and "has no int8-dynamic option" in served.stderr, served.stderr
+
+
 def test_serve_a_transformers_plan(transformers_plans: dict[str, Path]) -> None:
     """`fitplan run --serve` on a transformers plan starts `transformers serve` with the model preloaded
     (the name to request is on the first stderr line); a streaming chat request answers with SSE chunks."""

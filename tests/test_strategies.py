@@ -173,3 +173,14 @@ def test_advise_imports_no_pluggy_without_plugins(tmp_path: Path) -> None:
     env = {**os.environ, "FITPLAN_CACHE_DIR": str(tmp_path)}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert run.stderr.strip().splitlines()[-1] == "False", run.stderr
+
+
+def test_pruning_is_refused_on_quantized_weights() -> None:
+    """Pruning zeroes dense weights: pinned with a quantized transformers format (bitsandbytes, dynamic int8)
+    it is one line, and unpinned it plans only the dense formats."""
+    spec = catalog_spec("llama-3.2-1b")
+    for weights in ("nf4", "int8-dynamic"):
+        with pytest.raises(BadValueError, match=f"zeroes fp32/bf16/fp16 weights; {weights} quantizes them"):
+            advise(spec, load_profile("laptop-cpu-16gb"), Request(weights=weights, prune="unstructured:0.5"))
+    chosen = advise(spec, load_profile("laptop-cpu-16gb"), Request(prune="unstructured:0.5")).chosen
+    assert chosen.fmt.family == "dense"

@@ -110,9 +110,13 @@ def _quantized_linear(t: TensorInfo) -> bool:
 
 def _hf_tensor_bytes(t: TensorInfo, fmt: WeightFormat) -> int:
     numel = t.numel
-    if fmt.family == "dense" or not _quantized_linear(t):
+    # ONNX Runtime's quantize_dynamic takes every MatMul weight and the embedding's Gather, not only the blocks'
+    quantized = t.is_matrix if fmt.family == "dynint8" and fmt.runtime == "onnxruntime" else _quantized_linear(t)
+    if fmt.family == "dense" or not quantized:
         return numel * (fmt.bytes_per_weight or 2)
     rows_in, out = t.shape[0], numel // t.shape[0]  # GGUF order: shape[0] is in_features
+    if fmt.family == "dynint8":  # int8 weight + per output channel an fp32 scale, an int32 zero point and an
+        return numel + out * 12  # int32 column offset (fbgemm's packed weight; ORT: scale and zero point)
     if fmt.family == "bnb8":  # int8 weight + one fp32 scale per output row (Int8Params.SCB)
         return numel + out * 4
     if fmt.family == "bnb4":  # two 4-bit codes per byte + an absmax per 64-weight block

@@ -10,15 +10,17 @@ from typing import Any
 from fitplan.model_spec import ModelSpec
 from fitplan.strategies.quantization import WeightFormat
 
-_LOAD_TIME = {"bnb8": "bitsandbytes int8", "bnb4": "bitsandbytes 4-bit"}
+_LOAD_TIME = {"bnb8": "bitsandbytes int8 (BitsAndBytesConfig)", "bnb4": "bitsandbytes 4-bit (BitsAndBytesConfig)",
+              "dynint8": "torch's quantize_dynamic, per output channel, after an fp32 load"}
 
 
 def weights_source(spec: ModelSpec, fmt: WeightFormat, weight_bytes: int) -> dict[str, Any]:
     local = spec.source in ("gguf", "folder")
     if fmt.runtime == "onnxruntime":
+        how = "optimum exports the fp32 model to ONNX once (text-generation-with-past), cached by fingerprint" + (
+            "; onnxruntime's quantize_dynamic writes its int8 copy once" if fmt.family == "dynint8" else "")
         if local:
-            return {"kind": "exported locally", "bytes": weight_bytes,
-                    "how": "optimum exports the fp32 model to ONNX once (text-generation-with-past), cached by fingerprint"}
+            return {"kind": "exported locally", "bytes": weight_bytes, "how": how}
         return _download(spec, f"the safetensors of {spec.hub_id}, then an ONNX export", weight_bytes)
     if spec.source == "gguf":
         return _from_gguf(spec, fmt, weight_bytes)
@@ -29,7 +31,7 @@ def weights_source(spec: ModelSpec, fmt: WeightFormat, weight_bytes: int) -> dic
             return {"kind": "cast at load", "how": f"transformers loads the {spec.native_dtype} files as {fmt.name}"}
         return _download(spec, f"the {spec.native_dtype} safetensors of {spec.hub_id}", weight_bytes)
     if fmt.family in _LOAD_TIME:
-        base = {"kind": "quantized at load time", "how": f"{_LOAD_TIME[fmt.family]} (BitsAndBytesConfig) from the 16-bit weights"}
+        base = {"kind": "quantized at load time", "how": f"{_LOAD_TIME[fmt.family]}, from the 16/32-bit weights"}
         return base if local else {**base, "needs": _download(spec, f"the safetensors of {spec.hub_id}", 0)}
     if fmt.family in ("gptq", "awq"):
         return {"kind": "download a pre-quantized checkpoint",
@@ -51,8 +53,10 @@ def _from_gguf(spec: ModelSpec, fmt: WeightFormat, weight_bytes: int) -> dict[st
         return {"kind": "convert locally", "bytes": weight_bytes,
                 "how": f"llama-quantize --allow-requantize {spec.location} model-{fmt.name}.gguf {fmt.name}"
                        f" (requantizing from {spec.native_dtype} keeps its losses; a 16-bit source is better)"}
+    then = f"; then {_LOAD_TIME[fmt.family]}" if fmt.family in _LOAD_TIME else ""
     return {"kind": "dequantized at load", "how": f"transformers dequantizes the GGUF ({spec.native_dtype}) at load "
-            f"(gguf_file=) into {fmt.name}; the quantization loss of the file stays", "bytes": weight_bytes}
+            f"(gguf_file=) into {fmt.name if not then else 'fp32 safetensors, once'}{then}; the quantization loss of "
+            "the file stays", "bytes": weight_bytes}
 
 
 def _download(spec: ModelSpec, what: str, weight_bytes: int) -> dict[str, Any]:

@@ -46,6 +46,8 @@ def render(doc: dict[str, Any], console: Console, *, top: int = 8) -> None:
     quality = doc.get("quality") or {}
     if str(quality.get("source", "")).startswith("measured"):
         console.print(f"  quality: perplexity +{quality['ppl_increase']:.3f}, {shown(quality['source'])}")
+    if quality.get("qat"):
+        console.print(f"  QAT: {shown(quality['qat']['advice'])}")
     sibling = doc.get("smaller_sibling")
     if sibling:
         asked = sibling["instead_of"]

@@ -51,6 +51,26 @@ def quality_dict(c: Candidate) -> dict[str, Any]:
             "source": f"{c.fmt.quality_source}, plus the source file's own {c.source_loss:g} (it carries over)", **kld}
 
 
+def qat_advice(spec: ModelSpec, c: Candidate) -> dict[str, Any]:
+    """Quantization-aware training is advice only: where the catalog names a QAT checkpoint of the model,
+    say so, and at 4 bits prefer it to a 4-bit format written from the 16-bit weights (it was trained to
+    lose less at 4 bits; fitplan has no figure of how much less, so the plan itself is unchanged)."""
+    if spec.source not in ("catalog", "hub"):
+        return {}
+    from fitplan.advisor.models.catalog import catalog_entry
+
+    entry = catalog_entry(spec.location if spec.source == "catalog" else spec.hub_id or "") or {}
+    repos = list(entry.get("qat_hub_ids", ()))
+    if not repos:
+        return {}
+    four_bit = c.fmt.bits == 4 or c.fmt.family == "bnb4" or c.fmt.name.upper().startswith(("Q4_", "IQ4_"))
+    advice = (f"prefer {repos[0]}: this model trained for 4 bits (quantization-aware), in place of {c.fmt.name} "
+              "written from the 16-bit weights" if four_bit else
+              f"at 4 bits, prefer {repos[0]} (trained for 4 bits, quantization-aware) to a 4-bit format written "
+              "from the 16-bit weights")
+    return {"qat": {"hub_ids": repos, "prefer": four_bit, "advice": advice}}
+
+
 def predicted_dict(c: Candidate, calibration: Calibration | None = None, now: float | None = None) -> dict[str, Any]:
     """Memory per device, and speed where it was computed, each with its provenance (a calibrated
     speed also with the calibration's age and spread: a reader weighs an old or noisy one less)."""
@@ -126,7 +146,7 @@ def advice_document(spec: ModelSpec, hw: HardwareSpec, advice: Advice, *, top: i
         "fits": advice.fits,
         "plan": plan_dict(chosen, advice.context_note, spec),
         "predicted": predicted_dict(chosen, calibration),
-        "quality": quality_dict(chosen),
+        "quality": {**quality_dict(chosen), **qat_advice(spec, chosen)},
         "why": chosen.reason or "fits",
         "alternatives": [candidate_dict(c, spec, calibration) for c in advice.alternatives[:top]],
         "pareto": [candidate_dict(c, spec, calibration)

@@ -67,8 +67,8 @@ class QualityReport:
 
 @dataclass(frozen=True)
 class MeasuredQuality:
-    """A format's measured loss as the solver weighs it: perplexity points over the reference's on the
-    measured text (its loss against the model's own file), and the KL divergence."""
+    """A format's measured loss as the solver weighs it: its perplexity's ratio to the reference's on the
+    measured text, on the priors' scale (quality_prior.on_anchor_scale), and the KL divergence."""
 
     ppl_increase: float
     kld_mean: float
@@ -79,6 +79,7 @@ def stored_quality(location: str) -> dict[str, MeasuredQuality]:
     """What `fitplan quality` measured for this GGUF file (its fingerprint), from the cache: the run that
     scored the most tokens against the file itself or another file, by format; nothing if none."""
     from fitplan.cachedir import cache_dir
+    from fitplan.strategies.quality_prior import on_anchor_scale
     from fitplan.user_files import weights_fingerprint
 
     folder = cache_dir("quality", create=False)
@@ -103,10 +104,12 @@ def stored_quality(location: str) -> dict[str, MeasuredQuality]:
     out = {}
     for name, row in best["rows"].items():
         try:
-            out[name] = MeasuredQuality(float(row["ppl"]) - float(ref["ppl"]), float(row["kld_mean"]),
+            ppl, ref_ppl = float(row["ppl"]), float(ref["ppl"])
+            out[name] = MeasuredQuality(on_anchor_scale(ppl, ref_ppl), float(row["kld_mean"]),
                                         f"measured: KLD {float(row['kld_mean']):.4f} mean, {float(row['kld_p99']):.4f} p99, "
-                                        f"perplexity {float(row['ppl']):.3f} against {float(ref['ppl']):.3f} "
-                                        f"({ref.get('format')}) over {best['tokens']} tokens (fitplan quality)")
+                                        f"perplexity {ppl:.3f} against {ref_ppl:.3f} ({ref.get('format')}) over "
+                                        f"{best['tokens']} tokens (fitplan quality); its ratio x{ppl / ref_ppl:.4f} is weighed "
+                                        "on Llama-3-8B's scale")
         except (KeyError, TypeError, ValueError):
             continue
     return out

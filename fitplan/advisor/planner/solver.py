@@ -1,6 +1,8 @@
 """Choose a plan among runtime x weight format x placement, by an objective, under constraints.
 
-Quality is the perplexity increase of the weight format (formats.toml); speed comes from the speed
+Quality is the perplexity increase of the weight format: its published figure on Llama-3-8B
+(formats.toml) scaled for the model's family and size (strategies/quality_prior.py), or what `fitplan
+quality` measured on the model; speed comes from the speed
 model (advisor/planner/speed.py) with this machine's probes and calibration where it is the target.
 Objectives: `balanced` (default): the fastest plan whose loss stays within a bound (Q4_K_M's, or
 --max-ppl-increase); `quality`: the least loss; `speed`: the fastest; `throughput`: the most
@@ -19,6 +21,7 @@ from fitplan.model_spec import ModelSpec
 from fitplan.plan_spec import Setup
 from fitplan.strategies.offload import default_gpu_reserve_bytes
 from fitplan.strategies.pruning import parse_prune, sparse_kernel_unmet, sparse_weight_bytes
+from fitplan.strategies.quality_prior import factor_note, model_factor
 from fitplan.strategies.quantization import WeightFormat, tensor_bytes
 from fitplan.strategies.registry import (
     check_kv_cache,
@@ -70,7 +73,7 @@ def advise(spec: ModelSpec, hardware: HardwareSpec, request: Request, *, probes:
                 speculation.speculate(c, spec, drafting, hardware, probes, calibration)
     candidates = _without_slower_exact(candidates)
     fitting = [c for c in candidates if c.fits and not _breaks_constraints(c, request)]
-    best = _best(fitting, request)
+    best = _best(fitting, request, _default_bound(spec))
     if best is None:
         best = min(candidates, key=lambda c: (not c.fits, _over_by(c, hardware, request)))
         best.speed = best.speed or candidate_speed(spec, best, hardware, probes, calibration)
@@ -106,8 +109,17 @@ def _formats(spec: ModelSpec, request: Request, hw: HardwareSpec
     excluded = [(f.name, why) for f in formats if (why := _format_unmet(f, hw, pinned=pinned is not None))]
     if pinned and excluded:
         raise BadValueError(f"--weights {pinned.name} cannot run on {hw.name}: {excluded[0][1]}")
-    weighed = [_measured(f, spec, request) for f in formats if f.name not in dict(excluded)]
-    return (_measured(pinned, spec, request) if pinned else None), weighed, excluded
+    weighed = [_measured(_prior(f, spec), spec, request) for f in formats if f.name not in dict(excluded)]
+    return (_measured(_prior(pinned, spec), spec, request) if pinned else None), weighed, excluded
+
+
+def _prior(fmt: WeightFormat, spec: ModelSpec) -> WeightFormat:
+    """The format's published loss on Llama-3-8B scaled for this model's family and size (quality_prior)."""
+    factor = model_factor(spec)
+    if fmt.ppl_increase is None or not fmt.ppl_increase or factor == 1.0:
+        return fmt
+    return replace(fmt, ppl_increase=fmt.ppl_increase * factor,
+                   quality_source=f"{fmt.quality_source}: +{fmt.ppl_increase:g} on Llama-3-8B, {factor_note(spec, factor)}")
 
 
 def _measured(fmt: WeightFormat, spec: ModelSpec, request: Request) -> WeightFormat:
@@ -131,6 +143,11 @@ def _narrow_by_pins(formats: list[WeightFormat], req: Request, hw: HardwareSpec)
         if not formats:
             raise BadValueError(f"--prune {req.prune} "
                                 f"{option('pruning', 'unstructured').requirement.unmet(hw, 'cpu', 'llama.cpp')}")
+        quantized = [f.name for f in formats if f.family != "dense"]  # no dense weight left in them to zero
+        formats = [f for f in formats if f.family == "dense"]
+        if not formats:
+            raise BadValueError(f"--prune {req.prune} zeroes fp32/bf16/fp16 weights; {', '.join(quantized)} "
+                                "quantizes them")
     if req.flash_attn and req.runtime:
         why = cost_model(normalize_runtime(req.runtime)).flash_attn_unmet(hw)
         if why:
@@ -350,7 +367,7 @@ def _source(spec: ModelSpec, fmt: WeightFormat) -> tuple[float, bool]:
     carried = 0.0
     if spec.source == "gguf":
         try:
-            carried = weight_format(spec.native_dtype).ppl_increase or 0.0
+            carried = (weight_format(spec.native_dtype).ppl_increase or 0.0) * model_factor(spec)
         except BadValueError:  # a file type without a published figure
             pass
     return carried, not _is_files_format(spec, fmt)
@@ -401,12 +418,16 @@ def _rank(c: Candidate, req: Request) -> tuple[float, ...]:
     return (-speed.decode_tokens_per_s, plan_loss_of(c), c.converted)
 
 
-def _best(fitting: list[Candidate], req: Request) -> Candidate | None:
+def _default_bound(spec: ModelSpec) -> float:
+    """The balanced objective's loss bound: what Q4_K_M is expected to cost this model."""
+    return (weight_format(QUALITY_BOUND_FORMAT).ppl_increase or 0.0) * model_factor(spec)
+
+
+def _best(fitting: list[Candidate], req: Request, default_bound: float) -> Candidate | None:
     if not fitting:
         return None
     if req.objective == "balanced":
-        bound = req.max_ppl_increase if req.max_ppl_increase is not None else \
-            weight_format(QUALITY_BOUND_FORMAT).ppl_increase or 0.0
+        bound = req.max_ppl_increase if req.max_ppl_increase is not None else default_bound
         within = [c for c in fitting if plan_loss_of(c) <= bound]
         if within:
             return min(within, key=lambda c: _rank(c, req))

@@ -158,6 +158,7 @@ class StepModel:
     head_flops: dict[str, float]  # the output head's FLOPs per token, per device
     pcie_GB_per_s: float | None = None  # the first GPU's host link (op offload of CPU layers' prompt chunks)
     op_offload: bool = True  # llama.cpp's op offload of those chunks (Setup.op_offload)
+    call_s: float = 0.0  # a fixed cost per decode step beside the roofline: dynamic int8's per-call work
 
     def prompt_flops(self, device: str, tokens: int) -> float:
         """Matmul FLOPs of a prompt chunk: the output head runs for the one position the runtime outputs
@@ -182,7 +183,7 @@ def decode_step_seconds(plan: StepModel, batch: int, position: int) -> float:
         memory_s = nbytes / bandwidth * terms.read(plan.type_class) + kv_bytes * batch / bandwidth * terms.kv_read
         compute_s = (flops + attn_flops * batch) / matmul * terms.mm(plan.type_class)
         total += max(memory_s, compute_s) + plan.layers_on[device] * terms.layer_step_s
-    return total + _fixed_step_seconds(plan)
+    return total + _fixed_step_seconds(plan) + plan.call_s
 
 
 def _fixed_step_seconds(plan: StepModel) -> float:
@@ -362,7 +363,22 @@ def step_model(
                      rates, efficiency or default_efficiency(), terms,
                      type_class(setup.weights), setup.flash_attn, hops, _reads(spec, placed, 1),
                      _head_flops(spec, placed),
-                     pcie_GB_per_s(hw.gpus[0]) if hw.gpus and setup.runtime == "llama.cpp" else None, setup.op_offload)
+                     pcie_GB_per_s(hw.gpus[0]) if hw.gpus and setup.runtime == "llama.cpp" else None, setup.op_offload,
+                     _dynamic_int8_calls_s(placed) if _dynamic_int8(setup) else 0.0)
+
+
+def _dynamic_int8(setup: Setup) -> bool:
+    from fitplan.strategies.quantization import weight_format
+
+    return setup.runtime == "transformers" and \
+        weight_format(setup.weights, source="plan.weights", runtime=setup.runtime).family == "dynint8"
+
+
+def _dynamic_int8_calls_s(placed: Placement) -> float:
+    """torch's dynamic int8 quantizes each linear layer's input on every call: a fixed cost per call that
+    the bytes read do not show (data/runtimes.toml, dynamic_int8_call_s), once per block linear a step."""
+    calls = sum(1 for t, _ in placed.get("cpu", ()) if t.role == "block" and t.is_matrix)
+    return calls * _table()["dynamic_int8_call_s"]
 
 
 def plan_speed(

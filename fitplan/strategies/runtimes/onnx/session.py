@@ -9,6 +9,7 @@ optimum-onnx 0.1.0 requires transformers < 4.58: this path lives in its own envi
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +48,41 @@ def exported(folder: str, fingerprint: str) -> Path:
     return target
 
 
+def quantized(export: Path) -> Path:
+    """The int8 copy of an fp32 export (onnx-int8): onnxruntime's quantize_dynamic, every MatMul weight
+    int8 with one scale per output channel and the embedding's Gather uint8; made once, atomically, beside
+    the export and keyed by it and onnxruntime's version."""
+    from importlib.metadata import version
+
+    stamp = {"export": json.loads((export / "fitplan-export.json").read_text()), "onnxruntime": version("onnxruntime"),
+             "quantize_dynamic": {"per_channel": True, "weight_type": "QInt8"}}
+    target = export.with_name(export.name + "-int8")
+    stamp_file = target / "fitplan-export.json"
+    if stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
+        return target
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    def build(staging: Path) -> None:
+        for item in export.iterdir():  # the configs beside the graph; the graph itself is rewritten
+            if item.is_file() and not item.name.startswith(("model.onnx", "fitplan-")):
+                shutil.copy2(item, staging / item.name)
+        quantize_dynamic(export / "model.onnx", staging / "model.onnx", per_channel=True, weight_type=QuantType.QInt8)
+        (staging / "fitplan-export.json").write_text(json.dumps(stamp))
+
+    replace_folder(target, build)
+    return target
+
+
 def plan_export(target: RunTarget) -> tuple[str, Path]:
-    """(the safetensors folder, its ONNX export) of a plan's model, each made once and cached."""
+    """(the safetensors folder, the ONNX graph the plan runs) of a plan's model, each made once and cached:
+    the fp32 export, or its int8 copy for an onnx-int8 plan."""
+    from fitplan.strategies.quantization import weight_format
+
     folder = TransformersExecutor().folder(target)
-    return folder, exported(folder, target.fingerprint or weights_fingerprint(target.weights().path))
+    export = exported(folder, target.fingerprint or weights_fingerprint(target.weights().path))
+    if weight_format(target.setup.weights, source="plan.weights", runtime="onnxruntime").family == "dynint8":
+        return folder, quantized(export)
+    return folder, export
 
 
 GRAPH_OPTIMIZATION = "ORT_ENABLE_ALL"

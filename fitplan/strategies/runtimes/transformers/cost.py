@@ -30,8 +30,8 @@ def constants() -> dict[str, int]:
 
 
 def default_kv_cache(fmt: WeightFormat, hw: HardwareSpec, gpu_layers: int) -> str:
-    """The compute dtype: fp32 for fp32 weights, else bf16 where every GPU holding blocks has it (cc >= 8.0)."""
-    if fmt.name == "fp32":
+    """The compute dtype: fp32 for fp32 and dynamic int8 weights, else bf16 where every GPU holding blocks has it (cc >= 8.0)."""
+    if fmt.name == "fp32" or fmt.family == "dynint8":  # dynamic int8 computes in fp32 between its int8 matmuls
         return "f32"
     bf16 = gpu_layers == 0 or all(_bf16_gpu(g.compute_capability) for g in hw.gpus)
     return "bf16" if bf16 else "f16"

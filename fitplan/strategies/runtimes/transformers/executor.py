@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # the session module is imported when a model is opened, not 
     from fitplan.strategies.runtimes.transformers.session import TransformersModel, TransformersSession
 
 EXPORTS = ("python", "shell")
+DYNAMIC_INT8 = "int8-dynamic"  # formats.toml: quantized after loading (session.quantize_dynamic_int8)
 
 
 class TransformersExecutor:
@@ -49,22 +50,26 @@ class TransformersExecutor:
         return ModelSource("folder", str(folder))
 
     def open(self, source: ModelSource, setup: Setup, *, layers: int) -> TransformersModel:
-        if setup.weights not in TORCH_DTYPES:
-            raise BadValueError(f"the transformers executor runs fp32/bf16/fp16 plans here, not {setup.weights}")
+        dynamic = setup.weights == DYNAMIC_INT8
+        if setup.weights not in TORCH_DTYPES and not dynamic:
+            raise BadValueError(f"the transformers executor times fp32/bf16/fp16/{DYNAMIC_INT8} plans here, "
+                                f"not {setup.weights}")
         if source.kind != "folder":
             raise BadValueError(f"transformers needs a prepared folder, got {source.path}")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from fitplan.strategies.runtimes.transformers.session import TransformersModel
+        from fitplan.strategies.runtimes.transformers.session import TransformersModel, quantize_dynamic_int8
 
         torch.set_num_threads(setup.threads)
         device_map = "auto" if setup.gpus and setup.gpu_layers else "cpu"
         model = AutoModelForCausalLM.from_pretrained(
-            source.path, dtype=getattr(torch, TORCH_DTYPES[setup.weights]), attn_implementation="sdpa",
-            device_map=device_map,
+            source.path, dtype=torch.float32 if dynamic else getattr(torch, TORCH_DTYPES[setup.weights]),
+            attn_implementation="sdpa", device_map=device_map,
         )
         model.eval()
+        if dynamic:
+            quantize_dynamic_int8(model)
         return TransformersModel(model, AutoTokenizer.from_pretrained(source.path))
 
     def folder(self, target: RunTarget) -> str:
@@ -95,6 +100,8 @@ class TransformersExecutor:
         from fitplan.strategies.runtimes.transformers.session import from_pretrained_kwargs
 
         kwargs = from_pretrained_kwargs(s, layers=target.layers)
+        if kwargs.get("dynamic_int8"):
+            raise BadValueError(f"transformers serve has no {DYNAMIC_INT8} option: use fitplan run, or fitplan.load")
         folder = self.folder(target)  # a GGUF: the folder it is converted into, as `fitplan run` loads
         args = [str(Path(sys.executable).with_name("transformers")), "serve", folder, "--device",
                 "cpu" if kwargs["device_map"] == "cpu" else "auto", "--dtype", kwargs["dtype"],
@@ -116,12 +123,17 @@ def shell_heredoc(code: str) -> str:
 
 
 def python_code(target: RunTarget, max_tokens: int, executor: TransformersExecutor) -> str:
-    from fitplan.strategies.runtimes.transformers.session import from_pretrained_kwargs, generate_kwargs
+    from fitplan.strategies.runtimes.transformers.session import (
+        DYNAMIC_INT8_CODE,
+        from_pretrained_kwargs,
+        generate_kwargs,
+    )
 
     path = target.weights().path
     kwargs = from_pretrained_kwargs(target.setup, layers=target.layers, tied=_tied_source(target))
     dtype = kwargs.pop("dtype")
     bnb = kwargs.pop("bnb", None)
+    dynamic = kwargs.pop("dynamic_int8", False)
     where = repr(path)
     if target.source == "gguf" and bnb is not None:  # bitsandbytes loads from safetensors, not a GGUF
         where = repr(executor.folder(target))
@@ -139,14 +151,15 @@ def python_code(target: RunTarget, max_tokens: int, executor: TransformersExecut
              f"torch.set_num_threads({target.setup.threads})",
              f"model = AutoModelForCausalLM.from_pretrained({where}, dtype=torch.{dtype}, {quantized}"
              + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ").eval()",
+             *(DYNAMIC_INT8_CODE if dynamic else ()),
              f"tokenizer = AutoTokenizer.from_pretrained({where})"]
     if spec is not None and spec.used and spec.draft != PROMPT_LOOKUP:
         draft_where = repr(spec.draft) if os.path.isdir(spec.draft) else \
             f"{os.path.dirname(os.path.abspath(spec.draft))!r}, gguf_file={os.path.basename(spec.draft)!r}"
         draft_map = "auto" if target.setup.gpus else "cpu"
-        lines.append(f"draft = AutoModelForCausalLM.from_pretrained({draft_where}, "
-                     f"dtype=torch.{TORCH_DTYPES[spec.draft_weights or target.setup.weights]}, attn_implementation='sdpa', "
-                     f"device_map={draft_map!r}).eval()")
+        draft_dtype = TORCH_DTYPES.get(spec.draft_weights or target.setup.weights, "float32")
+        lines.append(f"draft = AutoModelForCausalLM.from_pretrained({draft_where}, dtype=torch.{draft_dtype}, "
+                     f"attn_implementation='sdpa', device_map={draft_map!r}).eval()")
         extra_text = ", assistant_model=draft"
     else:
         extra_text = "".join(f", {k}={v!r}" for k, v in extra.items())
