@@ -70,12 +70,31 @@ def test_the_accuracy_summary_is_reproduced(published, truth) -> None:
     assert published.summary(cases, skipped) == expected
 
 
-def test_the_shipped_terms_are_what_the_fit_writes(published, truth) -> None:
-    """speed_terms.toml is the fit of the training split, not a hand edit."""
+def test_the_shipped_terms_are_a_fit_of_the_training_split(published, truth) -> None:
+    """speed_terms.toml is the fit of the training split, not a hand edit: its rows are the groups the fit
+    makes, and on each group's training rows their squared error is within 5% of a fit made here (made on an
+    AMD EPYC, the shipped terms' error equals an Intel Xeon's fit to 1e-5 on 16 of 18 groups, and is 1.020
+    and 1.006 times it on sm89 and sm90 prefill; 5% more weight_read costs 7% to 490% on decode). The terms
+    are not compared digit for digit: the solver's path follows the machine's floating point, and poorly
+    determined terms (hop_s, scores) land far apart at an equal error."""
+    from fitplan.strategies.speed_terms import _rows
+
     cases, _ = truth
     fitted = published.fitted_terms(cases)
-    shipped = published.TERMS_FILE.read_text()
-    assert published.terms_toml(fitted, published.provenances(cases, list(fitted))) == shipped
+    shipped = _rows()
+    assert set(fitted) == set(shipped)
+    training = [c for c in cases if not c.held_out]
+    for key, params in fitted.items():
+        members = [c for c in training if key in (c.key, c.key.rsplit("/", 1)[0] + "/*")]
+        for kind in ("decode", "prefill"):
+            subset = [c for c in members if c.kind == kind]
+
+            def cost(terms, subset=subset) -> float:
+                return sum((c.seconds(published.with_terms(c, terms)) * c.published / c.tokens - 1) ** 2 for c in subset)
+
+            if subset:
+                here = cost(published.params_to_terms(key, params))
+                assert cost(shipped[key]) <= here * 1.05 + 1e-9, (key, kind, cost(shipped[key]), here)
 
 
 def test_no_training_row_comes_from_a_held_out_gpu(published, truth) -> None:

@@ -315,6 +315,23 @@ def test_dynamic_int8_plan_runs_quantized_and_matches_its_export(smollm2_gguf: s
     assert served.returncode == 2 and "has no int8-dynamic option" in served.stderr, served.stderr
 
 
+def test_int8_dynamic_refuses_a_layout_it_cannot_quantize_and_steps_only_plain_greedy() -> None:
+    """A model without nn.Linear layers under '.layers.' would stay fp32 while the plan sized it as int8: one
+    line instead. Stepping greedily in the caller is used only where generate() would add no logits processor."""
+    import torch
+    from transformers import GenerationConfig
+
+    from fitplan.errors import BadValueError
+    from fitplan.strategies.runtimes.transformers.session import plain_greedy, quantize_dynamic_int8
+
+    other = torch.nn.ModuleDict({"h": torch.nn.ModuleList([torch.nn.Linear(8, 8)])})
+    with pytest.raises(BadValueError, match="int8-dynamic quantizes nn.Linear layers under '.layers.'"):
+        quantize_dynamic_int8(other)
+    assert plain_greedy(GenerationConfig(bos_token_id=1, eos_token_id=2))
+    assert not plain_greedy(GenerationConfig(repetition_penalty=1.05))
+    assert not plain_greedy(GenerationConfig(no_repeat_ngram_size=3))
+
+
 def test_serve_a_transformers_plan(transformers_plans: dict[str, Path]) -> None:
     """`fitplan run --serve` on a transformers plan starts `transformers serve` with the model preloaded
     (the name to request is on the first stderr line); a streaming chat request answers with SSE chunks."""

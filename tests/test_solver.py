@@ -199,3 +199,14 @@ def test_dynamic_int8_is_weighed_on_a_cpu_and_its_loss_decides(smollm2_gguf: str
     int8 = next(c for c in [loose.chosen, *loose.alternatives] if c.fmt.name == "int8-dynamic")
     assert int8.fits and int8.setup.kv_cache == "f32" and int8.setup.threads == cpu.cpu.cores
     assert int8.timed().decode_tokens_per_s > weighed["fp32"].timed().decode_tokens_per_s
+
+
+def test_dynamic_int8_from_16_bit_weights_counts_the_fp32_copy_it_quantizes() -> None:
+    """A bf16 checkpoint planned as int8-dynamic is loaded in fp32 and then quantized: the load's peak holds
+    the mapped bf16 pages and the whole fp32 copy (6 bytes a parameter beside the int8 weights). Where it fits
+    nowhere, the scale-out plan is bf16 on GPUs, not the CPU-only format."""
+    spec = catalog_spec("llama-3.2-1b")
+    chosen = advise(spec, load_profile("laptop-cpu-16gb"), Request(weights="int8-dynamic")).chosen
+    assert chosen.memory["cpu"].load_transient == sum(t.numel for t in spec.tensors) * 6
+    huge = advise(catalog_spec("llama-3.1-405b"), load_profile("laptop-cpu-16gb"), Request(weights="int8-dynamic"))
+    assert not huge.fits and huge.scale_out is not None and huge.scale_out.weights == "bf16"

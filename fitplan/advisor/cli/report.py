@@ -45,7 +45,8 @@ def render(doc: dict[str, Any], console: Console, *, top: int = 8) -> None:
         console.print(f"  context {plan['context']}: {shown(plan['context_note'])}")
     quality = doc.get("quality") or {}
     if str(quality.get("source", "")).startswith("measured"):
-        console.print(f"  quality: perplexity +{quality['ppl_increase']:.3f}, {shown(quality['source'])}")
+        console.print(f"  quality: +{quality['ppl_increase']:.3f} perplexity on Llama-3-8B's scale, "
+                      f"{shown(quality['source'])}")
     if quality.get("qat"):
         console.print(f"  QAT: {shown(quality['qat']['advice'])}")
     sibling = doc.get("smaller_sibling")

@@ -175,13 +175,14 @@ def _offers_kv(kv: str, runtime: str) -> bool:
 
 def _scale_out(spec: ModelSpec, hw: HardwareSpec, pinned: WeightFormat | None, context: int) -> ScaleOut | None:
     """A multi-GPU vLLM plan on this machine's GPU kind (an H100 where it has none), in bf16 unless
-    the user pinned a transformers-side format."""
+    the user pinned a transformers-side GPU format."""
     from fitplan.profiles.named import load_profile
     from fitplan.strategies.runtimes.transformers.cost import constants
     from fitplan.strategies.runtimes.vllm.cost import scale_out
 
     gpu = hw.gpus[0] if hw.gpus else load_profile("h100-80gb").gpus[0]
-    fmt = pinned if pinned is not None and pinned.runtime == "transformers" else weight_format("bf16")
+    fmt = pinned if pinned is not None and pinned.runtime == "transformers" and "gpu" in pinned.devices \
+        else weight_format("bf16")  # a CPU-only format (int8-dynamic) scales out as bf16
     return scale_out(spec, tensor_bytes(spec, fmt), fmt.name, context, gpu, constants()["gpu_context_bytes"])
 
 

@@ -52,9 +52,9 @@ def quantized(export: Path) -> Path:
     """The int8 copy of an fp32 export (onnx-int8): onnxruntime's quantize_dynamic, every MatMul weight
     int8 with one scale per output channel and the embedding's Gather uint8; made once, atomically, beside
     the export and keyed by it and onnxruntime's version."""
-    from importlib.metadata import version
+    import onnxruntime
 
-    stamp = {"export": json.loads((export / "fitplan-export.json").read_text()), "onnxruntime": version("onnxruntime"),
+    stamp = {"export": json.loads((export / "fitplan-export.json").read_text()), "onnxruntime": onnxruntime.__version__,
              "quantize_dynamic": {"per_channel": True, "weight_type": "QInt8"}}
     target = export.with_name(export.name + "-int8")
     stamp_file = target / "fitplan-export.json"
@@ -66,7 +66,9 @@ def quantized(export: Path) -> Path:
         for item in export.iterdir():  # the configs beside the graph; the graph itself is rewritten
             if item.is_file() and not item.name.startswith(("model.onnx", "fitplan-")):
                 shutil.copy2(item, staging / item.name)
-        quantize_dynamic(export / "model.onnx", staging / "model.onnx", per_channel=True, weight_type=QuantType.QInt8)
+        large = sum(f.stat().st_size for f in export.iterdir()) > 2**31 - 2**27  # protobuf's 2 GB limit, less a margin
+        quantize_dynamic(export / "model.onnx", staging / "model.onnx", per_channel=True, weight_type=QuantType.QInt8,
+                         use_external_data_format=large)
         (staging / "fitplan-export.json").write_text(json.dumps(stamp))
 
     replace_folder(target, build)

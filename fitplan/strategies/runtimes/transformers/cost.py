@@ -140,12 +140,17 @@ def _conversion_transient(spec: ModelSpec, setup: Setup, on_cpu: WeightBytes) ->
     stored page while it builds the converted copy, and those pages count in RSS until unmapped.
     Measured: SmolLM2-135M fp32 file loaded as bf16 peaks ~513 MiB above a bf16-file load.
     A GGUF is converted once into an fp32 safetensors folder, so fp32 is its stored dtype here.
+    int8-dynamic loads fp32 and then quantizes: from a 16-bit file that is an fp32 copy beside the mapped
+    pages (estimated; measured only from an fp32 file, where the copy is the mapped file: docs/accuracy.md).
     """
     stored = spec.native_dtype if spec.source != "gguf" else "fp32"
     if stored == setup.weights:
         return 0
     width = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}.get(stored, 2)
-    return sum(t.numel * width for t, _ in on_cpu)
+    mapped = sum(t.numel * width for t, _ in on_cpu)
+    if setup.weights == "int8-dynamic" and stored != "fp32":  # quantized from a whole fp32 copy, built from the
+        return mapped + sum(t.numel * 4 for t, _ in on_cpu)  # mapped pages (an fp32 file is that copy itself)
+    return mapped
 
 
 def _forward_bytes(spec: ModelSpec, batch: int, prompt: int, width: float) -> int:

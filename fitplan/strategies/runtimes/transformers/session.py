@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from types import ModuleType
 
     import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 FILLER = "The quick brown fox jumps over the lazy dog while the patient cat watches from the wall. "
 _KV_DTYPES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
@@ -146,6 +146,18 @@ class GenerateSession:
             shutil.rmtree(self.offload, ignore_errors=True)
 
 
+_PROCESSORS = {"repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
+               "encoder_no_repeat_ngram_size": 0, "min_new_tokens": None, "min_length": 0, "bad_words_ids": None,
+               "suppress_tokens": None, "begin_suppress_tokens": None, "forced_bos_token_id": None,
+               "forced_eos_token_id": None, "sequence_bias": None, "exponential_decay_length_penalty": None}
+
+
+def plain_greedy(config: GenerationConfig) -> bool:
+    """Whether generate(do_sample=False) is a bare argmax for this config: none of the logits processors
+    greedy decoding applies is set (Qwen2.5's repetition_penalty 1.05 is one)."""
+    return all(getattr(config, name, default) in (default, None) for name, default in _PROCESSORS.items())
+
+
 def greedy_stream(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, max_tokens: int
                   ) -> Iterator[tuple[str, int]]:
     """What generate(do_sample=False) gives, stepped here: the prompt in one forward, then one token a step
@@ -160,18 +172,19 @@ def greedy_stream(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
     ends = set(ends if isinstance(ends, list) else [] if ends is None else [ends])
     streamer.put(inputs["input_ids"])  # the prompt: skipped
     generated = 0
-    with torch.inference_mode():
+    with torch.inference_mode():  # per forward: the caller's code between pieces runs in its own mode
         out = model(**inputs, use_cache=True, logits_to_keep=1)
-        while generated < max_tokens:
-            token = out.logits[:, -1].argmax(-1)
-            generated += 1
-            if int(token) in ends:
-                break
-            streamer.put(token)
-            while not streamer.text_queue.empty():
-                if piece := streamer.text_queue.get_nowait():
-                    yield piece, 0
-            if generated < max_tokens:
+    while generated < max_tokens:
+        token = out.logits[:, -1].argmax(-1)
+        generated += 1
+        if int(token) in ends:
+            break
+        streamer.put(token)
+        while not streamer.text_queue.empty():
+            if piece := streamer.text_queue.get_nowait():
+                yield piece, 0
+        if generated < max_tokens:
+            with torch.inference_mode():
                 out = model(token[:, None], past_key_values=out.past_key_values, use_cache=True)
     streamer.end()
     while not streamer.text_queue.empty():
@@ -208,7 +221,9 @@ class TransformersSession(GenerateSession):
         self.model.eval()
         if dynamic:
             quantize_dynamic_int8(self.model)
-        self.in_caller = dynamic  # greedy steps in the calling thread (stream's docstring says why)
+        # greedy steps in the calling thread (stream's docstring says why), where plain greedy is what
+        # generate() would do: no logits processor in the model's generation_config
+        self.in_caller = dynamic and plain_greedy(self.model.generation_config)
         if setup.prune:
             apply_pruning(self.model, setup.prune, sparse_kernels=setup.sparse_kernels)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -237,6 +252,9 @@ def quantize_dynamic_int8(model: torch.nn.Module) -> int:
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     linears = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".layers." in n}
+    if not linears:  # another module layout (transformer.h.N, fused experts): nothing would be quantized
+        raise BadValueError(f"int8-dynamic quantizes nn.Linear layers under '.layers.'; {type(model).__name__} has "
+                            "none: plan fp32 or bf16 for it")
     with warnings.catch_warnings():  # torch points torch.ao.quantization users to torchao; it still runs
         warnings.simplefilter("ignore")
         quantize_dynamic(model, dict.fromkeys(linears, per_channel_dynamic_qconfig), dtype=torch.qint8, inplace=True)
