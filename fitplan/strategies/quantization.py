@@ -71,6 +71,12 @@ def find_format(formats: Mapping[str, WeightFormat], name: str, *, source: str, 
     raise BadValueError(f"unknown weight format {name!r} ({source}); known: {', '.join(formats)}")
 
 
+def is_dynamic_int8(weights: str, runtime: str) -> bool:
+    """A format quantized when loaded whose activations are quantized at every call (family dynint8:
+    int8-dynamic, onnx-int8): loaded in fp32 first, computed in fp32 between its int8 matmuls."""
+    return weight_format(weights, source="plan.weights", runtime=runtime).family == "dynint8"
+
+
 @lru_cache(maxsize=256)
 def tensor_bytes(spec: ModelSpec, fmt: WeightFormat) -> tuple[tuple[TensorInfo, int], ...]:
     """Every weight tensor of `spec` with its exact bytes in `fmt` (cached: the solver and the

@@ -368,10 +368,9 @@ def step_model(
 
 
 def _dynamic_int8(setup: Setup) -> bool:
-    from fitplan.strategies.quantization import weight_format
+    from fitplan.strategies.quantization import is_dynamic_int8
 
-    return setup.runtime == "transformers" and \
-        weight_format(setup.weights, source="plan.weights", runtime=setup.runtime).family == "dynint8"
+    return setup.runtime == "transformers" and is_dynamic_int8(setup.weights, setup.runtime)
 
 
 def _dynamic_int8_calls_s(placed: Placement) -> float:

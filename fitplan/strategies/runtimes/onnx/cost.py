@@ -38,20 +38,16 @@ def memory(spec: ModelSpec, setup: Setup, weights: WeightBytes, prompt_tokens: i
            ) -> dict[str, DeviceMemory]:
     """transformers' layout with onnxruntime's process constants; no dtype conversion at load (the
     export holds the plan's dtype)."""
+    from fitplan.strategies.quantization import is_dynamic_int8
+
     devices = runtime_transformers.memory(spec, setup.with_(weights="fp32"), weights, prompt_tokens)
     c = constants()
     devices["cpu"].overhead = c["cpu_process_baseline_bytes"] + c["cpu_context_fixed_bytes"]
     devices["cpu"].load_transient = 0
-    if spec.tied_embeddings and _dynamic_int8(setup):  # the head reads the uint8 table through Transpose +
+    if spec.tied_embeddings and is_dynamic_int8(setup.weights, RUNTIME):  # the head reads the uint8 table through Transpose +
         head = next(t for t, _ in weights if t.role == "embed")  # DequantizeLinear: an fp32 copy of it
         devices[runtime_transformers.head_device(spec, setup)].weights += head.numel * 4
     return devices
-
-
-def _dynamic_int8(setup: Setup) -> bool:
-    from fitplan.strategies.quantization import weight_format
-
-    return weight_format(setup.weights, source="plan.weights", runtime=RUNTIME).family == "dynint8"
 
 
 def default_kv_cache(fmt: WeightFormat, hw: HardwareSpec, gpu_layers: int) -> str:

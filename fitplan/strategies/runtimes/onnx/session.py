@@ -78,11 +78,11 @@ def quantized(export: Path) -> Path:
 def plan_export(target: RunTarget) -> tuple[str, Path]:
     """(the safetensors folder, the ONNX graph the plan runs) of a plan's model, each made once and cached:
     the fp32 export, or its int8 copy for an onnx-int8 plan."""
-    from fitplan.strategies.quantization import weight_format
+    from fitplan.strategies.quantization import is_dynamic_int8
 
     folder = TransformersExecutor().folder(target)
     export = exported(folder, target.fingerprint or weights_fingerprint(target.weights().path))
-    if weight_format(target.setup.weights, source="plan.weights", runtime="onnxruntime").family == "dynint8":
+    if is_dynamic_int8(target.setup.weights, "onnxruntime"):
         return folder, quantized(export)
     return folder, export
 

@@ -148,7 +148,9 @@ def _conversion_transient(spec: ModelSpec, setup: Setup, on_cpu: WeightBytes) ->
         return 0
     width = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}.get(stored, 2)
     mapped = sum(t.numel * width for t, _ in on_cpu)
-    if setup.weights == "int8-dynamic" and stored != "fp32":  # quantized from a whole fp32 copy, built from the
+    from fitplan.strategies.quantization import is_dynamic_int8
+
+    if is_dynamic_int8(setup.weights, RUNTIME) and stored != "fp32":  # quantized from a whole fp32 copy, built from the
         return mapped + sum(t.numel * 4 for t, _ in on_cpu)  # mapped pages (an fp32 file is that copy itself)
     return mapped
 

@@ -50,7 +50,9 @@ class TransformersExecutor:
         return ModelSource("folder", str(folder))
 
     def open(self, source: ModelSource, setup: Setup, *, layers: int) -> TransformersModel:
-        dynamic = setup.weights == DYNAMIC_INT8
+        from fitplan.strategies.quantization import is_dynamic_int8
+
+        dynamic = is_dynamic_int8(setup.weights, RUNTIME)
         if setup.weights not in TORCH_DTYPES and not dynamic:
             raise BadValueError(f"the transformers executor times fp32/bf16/fp16/{DYNAMIC_INT8} plans here, "
                                 f"not {setup.weights}")
