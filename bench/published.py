@@ -51,7 +51,7 @@ MODELS = {"Meta-Llama-3-8B": "llama-3.1-8b", "Meta-Llama-3-70B": "llama-3.1-70b"
           "Meta-Llama-3-70B-Instruct": "llama-3.1-70b", "Mistral-7B-Instruct-v0.3": "mistral-7b-v0.3",
           "Qwen2.5-1.5B-Instruct": "qwen2.5-1.5b", "Qwen2.5-7B-Instruct": "qwen2.5-7b", "Qwen2.5-32B-Instruct": "qwen2.5-32b",
           "Qwen3-0.6B": "qwen3-0.6b", "gemma-2-2b-it": "gemma-2-2b", "gemma-2-9b-it": "gemma-2-9b",
-          "gemma-2-27b-it": "gemma-2-27b"}
+          "gemma-2-27b-it": "gemma-2-27b", "Qwen3-32B": "qwen3-32b"}
 # Models fitted on: XiongjieDai's two and Llama-2 7B (the legacy and K-quant types of 2023-2025 PRs).
 # Every other model is held out whole.
 TRAINING_MODELS = frozenset({"Meta-Llama-3-8B", "Meta-Llama-3-70B", "llama-2-7b", "Llama-2-7b-chat-hf",
@@ -60,15 +60,27 @@ KNOWN_FORMATS = frozenset(all_formats())
 # Names a source gave a device it also names in full elsewhere (the same part, not a similar one).
 GPU_ALIASES = {"RTX 4090": "NVIDIA GeForce RTX 4090", "RTX 3090": "NVIDIA GeForce RTX 3090",
                "7900xtx": "AMD Radeon RX 7900 XTX", "Radeon RX 7900 XTX": "AMD Radeon RX 7900 XTX",
-               "AMD Radeon RX 7900 XTX; compute capability 11.0": "AMD Radeon RX 7900 XTX"}
+               "AMD Radeon RX 7900 XTX; compute capability 11.0": "AMD Radeon RX 7900 XTX",
+               # Strix Halo's iGPU (gfx1151) as ROCm, Vulkan (RADV) and the authors name it
+               **dict.fromkeys(("Radeon 8060S Graphics", "Radeon 8060S Graphics; gfx1151 (0x1151)",
+                                "AMD Radeon Graphics; gfx1151 (0x1151)", "Radeon 8060S Graphics (RADV GFX1151)",
+                                "Strix Halo", "Strix Halo (AMD Ryzen Max+ 395; Framework Desktop)",
+                                "Strix Halo gfx1151 (AMD Ryzen AI MAX 395)"),
+                               "AMD Radeon 8060S Graphics (Ryzen AI Max+ 395)"),
+               "AMD RX 9070 XT 16GB": "AMD Radeon RX 9070 XT", "AMD Radeon Graphics (RADV GFX1201)": "AMD Radeon RX 9070 XT"}
+# the backend column as llama-bench prints it -> the profile backend it runs (RPC and BLAS ride along)
+ROW_BACKENDS = {"CUDA": "CUDA", "ROCm": "ROCm", "Metal": "Metal", "MTL": "Metal", "Vulkan": "Vulkan", "SYCL": "SYCL"}
 # Whole GPUs held out, each with a sibling of its generation in training (so its generation's terms
 # exist and the test is whether they carry to another part): sm86 RTX 3080 Ti and RTX A6000 (trained:
 # 3070, 3080, 3090, A40), sm80 A100 SXM (trained: A100 PCIe), sm89 RTX 4080, RTX 5000 Ada and L40S
 # (trained: 4070 Ti, 4090, RTX 4000/6000 Ada), Metal M1 (trained: M1 Max). H100 PCIe and M3 Max are
-# their generations' only parts, so they train.
+# their generations' only parts, so they train. ROCm and Vulkan have one training GPU, Strix Halo's
+# 8060S (its Llama-2 7B rows; its other models are held out), and the RX 9070 XT (RDNA 4, discrete) is
+# held out against it.
 HELD_OUT_GPUS = frozenset({
     "NVIDIA GeForce RTX 3080 Ti", "NVIDIA RTX A6000", "NVIDIA A100-SXM4-80GB",
     "NVIDIA GeForce RTX 4080", "NVIDIA RTX 5000 Ada Generation", "NVIDIA L40S", "Apple M1",
+    "AMD Radeon RX 9070 XT",
 })
 TERM_GROUPS = {"decode": ("weight_read", "kv_read", "layer_step_s", "hop_s", "token_s"),
             "prefill": ("matmul", "attention", "scores", "layer_ubatch_s", "joules_per_flop")}
@@ -138,6 +150,10 @@ def case_of(row: dict[str, str]) -> Case | str:
         return f"test {test} (combined tests are not compared)"
     kind, tokens = {"tg": "decode", "pp": "prefill"}[test[:2]], int(test[2:])
     spec, hw = catalog_spec(model), load_profile(f"{row['gpu_count']}x{profile}" if row["gpu_count"] != "1" else profile)
+    ran_on = ROW_BACKENDS.get(re.split(r"[,;]", row["backend"])[0])
+    if ran_on is None:
+        return f"backend {row['backend']!r} not a GPU backend fitplan plans"
+    hw = hw.model_copy(update={"gpus": tuple(g.model_copy(update={"backend": ran_on}) for g in hw.gpus)})
     setup = _setup(spec, hw, row, tokens)
     weights = tensor_bytes(spec, weight_format(row["quant"]))
     gpu = hw.gpus[0]
@@ -221,13 +237,21 @@ LOWER = {"weight_read": 1.0, "kv_read": 1.0, "matmul": 0.25, "attention": 0.25}
 ENERGY_STARTS = (1.0, 0.0, 4.0)  # x START's joules per FLOP: a ceiling near, absent, binding
 
 
+# With few rows of a kind (ROCm and Vulkan: one GPU, short runs), only the terms every row measures are
+# fitted, the rest kept at START: on 9 tg128 rows a KV-read term landed at 24x (its KV cache is nearly empty
+# there, so nothing pins it), which would have slowed every long-context estimate on that backend 24-fold.
+FEW_ROWS = 15
+CORE_TERMS = {"decode": ("weight_read", "layer_step_s"), "prefill": ("matmul", "layer_ubatch_s")}
+
+
 def fit(rows: list[Case], key: str) -> dict[str, float]:
     """Terms minimising the relative error of predicted time, decode then prefill, each term within
     its floor (trust-region least squares: time is piecewise linear in the terms, through a max)."""
     p = start_params({c.model.type_class for c in rows})
     for kind, prefixes in TERM_GROUPS.items():
-        names = [n for n in p if n.split(".")[0] in prefixes]
         subset = [c for c in rows if c.kind == kind]
+        fitted = CORE_TERMS[kind] if len(subset) < FEW_ROWS else prefixes
+        names = [n for n in p if n.split(".")[0] in fitted]
         if not subset:
             continue
         # solved in units of START, so every unknown is of order 1 (a joule per FLOP is 1e-12: the solver's
@@ -258,12 +282,27 @@ def fitted_terms(all_cases: list[Case]) -> dict[str, dict[str, float]]:
     for c in training:
         runtime, kind, gen = c.key.split("/")
         groups[f"{runtime}/{kind}/*"].append(c)
-        groups[c.key].append(c)
+        if gen != "*":  # a GPU with no generation of its own (AMD) is in its backend's row once, not twice
+            groups[c.key].append(c)
     out = {}
     for key, rows in sorted(groups.items()):
         if not key.endswith("/*") and len({c.gpu for c in rows}) < 1:
             continue
         out[key] = fit(rows, key)
+    return out
+
+
+def shipped_params() -> dict[str, dict[str, float]]:
+    """The shipped rows of speed_terms.toml as fit() returns them (per-class terms as "name.class")."""
+    out = {}
+    for row in tomllib.loads(TERMS_FILE.read_text()).get("terms", []):
+        p: dict[str, float] = {}
+        for name, value in row.items():
+            if isinstance(value, dict):
+                p.update({f"{name}.{c}": float(v) for c, v in value.items()})
+            elif isinstance(value, float | int) and name not in ("runtime", "backend", "generation"):
+                p[name] = float(value)
+        out[f"{row['runtime']}/{row['backend']}/{row['generation']}"] = p
     return out
 
 
@@ -417,6 +456,12 @@ whose small per-expert GEMMs run below the dense rate. Left out of every figure:
 (fitplan plans layer splits) and two rows faster than the spec sheet allows (an 8 GB M1 printing
 1849 tok/s of pp8192 and 1133 tok/s of tg8192 for an 8B model). The Metal held-out set is that one
 8 GB M1 (4 points), whose decode gets a larger share of its 68 GB/s than the M1 Max of its 400.
+ROCm and Vulkan: one training GPU, Strix Halo's Radeon 8060S (its Llama-2 7B rows), with fewer than
+15 rows of a kind, so only the weight-read, matmul and per-layer terms are fitted (the rest stay at
+their starting values); held out: its other models (Llama-3.2 1B/3B, Qwen3-32B) and the RX 9070 XT.
+Their prefill was 2.4-9x over before the fit; it is still 1.2-3.6x over on the held-out rows, whose
+runs include an RPC build (Llama-3.2-3B on ROCm) and a 9070 XT whose decode is a third of what its
+bandwidth feeds (76 tok/s for a 2 GB model on 640 GB/s).
 Memory: the misses are output buffers whose row count depends on the tool (llama-server 2024 builds
 keep n_parallel + 1 sequences, llama-perplexity 4), one 8-GPU split that followed unequal free
 memory, a Qwen3-0.6B recipe estimate 18% under its file, and MoE host buffers.
@@ -435,6 +480,8 @@ accumulate, which GeForce cards run at half rate).
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fit", action="store_true", help="refit the terms on the training split and write them")
+    parser.add_argument("--only", default="", help="with --fit: refit only these backends (e.g. ROCm,Vulkan), keep "
+                        "the other rows' terms as shipped (their provenance is recomputed)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--doc", action="store_true", help="write the section of docs/accuracy.md it owns")
     args = parser.parse_args()
@@ -447,9 +494,12 @@ def main() -> int:
             load_table.cache_clear()
             speed_terms._rows.cache_clear()
 
+        only = {b.strip() for b in args.only.split(",") if b.strip()}
+        kept = {k: v for k, v in shipped_params().items() if only and k.split("/")[1] not in only}
         previous = ""
         for _ in range(3):  # cases are built with the shipped terms: refit until the fit reproduces itself
-            fitted = fitted_terms(all_cases)
+            fitted = {**kept, **{k: v for k, v in fitted_terms(all_cases).items() if k not in kept}}
+            fitted = dict(sorted(fitted.items()))
             written = terms_toml(fitted, {k: "calibrated (published)" for k in fitted})
             if written == previous:
                 break

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fitplan.errors import FitplanError
 from fitplan.model_spec import TensorInfo
@@ -53,6 +53,9 @@ class Setup(_Strict):
     threads: int = Field(gt=0, le=MAX_THREADS)  # CPU threads
     gpu_layers: int = Field(ge=0)  # transformer blocks on GPUs (the rest on the CPU)
     gpus: int = Field(default=0, ge=0)  # GPUs the blocks are spread over
+    # llama.cpp --tensor-split: each GPU's share of the offloaded layers ((): equal shares; 0: none); the
+    # solver sets it for unequal cards, by memory (llama.cpp's own default) or by speed
+    tensor_split: tuple[float, ...] = ()
     cpu_moe_layers: int = Field(default=0, ge=0)  # llama.cpp --n-cpu-moe: routed experts of the first N blocks stay on the CPU
     flash_attn: bool = False  # fused attention: no materialized KQ scores (llama.cpp needs it for a quantized V cache)
     use_mmap: bool = True  # llama.cpp maps the file (pages load on demand, the page cache is shared)
@@ -76,6 +79,15 @@ class Setup(_Strict):
     context_note: str = ""
     weights_source: dict[str, Any] = {}
     pruning: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _split_per_gpu(self) -> Setup:
+        """A plan file's tensor_split names one positive, finite share per GPU, or none."""
+        if self.tensor_split and (len(self.tensor_split) != self.gpus or not sum(self.tensor_split) > 0
+                                  or not all(0 <= v < float("inf") for v in self.tensor_split)):
+            raise ValueError(f"tensor_split needs a share >= 0 per GPU ({self.gpus}), not all 0; "
+                             f"got {list(self.tensor_split)}")
+        return self
 
     def with_(self, **changes: Any) -> Setup:
         """A copy with `changes` (the solver's variations of a candidate; values it made itself)."""

@@ -93,7 +93,8 @@ def test_json_shows_the_reserve_asked_for() -> None:
     """--reserve 2GiB: reserve 2147483648 on every GPU entry, and every plan's GPU total within card - 2 GiB;
     the other fields of hardware.gpus keep their meaning (usable_bytes is still the whole card)."""
     doc = advise_json("llama-3.1-70b", "--weights", "Q4_K_M", "--hardware", "2xrtx-4090-24gb", "--reserve", "2GiB")
-    assert [set(g) for g in doc["hardware"]["gpus"]] == [{"name", "memory_bytes", "usable_bytes", "reserve"}] * 2
+    assert [set(g) for g in doc["hardware"]["gpus"]] == [{"name", "backend", "memory_bytes", "usable_bytes", "reserve",
+                                                         "unified_memory"}] * 2
     assert all(g["reserve"] == 2 * GIB and g["usable_bytes"] == g["memory_bytes"] for g in doc["hardware"]["gpus"])
     assert all(total <= card - 2 * GIB for total, card, _ in gpu_totals(doc))
 

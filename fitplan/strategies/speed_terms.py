@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from fitplan.hardware_spec import GPUSpec
 
 TYPE_CLASSES = ("float", "legacy", "kquant", "iquant")
-BACKENDS = {"nvidia": "CUDA", "apple": "Metal", "amd": "ROCm", "intel": "SYCL"}
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,8 @@ def type_class(weights: str) -> str:
 
 
 def backend(gpu: GPUSpec) -> str:
-    return BACKENDS.get(gpu.vendor.lower(), gpu.vendor)
+    """The profile's backend (the vendor's own unless it names another, e.g. Vulkan on an AMD card)."""
+    return gpu.backend
 
 
 def generation(gpu: GPUSpec) -> str:

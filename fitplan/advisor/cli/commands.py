@@ -1,4 +1,4 @@
-"""The command line: `fitplan advise|profile|models|quality|run|export|check|schema|strategies|verify` and the
+"""The command line: `fitplan advise|profile|models|hardware|quality|run|export|check|schema|strategies|verify` and the
 `advise` shortcut.
 
 Thin on purpose: commands parse and print, library functions do the work. Every user error is one
@@ -74,6 +74,8 @@ def advise_command(
     disk_layers: Optional[str] = typer.Option(None, "--disk-layers",
                                               help="transformers: keep the last N blocks on disk (accelerate offload)"),
     force: bool = typer.Option(False, "--force", help="let -o and --plot replace an existing file"),
+    compare: Optional[str] = typer.Option(None, "--compare", help="profiles A,B,C (names, Nx<name> or .toml "
+                                          "paths): the best plan on each, side by side"),
 ) -> None:
     """Recommend how to run MODEL on this machine or a named profile, with exact memory per device."""
     from fitplan.advisor.cli.report import render
@@ -113,6 +115,12 @@ def advise_command(
         disk_layers=parse_count(disk_layers, source="--disk-layers") if disk_layers is not None else None,
     )
     ram_bytes = parse_size(ram, source="--ram") if ram is not None else None
+    if compare is not None:
+        if output or probe or probe_quality or hardware != "auto":
+            raise BadValueError("--compare weighs the profiles it names: leave out --hardware, -o, --probe and "
+                                "--probe-quality")
+        _compare(model, compare, request, ram_bytes, as_json=as_json, plot=plot, force=force, prune=prune)
+        return
     if prune is not None:
         from fitplan.strategies.pruning import parse_prune
 
@@ -138,6 +146,10 @@ def advise_command(
         advice = advise(spec, hw, request, probes=probes, calibration=calibration)
     top_k = parse_count(top, source="--top", minimum=0, maximum=100_000) if top is not None else None
     document = advice_document(spec, hw, advice, top=top_k, calibration=calibration)
+    if advice.fits:
+        from fitplan.advisor.planner.capacity import capacity
+
+        document["capacity"] = capacity(spec, hw, request, advice.chosen, probes=probes, calibration=calibration)
     if prune is not None:
         document["plan"]["pruning"] = _pruning_effects(prune, advice.chosen, hw)
     if request.weights is None:
@@ -156,6 +168,45 @@ def advise_command(
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
         render(document, _console(), top=8 if top_k is None else top_k)
+
+
+def _compare(model: str, names: str, request: Request, ram_bytes: int | None, *, as_json: bool, plot: str | None,
+             force: bool, prune: str | None) -> None:
+    """`advise MODEL --compare A,B,C`: the full advice on each profile; a table, JSON or a chart."""
+    from fitplan.advisor.cli.report import render_compare
+    from fitplan.advisor.models.resolve import resolve_model
+    from fitplan.advisor.planner.document import advice_document
+    from fitplan.advisor.planner.machines import compare, summary
+
+    profiles = [n.strip() for n in names.split(",")]
+    if len(profiles) < 2 or not all(profiles) or len(set(profiles)) != len(profiles):
+        raise BadValueError(f"bad --compare {names!r}: name two or more different profiles, e.g. "
+                            "rtx-5090-32gb,2xrtx-3090-24gb")
+    if prune is not None:
+        from fitplan.strategies.pruning import parse_prune
+
+        parse_prune(prune)
+    if plot:
+        from fitplan.advisor.cli.plot import check_plot_target
+
+        check_plot_target(plot, force=force)
+    machines = [_hardware(n, ram_bytes, model_path=model) for n in profiles]  # a bad name fails before any work
+    spec = resolve_model(model)
+    entries = []
+    for hw, advice in compare(spec, machines, request):
+        document = advice_document(spec, hw, advice)
+        document["summary"] = summary(spec, hw, advice, request).as_dict()
+        # "hardware" names the profile, as in hardware --for; the machine's figures move to "machine"
+        entries.append({**document, "hardware": hw.name, "machine": document["hardware"]})
+    document = {"model": spec.name, "compare": entries}
+    if plot:
+        from fitplan.advisor.cli.plot import plot_compare
+
+        plot_compare(document, plot, force=force)
+    if as_json:
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    else:
+        render_compare(document, _console())
 
 
 def _with_measured_quality(spec: ModelSpec, request: Request, probe_quality: bool) -> Request:
@@ -271,6 +322,44 @@ def models_command(
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
         render_survey(hw.name, rows, _console())
+
+
+@app.command("hardware")
+def hardware_command(
+    model: str = typer.Option(..., "--for", help="the model to run: a catalog name, .gguf file, folder or hub id"),
+    context: Optional[str] = typer.Option(None, "--context", help="tokens per sequence (default: min(model max, 8192))"),
+    min_tokens_per_s: Optional[str] = typer.Option(None, "--min-tokens-per-s", help="decode at least this fast"),
+    max_ppl_increase: Optional[str] = typer.Option(None, "--max-ppl-increase",
+                                                   help="perplexity loss at most (default: about Q4_K_M's on the model)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
+) -> None:
+    """Which hardware should I get? Every named profile ranked for MODEL: the smallest that meets the
+    requirement first, and the cheapest where profiles give a price."""
+    from fitplan.advisor.cli.report import render_hardware
+    from fitplan.advisor.models.resolve import resolve_model
+    from fitplan.advisor.planner.machines import cheapest, rank_profiles
+    from fitplan.plan_spec import MAX_CONTEXT
+    from fitplan.profiles.named import load_profile, profile_names
+    from fitplan.units import parse_count, parse_rate
+
+    _not_empty(min_tokens_per_s, "--min-tokens-per-s")
+    ctx = parse_count(context, source="--context", maximum=MAX_CONTEXT) if context is not None else None
+    rate = parse_rate(min_tokens_per_s, source="--min-tokens-per-s") if min_tokens_per_s else None
+    bound = _parse_loss(max_ppl_increase) if max_ppl_increase is not None else None
+    spec = resolve_model(model)
+    rows = rank_profiles(spec, [load_profile(n) for n in profile_names()], context=ctx, min_tokens_per_s=rate,
+                         max_ppl_increase=bound)
+    best = cheapest(rows)
+    document = {"model": spec.name, "runtime": "llama.cpp",
+                "requirement": {"context": ctx, "min_tokens_per_s": rate, "max_ppl_increase": bound},
+                "smallest": next((r.hardware for r in rows if r.meets), None),
+                "cheapest": {"hardware": best.hardware, "price_usd": best.price_usd, "price_date": best.price_date}
+                if best else None,
+                "profiles": [r.as_dict() for r in rows]}
+    if as_json:
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    else:
+        render_hardware(document, _console())
 
 
 @app.command("run")

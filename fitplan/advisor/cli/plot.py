@@ -106,3 +106,34 @@ def _speed_quality_front(plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not front or plan["predicted"]["decode_tokens_per_s"] > front[-1]["predicted"]["decode_tokens_per_s"]:
             front.append(plan)
     return front
+
+
+def plot_compare(document: dict[str, Any], path: str, *, force: bool = False) -> None:
+    """`advise --compare ... --plot FILE`: decode and prefill rates of each profile's best plan, and the
+    memory it leaves free."""
+    _check_drawable(path)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = document["compare"]
+    names = [e["hardware"] for e in entries]
+    figure, (decode, headroom) = plt.subplots(1, 2, figsize=(12, 4.5))
+    rates = [e["summary"]["decode_tokens_per_s"] or 0.0 if e["summary"]["fits"] else 0.0 for e in entries]
+    bars = decode.barh(names, rates, color=["tab:blue" if e["summary"]["fits"] else "0.8" for e in entries])
+    for bar, e in zip(bars, entries):
+        s = e["summary"]
+        decode.annotate(f" {s['format']} ({s['placement']})" if s["fits"] else " does not fit",
+                        (bar.get_width(), bar.get_y() + bar.get_height() / 2), va="center", fontsize=7)
+    decode.set_xlabel("decode tokens/s (predicted)")
+    decode.set_title(f"{document['model']}: best plan per profile")
+    decode.invert_yaxis()
+    free = [(e["summary"]["headroom_bytes"] or 0) / 1e9 if e["summary"]["fits"] else 0.0 for e in entries]
+    headroom.barh(names, free, color="tab:green")
+    headroom.set_xlabel("GB left on the fullest device")
+    headroom.set_title("memory headroom")
+    headroom.invert_yaxis()
+    figure.tight_layout()
+    _save(figure, path, force)
+    plt.close(figure)

@@ -73,12 +73,23 @@ def render(doc: dict[str, Any], console: Console, *, top: int = 8) -> None:
         console.print(f"speed ({how}; {p['speed_basis']}): decode {predicted['decode_tokens_per_s']:.1f} tok/s, "
                       f"prefill {predicted['prefill_tokens_per_s']:.0f} tok/s, "
                       f"TTFT {predicted['ttft_s']:.2f} s for a 512-token prompt")
+        gpus = doc["hardware"]["gpus"]
+        bound = predicted.get("decode_bound_by", "")
+        if len(gpus) > 1 and bound:
+            name = gpus[int(bound[3:])]["name"] if bound.startswith("gpu") else "the CPU"
+            console.print(f"  decode is bound by {bound} ({shown(name)}): the largest part of each token's time")
+    split = predicted.get("gpu_split")
+    if split:
+        console.print(f"  layers per GPU {'+'.join(map(str, split['layers']))} (split by {split['by']}; "
+                      f"--tensor-split {','.join(f'{v:g}' for v in plan['tensor_split'])})")
     table = Table(title="predicted memory (estimated)", title_justify="left")
     for column in ("device", "weights", "kv_cache", "activations", "overhead", "total"):
         table.add_column(column, justify="left" if column == "device" else "right")
     for device, parts in doc["predicted"]["memory"].items():
         table.add_row(device, *(format_bytes(parts[k]) for k in ("weights", "kv_cache", "activations", "overhead", "total")))
     console.print(table)
+    if doc.get("capacity"):
+        _render_capacity(doc["capacity"], plan["context"], console)
     if doc["alternatives"]:
         alt = Table(title="alternatives that fit", title_justify="left")
         for column in ("runtime", "weights", "placement", "ppl +", "largest device total", "decode tok/s"):
@@ -88,7 +99,8 @@ def render(doc: dict[str, Any], console: Console, *, top: int = 8) -> None:
             ppl = a["quality"]["ppl_increase"]
             biggest = max(a["predicted"]["memory"].items(), key=lambda kv: kv[1]["total"])
             decode = a["predicted"].get("decode_tokens_per_s")
-            alt.add_row(p["runtime"], p["weights"], p["placement"], "?" if ppl is None else f"{ppl:.3f}",
+            where = p["placement"] + (f" by {a['predicted']['gpu_split']['by']}" if "gpu_split" in a["predicted"] else "")
+            alt.add_row(p["runtime"], p["weights"], where, "?" if ppl is None else f"{ppl:.3f}",
                         f"{format_bytes(biggest[1]['total'])} ({biggest[0]})", "-" if decode is None else f"{decode:.1f}")
         console.print(alt)
     for r in doc["rejected"][:top]:
@@ -100,6 +112,27 @@ def render(doc: dict[str, Any], console: Console, *, top: int = 8) -> None:
         by_reason.setdefault(e["reason"], []).append(e["weights"])
     for reason, names in by_reason.items():
         console.print(f"  [dim]not weighed here[/] {shown(', '.join(names))}: {shown(reason)}")
+
+
+def _render_capacity(cap: dict[str, Any], context: int, console: Console) -> None:
+    """Sessions served at once per context, and the aggregate decode rate at the plan's context."""
+    from rich.table import Table
+
+    table = Table(title=f"serving capacity ({shown(cap['how'])})", title_justify="left")
+    table.add_column("context")
+    for row in cap["contexts"]:
+        table.add_column(str(row["context"]), justify="right")
+    table.add_row("sessions", *(str(r["sessions"]) for r in cap["contexts"]))
+    vllm = cap.get("vllm")
+    if vllm:
+        table.add_row(f"vLLM (bf16, TP {vllm['tensor_parallel_size']})", *(str(r["sessions"]) for r in vllm["contexts"]))
+    console.print(table)
+    rates = [f"{a['sessions']}: {a['tokens_per_s']:.0f} tok/s ({a['per_session_tokens_per_s']:.1f} each)" if a["fits"]
+             else f"{a['sessions']}: does not fit" for a in cap["aggregate"]]
+    console.print(f"  aggregate decode at context {context}, by sessions served: {'; '.join(rates)}")
+    if vllm:
+        console.print(f"  vLLM: {vllm['kv_tokens']} tokens of paged KV cache after gpu_memory_utilization (sessions = "
+                      "tokens / context)")
 
 
 def render_survey(hardware: str, rows: list[Any], console: Console) -> None:
@@ -189,3 +222,72 @@ class _QualityProgress:
 
 def quality_progress(enabled: bool) -> _QualityProgress:
     return _QualityProgress(enabled)
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def _summary_row(s: dict[str, Any]) -> list[str]:
+    """format, placement, context (longest that fits), decode, prefill, headroom: one machine."""
+    if not s["fits"]:
+        return ["-", "does not fit", "-", "-", "-", "-"]
+    context = f"{s['context']} ({s['max_context']})" if s.get("max_context") else str(s["context"])
+    headroom = format_bytes(s["headroom_bytes"]) if s.get("headroom_bytes") is not None else "-"
+    return [s["format"], shown(s["placement"]), context, _rate(s["decode_tokens_per_s"]),
+            _rate(s["prefill_tokens_per_s"]), headroom]
+
+
+_COLUMNS = ("format", "placement", "context", "decode tok/s", "prefill tok/s", "headroom")
+
+
+def _machines_table(first: tuple[str, ...]) -> Any:
+    from rich.table import Table
+
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    for column in (*first, *_COLUMNS):
+        table.add_column(column, overflow="fold", justify="right" if "tok/s" in column or column == "headroom" else "left")
+    return table
+
+
+def render_compare(doc: dict[str, Any], console: Console) -> None:
+    """`advise MODEL --compare A,B,C`: each profile's best plan, one row a profile, then what limits each."""
+    console.print(f"[bold]{shown(doc['model'])}[/]: the best plan on each profile (every runtime and format "
+                  "weighed; context: asked (longest that fits); headroom: least memory left on a device)")
+    table = _machines_table(("hardware",))
+    for entry in doc["compare"]:
+        row = _summary_row(entry["summary"])
+        if entry["summary"]["fits"]:
+            row[0] = f"{entry['plan']['runtime']} {row[0]}"
+        table.add_row(shown(entry["hardware"]), *row)
+    console.print(table)
+    for entry in doc["compare"]:
+        p = entry["predicted"].get("provenance", {})
+        speed = f" [dim](speed: {shown(p['speed'])}; {shown(p.get('speed_basis', ''))})[/]" if p.get("speed") else ""
+        notes = "".join(f"; {shown(n)}" for n in entry["summary"]["notes"])
+        console.print(f"  {shown(entry['hardware'])}: {shown(entry['summary']['limit'])}{notes}{speed}")
+
+
+def render_hardware(doc: dict[str, Any], console: Console, *, top: int = 25) -> None:
+    """`fitplan hardware --for MODEL`: every profile, those that meet the requirement first."""
+    req = doc["requirement"]
+    wants = [f"context {req['context']}" if req["context"] else "", f">= {req['min_tokens_per_s']:g} tok/s"
+             if req["min_tokens_per_s"] else "", f"perplexity +{req['max_ppl_increase']:g} at most"
+             if req["max_ppl_increase"] is not None else "perplexity loss about Q4_K_M's at most"]
+    rows = doc["profiles"]
+    meeting = sum(1 for r in rows if r["meets"])
+    console.print(f"[bold]{shown(doc['model'])}[/] ({', '.join(w for w in wants if w)}): {meeting} of {len(rows)} "
+                  f"profiles meet it ({doc['runtime']}, GGUF Q8_0..Q2_K; the smallest first)")
+    if doc["smallest"]:
+        console.print(f"  smallest that meets it: [bold]{shown(doc['smallest'])}[/]")
+    if doc["cheapest"]:
+        c = doc["cheapest"]
+        console.print(f"  cheapest that meets it: [bold]{shown(c['hardware'])}[/] (${c['price_usd']:,.0f}, "
+                      f"{shown(c['price_date'])}; of the profiles with a sourced price)")
+    table = _machines_table(("", "hardware"))
+    for r in rows[:top]:
+        mark = "[green]yes[/]" if r["meets"] else "[yellow]slow[/]" if r["fits"] else "[red]no[/]"
+        table.add_row(mark, shown(r["hardware"]), *_summary_row(r))
+    console.print(table)
+    if len(rows) > top:
+        console.print(f"  [dim]... and {len(rows) - top} more (see --json)[/]")

@@ -57,6 +57,7 @@ class Candidate:
     speculation: dict[str, Any] | None = None  # the draft, its acceptance and the speed-up, when asked for
     source_loss: float = 0.0  # a quantized source file's own loss: converting it cannot undo it
     converted: bool = False  # the weights must be converted or downloaded (not the files at hand)
+    split_by: str = ""  # unequal GPUs: "memory" (llama.cpp's default shares) or "speed" (the fastest card filled first)
 
     def timed(self) -> SpeedPrediction:
         """Its speed, which every fitting candidate has once the solver timed it."""
@@ -82,7 +83,15 @@ class Candidate:
                  "experts-cpu": f"GPU, experts of {self.setup.cpu_moe_layers} layers on CPU",
                  "exact": f"exact placement: {sum(d == 'cpu' for d in self.setup.layer_map)} blocks and "
                           f"{sum(d == 'cpu' for d in self.setup.expert_map)} expert sets on CPU"}
-        return f"{self.setup.runtime} {self.fmt.name} ({where[self.placement]})"
+        shares = f"; layers split {self.split_by and f'by {self.split_by} '}{self.gpu_shares}" if self.setup.tensor_split else ""
+        return f"{self.setup.runtime} {self.fmt.name} ({where[self.placement]}{shares})"
+
+    @property
+    def gpu_shares(self) -> str:
+        """The offloaded layers each GPU holds under the plan's tensor split, e.g. "27+54"."""
+        from fitplan.strategies.runtimes.llamacpp.cost import layer_counts
+
+        return "+".join(map(str, layer_counts(self.layers, self.setup.gpu_layers, self.setup.tensor_split)))
 
 
 @dataclass

@@ -21,6 +21,8 @@ def plan_dict(c: Candidate, context_note: str = "", spec: ModelSpec | None = Non
             "cpu_moe_layers": s.cpu_moe_layers, "flash_attn": s.flash_attn, "placement": c.placement}
     if s.runtime == "llama.cpp":
         plan["swa_full"], plan["op_offload"] = s.swa_full, s.op_offload
+    if s.tensor_split:
+        plan["tensor_split"] = list(s.tensor_split)
     if s.layer_map:
         from fitplan.advisor.planner.placement import overrides
 
@@ -75,6 +77,8 @@ def predicted_dict(c: Candidate, calibration: Calibration | None = None, now: fl
     """Memory per device, and speed where it was computed, each with its provenance (a calibrated
     speed also with the calibration's age and spread: a reader weighs an old or noisy one less)."""
     out: dict[str, Any] = {"memory": {d: m.as_dict() for d, m in c.memory.items()}}
+    if c.setup.tensor_split:  # the offloaded layer slots (blocks, and the head on the last) each GPU holds
+        out["gpu_split"] = {"by": c.split_by, "layers": [int(n) for n in c.gpu_shares.split("+")]}
     provenance: dict[str, Any] = {"memory": "estimated: exact weight bytes, formula KV cache and buffers, "
                                             "runtime constants from runtimes.toml"}
     if c.speed is not None:
@@ -138,8 +142,9 @@ def advice_document(spec: ModelSpec, hw: HardwareSpec, advice: Advice, *, top: i
         "hardware": {
             "name": hw.name, "detected": hw.detected,
             # reserve: what every plan leaves free on that GPU; a plan may use usable_bytes - reserve
-            "gpus": [{"name": g.name, "memory_bytes": g.memory_bytes, "usable_bytes": g.usable_bytes,
-                      "reserve": advice.gpu_reserve_bytes} for g in hw.gpus],
+            "gpus": [{"name": g.name, "backend": g.backend, "memory_bytes": g.memory_bytes,
+                      "usable_bytes": g.usable_bytes, "reserve": advice.gpu_reserve_bytes,
+                      "unified_memory": g.unified_memory} for g in hw.gpus],
             "cpu": {"name": hw.cpu.name, "cores": hw.cpu.cores, "threads": hw.cpu.threads},
             "ram_bytes": hw.ram_bytes, "ram_usable_bytes": hw.ram_usable_bytes,
         },

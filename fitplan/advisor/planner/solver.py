@@ -18,7 +18,7 @@ from fitplan.advisor.planner.candidates import Advice, Candidate, Request
 from fitplan.errors import BadValueError
 from fitplan.hardware_spec import HardwareSpec
 from fitplan.model_spec import ModelSpec
-from fitplan.plan_spec import Setup
+from fitplan.plan_spec import DeviceMemory, Setup, gpu_name
 from fitplan.strategies.offload import default_gpu_reserve_bytes
 from fitplan.strategies.pruning import parse_prune, sparse_kernel_unmet, sparse_weight_bytes
 from fitplan.strategies.quality_prior import factor_note, model_factor
@@ -31,7 +31,7 @@ from fitplan.strategies.registry import (
     weight_format,
     weight_formats,
 )
-from fitplan.strategies.runtimes.contract import DISK, EXACT, EXPERTS_CPU, KV_FALLBACK, PRUNE, SPLIT
+from fitplan.strategies.runtimes.contract import DISK, EXACT, EXPERTS_CPU, KV_FALLBACK, PRUNE, SPLIT, UNEVEN
 from fitplan.units import format_bytes
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ def advise(spec: ModelSpec, hardware: HardwareSpec, request: Request, *, probes:
                 speculation.speculate(c, spec, drafting, hardware, probes, calibration)
     candidates = _without_slower_exact(candidates)
     fitting = [c for c in candidates if c.fits and not _breaks_constraints(c, request)]
-    best = _best(fitting, request, _default_bound(spec))
+    best = _best(fitting, request, default_bound(spec))
     if best is None:
         best = min(candidates, key=lambda c: (not c.fits, _over_by(c, hardware, request)))
         best.speed = best.speed or candidate_speed(spec, best, hardware, probes, calibration)
@@ -174,13 +174,15 @@ def _offers_kv(kv: str, runtime: str) -> bool:
 
 
 def _scale_out(spec: ModelSpec, hw: HardwareSpec, pinned: WeightFormat | None, context: int) -> ScaleOut | None:
-    """A multi-GPU vLLM plan on this machine's GPU kind (an H100 where it has none), in bf16 unless
-    the user pinned a transformers-side GPU format."""
+    """A multi-GPU vLLM plan on this machine's GPU kind (an H100 where it has none, or one vLLM does not
+    scale out: Metal, SYCL, Vulkan, unified memory), in bf16 unless the user pinned a transformers-side
+    GPU format."""
     from fitplan.profiles.named import load_profile
     from fitplan.strategies.runtimes.transformers.cost import constants
     from fitplan.strategies.runtimes.vllm.cost import scale_out
 
-    gpu = hw.gpus[0] if hw.gpus else load_profile("h100-80gb").gpus[0]
+    scalable = hw.gpus and hw.gpus[0].backend in ("CUDA", "ROCm") and not hw.unified
+    gpu = hw.gpus[0] if scalable else load_profile("h100-80gb").gpus[0]
     fmt = pinned if pinned is not None and pinned.runtime == "transformers" and "gpu" in pinned.devices \
         else weight_format("bf16")  # a CPU-only format (int8-dynamic) scales out as bf16
     return scale_out(spec, tensor_bytes(spec, fmt), fmt.name, context, gpu, constants()["gpu_context_bytes"])
@@ -221,6 +223,9 @@ def _placements(spec: ModelSpec, hw: HardwareSpec, req: Request, fmt: WeightForm
     if gpus:
         full = _candidate(spec, hw, req, fmt, weights, context, top, gpus)
         out.append(full)
+        faster = _speed_split(spec, hw, req, fmt, weights, full) if full.fits else None
+        if faster:
+            out.append(faster)
         if not full.fits and KV_FALLBACK in features and req.kv_cache is None and req.flash_attn is not False:
             # a smaller KV cache (llama.cpp's q8_0, measured lossless: kv_dtypes.toml) may keep every layer on the GPU
             smaller_kv = replace(req, kv_cache=cost_model(fmt.runtime).smaller_kv_cache)
@@ -239,7 +244,10 @@ def _placements(spec: ModelSpec, hw: HardwareSpec, req: Request, fmt: WeightForm
                 exact = _milp_candidate(spec, hw, req, fmt, weights, full.setup)
                 if exact:
                     out.append(exact)
-    if on_cpu:
+    if on_cpu and not (hw.unified and any(c.fits for c in out)):
+        # unified memory (Apple, DGX Spark, Strix Halo): the CPU reads the same pool as the GPU, through
+        # fewer and narrower ports than the one bandwidth figure the profile gives both, so a CPU-only plan
+        # is weighed only where no plan using the GPU fits
         out.append(_candidate(spec, hw, req, fmt, weights, context, 0, 0))
     return out
 
@@ -311,9 +319,56 @@ def _fewest_cpu_expert_layers(spec, hw, req, fmt, weights, context, gpus) -> Can
     return best
 
 
-def _candidate(spec, hw, req, fmt, weights, context, gpu_layers, gpus, cpu_moe_layers: int = 0) -> Candidate:
+def _memory_split(hw: HardwareSpec, req: Request, gpus: int) -> tuple[float, ...]:
+    """llama.cpp's default shares, each GPU's memory (its room here: less the reserve, within --max-vram),
+    in MiB; () for alike cards, whose shares are equal."""
+    room = [_capacity(gpu_name(i), hw, req) // 2**20 for i in range(gpus)]
+    return () if len(set(room)) <= 1 else tuple(float(max(1, r)) for r in room)
+
+
+def _speed_split(spec, hw, req, fmt, weights, full: Candidate) -> Candidate | None:
+    """Unequal GPUs holding every layer: the split that fills the faster cards first. Decode runs the
+    layers card after card, so each layer moved from a slower card to a faster one that still has room
+    takes less time, down to leaving a slow card empty (share 0: one device hop fewer). None when the
+    cards' bandwidths are alike or no layer can move."""
+    from fitplan.advisor.planner.placement import device_bandwidth
+    from fitplan.strategies.runtimes.llamacpp.cost import layer_counts
+
+    s = full.setup
+    if UNEVEN not in cost_model(fmt.runtime).features or s.gpus < 2 or full.placement != "gpu":
+        return None
+    bandwidth = device_bandwidth(hw, s.threads)
+    speed = [bandwidth(gpu_name(i)) for i in range(s.gpus)]
+    if len(set(speed)) == 1:
+        return None
+    counts = layer_counts(spec.layers, s.gpu_layers, s.tensor_split or (1.0,) * s.gpus)
+    order = sorted(range(s.gpus), key=lambda i: -speed[i])
+    best, moved = None, True
+    while moved:
+        moved = False
+        for fast in order:
+            for slow in reversed(order):
+                if speed[slow] >= speed[fast] or not counts[slow]:
+                    continue
+                trial = [*counts]
+                trial[fast], trial[slow] = trial[fast] + 1, trial[slow] - 1
+                c = _candidate(spec, hw, req, fmt, weights, s.context, s.gpu_layers, s.gpus,
+                               split=tuple(map(float, trial)))
+                if c.fits and layer_counts(spec.layers, s.gpu_layers, c.setup.tensor_split) == trial:
+                    best, counts, moved = c, trial, True
+                    break
+            if moved:
+                break
+    return best
+
+
+def _candidate(spec, hw, req, fmt, weights, context, gpu_layers, gpus, cpu_moe_layers: int = 0,
+               split: tuple[float, ...] | None = None) -> Candidate:
     threads = req.threads or hw.cpu.cores
     runtime = cost_model(fmt.runtime)
+    by_speed = split is not None
+    if split is None:
+        split = _memory_split(hw, req, gpus) if UNEVEN in runtime.features and gpus > 1 and gpu_layers else ()
     kv = check_kv_cache(req.kv_cache, fmt.runtime) if req.kv_cache else runtime.default_kv_cache(fmt, hw, gpu_layers)
     all_on_gpu = gpu_layers == spec.layers and gpus > 0
     sparse = bool(req.prune) and sparse_kernel_unmet(req.prune, fmt.name, hw, all_on_gpu) is None
@@ -323,12 +378,14 @@ def _candidate(spec, hw, req, fmt, weights, context, gpu_layers, gpus, cpu_moe_l
     # file validates a Setup it reads or writes)
     setup = Setup.model_construct(
         runtime=fmt.runtime, weights=fmt.name, kv_cache=kv, context=context, batch=req.batch, threads=threads,
-        gpu_layers=gpu_layers, gpus=gpus if gpu_layers else 0, cpu_moe_layers=cpu_moe_layers,
+        gpu_layers=gpu_layers, gpus=gpus if gpu_layers else 0, tensor_split=split, cpu_moe_layers=cpu_moe_layers,
         flash_attn=runtime.flash_attn(req.flash_attn, kv, hw, all_on_gpu), prune=_prune_label(req.prune),
         swa_full=True if req.swa_full is None else req.swa_full,
         op_offload=True if req.op_offload is None else req.op_offload,
         sparse_kernels=sparse, disk_layers=disk)
-    return _sized(spec, hw, req, fmt, sparse_weight_bytes(weights, fmt.name) if sparse else weights, setup)
+    c = _sized(spec, hw, req, fmt, sparse_weight_bytes(weights, fmt.name) if sparse else weights, setup)
+    c.split_by = "speed" if by_speed else "memory" if split else ""
+    return c
 
 
 def _prune_label(prune: str | None) -> str:
@@ -343,9 +400,21 @@ def _sized(spec, hw, req, fmt, weights, setup: Setup) -> Candidate:
     memory = cost_model(fmt.runtime).memory(spec, setup, weights)
     problems = [f"needs {format_bytes(mem.total)} on {dev} > {format_bytes(cap)} available{_reserve_note(dev, hw, req)}"
                 for dev, mem in memory.items() if mem.total > (cap := _capacity(dev, hw, req))]
+    if hw.unified and not problems:
+        problems += _pool_overflow(memory, hw, req)
     source_loss, converted = _source(spec, fmt)
     return Candidate(setup, fmt, memory, not problems, spec.layers, "; ".join(problems), source_loss=source_loss,
                      converted=converted)
+
+
+def _pool_overflow(memory: dict[str, DeviceMemory], hw: HardwareSpec, req: Request) -> list[str]:
+    """Unified memory: the GPUs' and the CPU's shares come out of one pool, the host's RAM, so each may
+    fit on its own (the GPU within its working set) and the two together still not."""
+    shared = [d for d in memory if d == "cpu" or (d.startswith("gpu") and hw.gpus[int(d[3:])].unified_memory)]
+    used, pool = sum(memory[d].total for d in shared), _capacity("cpu", hw, req)
+    if used <= pool:
+        return []
+    return [f"needs {format_bytes(used)} on {' + '.join(shared)} > {format_bytes(pool)} of unified memory"]
 
 
 def _reserve_note(device: str, hw: HardwareSpec, req: Request) -> str:
@@ -377,6 +446,27 @@ def _source(spec: ModelSpec, fmt: WeightFormat) -> tuple[float, bool]:
 def gpu_reserve_bytes(req: Request) -> int:
     """What every plan leaves free on each GPU: the request's reserve, else the default."""
     return req.reserve if req.reserve is not None else default_gpu_reserve_bytes()
+
+
+def resized(spec: ModelSpec, hw: HardwareSpec, req: Request, c: Candidate, *, context: int,
+            batch: int | None = None) -> Candidate:
+    """Candidate `c` with `context` tokens a sequence (and `batch` sequences), sized again: whether it fits
+    on every device and in one pool (unified memory); the draft's memory, where it has one, is not counted."""
+    weights = tensor_bytes(spec, c.fmt)
+    if c.setup.sparse_kernels:
+        weights = sparse_weight_bytes(weights, c.fmt.name)
+    setup = c.setup.with_(context=context, batch=c.setup.batch if batch is None else batch)
+    return _sized(spec, hw, req, c.fmt, weights, setup)
+
+
+def fits_with(spec: ModelSpec, hw: HardwareSpec, req: Request, c: Candidate, *, context: int,
+              batch: int | None = None) -> bool:
+    return resized(spec, hw, req, c, context=context, batch=batch).fits
+
+
+def device_capacity(device: str, hw: HardwareSpec, req: Request) -> int:
+    """What a plan may use on `device` ("gpu0", "cpu", "disk") under the request's budgets."""
+    return _capacity(device, hw, req)
 
 
 def _capacity(device: str, hw: HardwareSpec, req: Request) -> int:
@@ -419,7 +509,7 @@ def _rank(c: Candidate, req: Request) -> tuple[float, ...]:
     return (-speed.decode_tokens_per_s, plan_loss_of(c), c.converted)
 
 
-def _default_bound(spec: ModelSpec) -> float:
+def default_bound(spec: ModelSpec) -> float:
     """The balanced objective's loss bound: what Q4_K_M is expected to cost this model."""
     return (weight_format(QUALITY_BOUND_FORMAT).ppl_increase or 0.0) * model_factor(spec)
 

@@ -48,9 +48,10 @@ class SpeedPrediction:
     provenance: str
     basis: str
     decode_full_context_tokens_per_s: float = 0.0  # the decode rate once the context is full
+    decode_bound_by: str = ""  # the device whose part of a decode step is the largest ("gpu1", "cpu")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"decode_tokens_per_s": round(self.decode_tokens_per_s, 3),
+        return {"decode_tokens_per_s": round(self.decode_tokens_per_s, 3), "decode_bound_by": self.decode_bound_by,
                 "decode_full_context_tokens_per_s": round(self.decode_full_context_tokens_per_s, 3),
                 "prefill_tokens_per_s": round(self.prefill_tokens_per_s, 3), "ttft_s": round(self.ttft_s, 4),
                 "batch_tokens_per_s": round(self.batch_tokens_per_s, 3)}
@@ -169,8 +170,13 @@ class StepModel:
 
 def decode_step_seconds(plan: StepModel, batch: int, position: int) -> float:
     """One decode step of `batch` sequences at `position`: device times add (layers run in order)."""
+    return sum(decode_device_seconds(plan, batch, position).values()) + _fixed_step_seconds(plan) + plan.call_s
+
+
+def decode_device_seconds(plan: StepModel, batch: int, position: int) -> dict[str, float]:
+    """Each device's part of one decode step: the largest is the device that bounds decode."""
     reads = plan.single if batch == 1 else _reads(plan.spec, plan.placed, batch)
-    total = 0.0
+    out = {}
     for device, (nbytes, flops) in reads.items():
         load = plan.attention.get(device, _NO_LAYERS)
         kv_bytes, attn_flops = load.kv_bytes(position), load.flops(position)
@@ -178,12 +184,12 @@ def decode_step_seconds(plan: StepModel, batch: int, position: int) -> float:
         bandwidth, matmul = rate.bandwidth_GB_per_s * 1e9, rate.matmul_GFLOP_per_s * 1e9
         if terms is None:
             eff = plan.efficiency.decode
-            total += max((nbytes + kv_bytes * batch) / (bandwidth * eff), (flops + attn_flops * batch) / (matmul * eff))
+            out[device] = max((nbytes + kv_bytes * batch) / (bandwidth * eff), (flops + attn_flops * batch) / (matmul * eff))
             continue
         memory_s = nbytes / bandwidth * terms.read(plan.type_class) + kv_bytes * batch / bandwidth * terms.kv_read
         compute_s = (flops + attn_flops * batch) / matmul * terms.mm(plan.type_class)
-        total += max(memory_s, compute_s) + plan.layers_on[device] * terms.layer_step_s
-    return total + _fixed_step_seconds(plan) + plan.call_s
+        out[device] = max(memory_s, compute_s) + plan.layers_on[device] * terms.layer_step_s
+    return out
 
 
 def _fixed_step_seconds(plan: StepModel) -> float:
@@ -281,7 +287,10 @@ def predict(model: StepModel, setup: Setup, *, prompt_tokens: int, ubatch: int =
     provenance = model.efficiency.provenance
     if model.terms and provenance != "calibrated":
         provenance = next(iter(model.terms.values())).provenance
-    return SpeedPrediction(decode, prompt_tokens / prefill_s, prefill_s + 1 / decode, batch, provenance, basis, full)
+    parts = decode_device_seconds(model, 1, position)
+    bound = max(parts, key=lambda d: parts[d]) if parts else ""
+    return SpeedPrediction(decode, prompt_tokens / prefill_s, prefill_s + 1 / decode, batch, provenance, basis, full,
+                           bound)
 
 
 def _table() -> dict[str, Any]:
@@ -314,9 +323,10 @@ def cpu_rates(hw: HardwareSpec, threads: int, probes: MachineProbes | None, weig
 def gpu_rates(gpu: GPUSpec, probed: dict[str, Any] | None) -> DeviceRates:
     if probed and "memory_GB_per_s" in probed and "fp16_TFLOP_per_s" in probed:
         return DeviceRates(probed["memory_GB_per_s"].value, probed["fp16_TFLOP_per_s"].value * 1000, "probe")
-    if gpu.memory_bandwidth_GB_per_s and gpu.fp16_tflops:
-        return DeviceRates(gpu.memory_bandwidth_GB_per_s, gpu.fp16_tflops * 1000, "spec sheet", gpu.board_power_W)
-    return DeviceRates(gpu.memory_bandwidth_GB_per_s or 100.0, (gpu.fp16_tflops or 10.0) * 1000, "assumed")
+    flops = gpu.fp16_tflops or kernel_tflops(gpu)  # an INT8 figure alone (Jetson Orin) sets the kernel rate
+    if gpu.memory_bandwidth_GB_per_s and flops:
+        return DeviceRates(gpu.memory_bandwidth_GB_per_s, flops * 1000, "spec sheet", gpu.board_power_W)
+    return DeviceRates(gpu.memory_bandwidth_GB_per_s or 100.0, (flops or 10.0) * 1000, "assumed")
 
 
 def disk_rates(cpu: DeviceRates, probes: Any | None) -> DeviceRates:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 SPLIT, EXPERTS_CPU, EXACT, DISK = "split", "experts-cpu", "exact", "disk"
 PRUNE = "prune"  # weights pruned at load (strategies/pruning.py)
 KV_FALLBACK = "kv-fallback"  # a plan that overflows is retried with the cost model's `smaller_kv_cache`
+UNEVEN = "uneven"  # layers shared over unequal GPUs by Setup.tensor_split (llama.cpp --tensor-split)
 
 
 @runtime_checkable

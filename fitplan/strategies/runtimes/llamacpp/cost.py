@@ -20,7 +20,7 @@ from fitplan.errors import BadValueError
 from fitplan.model_spec import ModelSpec, TensorInfo
 from fitplan.plan_spec import DeviceMemory, Setup, WeightBytes, gpu_name
 from fitplan.strategies.kv_cache import layer_kv_bytes
-from fitplan.strategies.runtimes.contract import EXACT, EXPERTS_CPU, KV_FALLBACK, SPLIT, ModuleCostModel
+from fitplan.strategies.runtimes.contract import EXACT, EXPERTS_CPU, KV_FALLBACK, SPLIT, UNEVEN, ModuleCostModel
 
 if TYPE_CHECKING:
     from fitplan.hardware_spec import HardwareSpec
@@ -65,16 +65,16 @@ def refuse(setup: Setup) -> str:
 def layer_device(spec: ModelSpec, setup: Setup, layer: int) -> str:
     if setup.layer_map:
         return setup.layer_map[layer]
-    return _slot_device(setup.gpus, setup.gpu_layers, spec.layers, layer)
+    return _slot_device(setup.gpus, setup.gpu_layers, spec.layers, layer, setup.tensor_split)
 
 
 @cache
-def _slot_device(gpus: int, gpu_layers: int, n_layer: int, slot: int) -> str:
+def _slot_device(gpus: int, gpu_layers: int, n_layer: int, slot: int, split: tuple[float, ...] = ()) -> str:
     """llama.cpp's layer split (src/llama-model.cpp load_tensors): n_layer + 1 slots, the last one the
     output head; -ngl N puts the last N slots on the GPUs, and slot i of them goes to the first GPU whose
     cumulative tensor_split share exceeds (i - i_gpu_start) / N, in float32 as there. fitplan's
-    gpu_layers counts blocks, so -ngl is gpu_layers + 1 (the head rides with the blocks) and
-    tensor_split is equal (the session passes it, so free memory does not move the split)."""
+    gpu_layers counts blocks, so -ngl is gpu_layers + 1 (the head rides with the blocks), and the
+    session always passes tensor_split (equal where the plan has none), so free memory does not move it."""
     if not gpus or not gpu_layers:
         return "cpu"
     ngl = min(gpu_layers + 1, n_layer + 1)
@@ -82,8 +82,22 @@ def _slot_device(gpus: int, gpu_layers: int, n_layer: int, slot: int) -> str:
     if slot < start:
         return "cpu"
     x = _f32(_f32(slot - start) / _f32(ngl))
-    splits = [_f32(_f32(i + 1) / _f32(gpus)) for i in range(gpus)]
-    return gpu_name(min(bisect_right(splits, x), gpus - 1))
+    return gpu_name(min(bisect_right(split_points(split or (1.0,) * gpus), x), gpus - 1))
+
+
+def split_points(split: tuple[float, ...]) -> list[float]:
+    """The cumulative, normalized shares llama.cpp compares each slot with, in float32 as there."""
+    total, points = _f32(0.0), []
+    for share in split:
+        total = _f32(total + _f32(share))
+        points.append(total)
+    return [_f32(p / total) for p in points]
+
+
+def layer_counts(n_layer: int, gpu_layers: int, split: tuple[float, ...]) -> list[int]:
+    """How many of the offloaded slots (blocks + the head) each GPU gets under `split`."""
+    devices = [_slot_device(len(split), gpu_layers, n_layer, slot, split) for slot in range(n_layer + 1)]
+    return [devices.count(gpu_name(i)) for i in range(len(split))]
 
 
 def _f32(value: float) -> float:
@@ -128,7 +142,7 @@ def head_device(spec: ModelSpec, setup: Setup) -> str:
     overrides, so the head is on a GPU."""
     if setup.layer_map:
         return gpu_name(setup.gpus - 1) if setup.gpus else "cpu"
-    return _slot_device(setup.gpus, setup.gpu_layers, spec.layers, spec.layers)
+    return _slot_device(setup.gpus, setup.gpu_layers, spec.layers, spec.layers, setup.tensor_split)
 
 
 def experts_on_cpu(spec: ModelSpec, setup: Setup) -> bool:
@@ -270,5 +284,5 @@ def output_bytes(spec: ModelSpec, setup: Setup) -> int:
 # (the KV cache is allocated whole at load; a q8_0 cache, measured lossless in kv_dtypes.toml, may keep
 # every layer of an overflowing plan on the GPU)
 COST_MODEL = ModuleCostModel(sys.modules[__name__], aliases=("llamacpp", "llama-cpp", "llama_cpp"),
-                             features=frozenset({SPLIT, EXPERTS_CPU, EXACT, KV_FALLBACK}), preallocates_kv=True,
+                             features=frozenset({SPLIT, EXPERTS_CPU, EXACT, KV_FALLBACK, UNEVEN}), preallocates_kv=True,
                              smaller_kv_cache="q8_0")

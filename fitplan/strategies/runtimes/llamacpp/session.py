@@ -36,8 +36,8 @@ def llama_kwargs(path: str, setup: Setup, *, layers: int) -> dict[str, Any]:
     }
     if not setup.op_offload:  # named only when off: llama-cpp-python took op_offload later than the rest
         kwargs["op_offload"] = False
-    if setup.gpus > 1 and setup.gpu_layers:  # equal shares: the split cost.py assumes, whatever memory is free
-        kwargs["tensor_split"] = [1.0] * setup.gpus
+    if setup.gpus > 1 and setup.gpu_layers:  # the plan's shares (equal if none), whatever memory is free
+        kwargs["tensor_split"] = list(setup.tensor_split) or [1.0] * setup.gpus
     return kwargs
 
 

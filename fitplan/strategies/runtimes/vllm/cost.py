@@ -49,11 +49,17 @@ def per_gpu_bytes(spec: ModelSpec, weights: WeightBytes, context: int, tp: int, 
     return int(total_weights / (tp * pp) + kv_total / pp * kv_share + activations + gpu_context)
 
 
+def reserved_bytes(gpu: GPUSpec) -> int:
+    """What vLLM takes of a card: gpu_memory_utilization of it, for the model and its KV blocks."""
+    c = load_table("fitplan.strategies.data", "runtimes.toml")["vllm"]
+    return int(gpu.memory_bytes * c["gpu_memory_utilization"])
+
+
 def scale_out(spec: ModelSpec, weights: WeightBytes, fmt_name: str, context: int, gpu: GPUSpec,
               gpu_context: int) -> ScaleOut | None:
     """The fewest GPUs of this kind (powers of two; up to gpus_per_node per node) that hold the model."""
     c = load_table("fitplan.strategies.data", "runtimes.toml")["vllm"]
-    reserved = int(gpu.memory_bytes * c["gpu_memory_utilization"])
+    reserved = reserved_bytes(gpu)
     for gpus in (2**k for k in range(0, 11)):
         tp = min(gpus, c["gpus_per_node"])
         pp = gpus // tp
