@@ -115,12 +115,6 @@ def advise_command(
         disk_layers=parse_count(disk_layers, source="--disk-layers") if disk_layers is not None else None,
     )
     ram_bytes = parse_size(ram, source="--ram") if ram is not None else None
-    if compare is not None:
-        if output or probe or probe_quality or hardware != "auto":
-            raise BadValueError("--compare weighs the profiles it names: leave out --hardware, -o, --probe and "
-                                "--probe-quality")
-        _compare(model, compare, request, ram_bytes, as_json=as_json, plot=plot, force=force, prune=prune)
-        return
     if prune is not None:
         from fitplan.strategies.pruning import parse_prune
 
@@ -129,6 +123,12 @@ def advise_command(
         from fitplan.advisor.cli.plot import check_plot_target
 
         check_plot_target(plot, force=force)
+    if compare is not None:
+        if output or probe or probe_quality or hardware != "auto":
+            raise BadValueError("--compare weighs the profiles it names: leave out --hardware, -o, --probe and "
+                                "--probe-quality")
+        _compare(model, compare, request, ram_bytes, as_json=as_json, plot=plot, force=force)
+        return
     if output and os.path.lexists(output) and not force:
         raise BadValueError(f"{output} exists (-o); fitplan never overwrites a file: pick another name, or pass --force")
     spec = resolve_model(model)
@@ -171,7 +171,7 @@ def advise_command(
 
 
 def _compare(model: str, names: str, request: Request, ram_bytes: int | None, *, as_json: bool, plot: str | None,
-             force: bool, prune: str | None) -> None:
+             force: bool) -> None:
     """`advise MODEL --compare A,B,C`: the full advice on each profile; a table, JSON or a chart."""
     from fitplan.advisor.cli.report import render_compare
     from fitplan.advisor.models.resolve import resolve_model
@@ -182,14 +182,6 @@ def _compare(model: str, names: str, request: Request, ram_bytes: int | None, *,
     if len(profiles) < 2 or not all(profiles) or len(set(profiles)) != len(profiles):
         raise BadValueError(f"bad --compare {names!r}: name two or more different profiles, e.g. "
                             "rtx-5090-32gb,2xrtx-3090-24gb")
-    if prune is not None:
-        from fitplan.strategies.pruning import parse_prune
-
-        parse_prune(prune)
-    if plot:
-        from fitplan.advisor.cli.plot import check_plot_target
-
-        check_plot_target(plot, force=force)
     machines = [_hardware(n, ram_bytes, model_path=model) for n in profiles]  # a bad name fails before any work
     spec = resolve_model(model)
     entries = []

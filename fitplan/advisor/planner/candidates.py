@@ -87,11 +87,16 @@ class Candidate:
         return f"{self.setup.runtime} {self.fmt.name} ({where[self.placement]}{shares})"
 
     @property
-    def gpu_shares(self) -> str:
-        """The offloaded layers each GPU holds under the plan's tensor split, e.g. "27+54"."""
+    def gpu_layer_counts(self) -> list[int]:
+        """The offloaded layer slots (blocks, and the head on the last) each GPU holds under the tensor split."""
         from fitplan.strategies.runtimes.llamacpp.cost import layer_counts
 
-        return "+".join(map(str, layer_counts(self.layers, self.setup.gpu_layers, self.setup.tensor_split)))
+        return layer_counts(self.layers, self.setup.gpu_layers, self.setup.tensor_split)
+
+    @property
+    def gpu_shares(self) -> str:
+        """The same, as the label and tables print it, e.g. "27+54"."""
+        return "+".join(map(str, self.gpu_layer_counts))
 
 
 @dataclass

@@ -77,8 +77,8 @@ def predicted_dict(c: Candidate, calibration: Calibration | None = None, now: fl
     """Memory per device, and speed where it was computed, each with its provenance (a calibrated
     speed also with the calibration's age and spread: a reader weighs an old or noisy one less)."""
     out: dict[str, Any] = {"memory": {d: m.as_dict() for d, m in c.memory.items()}}
-    if c.setup.tensor_split:  # the offloaded layer slots (blocks, and the head on the last) each GPU holds
-        out["gpu_split"] = {"by": c.split_by, "layers": [int(n) for n in c.gpu_shares.split("+")]}
+    if c.setup.tensor_split:
+        out["gpu_split"] = {"by": c.split_by, "layers": c.gpu_layer_counts}
     provenance: dict[str, Any] = {"memory": "estimated: exact weight bytes, formula KV cache and buffers, "
                                             "runtime constants from runtimes.toml"}
     if c.speed is not None:

@@ -121,10 +121,11 @@ def _bound(c: Candidate, hw: HardwareSpec) -> str:
 
 
 def _placement(c: Candidate, hw: HardwareSpec) -> str:
+    """survey's few words for the placement, with the GPU count and how the layers split over unequal cards."""
+    from fitplan.advisor.planner.survey import placement_words
+
     s = c.setup
-    where = {"gpu": "GPU" if s.gpus <= 1 else f"{s.gpus} GPUs", "cpu": "CPU",
-             "split": f"GPU+CPU {s.gpu_layers}/{c.layers}", "experts-cpu": f"GPU, CPU experts {s.cpu_moe_layers}/{c.layers}",
-             "exact": "GPU+CPU tensors", "disk": f"GPU+CPU+disk {s.disk_layers}"}[c.placement]
+    where = f"{s.gpus} GPUs" if c.placement == "gpu" and s.gpus > 1 else placement_words(c, c.layers)
     if s.tensor_split:
         where += f" {c.gpu_shares} by {c.split_by}"
     return where

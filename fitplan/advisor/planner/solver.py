@@ -343,23 +343,18 @@ def _speed_split(spec, hw, req, fmt, weights, full: Candidate) -> Candidate | No
         return None
     counts = layer_counts(spec.layers, s.gpu_layers, s.tensor_split or (1.0,) * s.gpus)
     order = sorted(range(s.gpus), key=lambda i: -speed[i])
-    best, moved = None, True
-    while moved:
-        moved = False
-        for fast in order:
-            for slow in reversed(order):
-                if speed[slow] >= speed[fast] or not counts[slow]:
-                    continue
-                trial = [*counts]
-                trial[fast], trial[slow] = trial[fast] + 1, trial[slow] - 1
-                c = _candidate(spec, hw, req, fmt, weights, s.context, s.gpu_layers, s.gpus,
-                               split=tuple(map(float, trial)))
-                if c.fits and layer_counts(spec.layers, s.gpu_layers, c.setup.tensor_split) == trial:
-                    best, counts, moved = c, trial, True
-                    break
-            if moved:
+    best = None
+    while True:  # one layer at a time, the fastest card first, from the slowest that has one
+        moves = ((f, w) for f in order for w in reversed(order) if speed[w] < speed[f] and counts[w])
+        for fast, slow in moves:
+            trial = [*counts]
+            trial[fast], trial[slow] = trial[fast] + 1, trial[slow] - 1
+            c = _candidate(spec, hw, req, fmt, weights, s.context, s.gpu_layers, s.gpus, split=tuple(map(float, trial)))
+            if c.fits and layer_counts(spec.layers, s.gpu_layers, c.setup.tensor_split) == trial:
+                best, counts = c, trial
                 break
-    return best
+        else:
+            return best
 
 
 def _candidate(spec, hw, req, fmt, weights, context, gpu_layers, gpus, cpu_moe_layers: int = 0,

@@ -80,7 +80,7 @@ def _row(spec: ModelSpec, family: str, hw: HardwareSpec, context: int | None, ra
     base.memory_bytes = {device: m.total for device, m in c.memory.items()}
     if c.speed is not None:
         base.decode_tokens_per_s, base.prefill_tokens_per_s = c.speed.decode_tokens_per_s, c.speed.prefill_tokens_per_s
-    base.placement = _placement(c, spec.layers)
+    base.placement = placement_words(c, spec.layers)
     base.fits = advice.fits
     base.meets_rate = advice.fits and _meets(advice, rate)
     if not advice.fits:
@@ -103,7 +103,7 @@ def _meets(advice: Advice, rate: float | None) -> bool:
     return rate is None or (speed is not None and speed.decode_tokens_per_s >= rate)
 
 
-def _placement(c: Candidate, layers: int) -> str:
+def placement_words(c: Candidate, layers: int) -> str:
     """Where the blocks go, in a few words (Candidate.placement's kinds)."""
     kind, s = c.placement, c.setup
     return {"split": f"GPU+CPU {s.gpu_layers}/{layers}", "experts-cpu": f"GPU, CPU experts {s.cpu_moe_layers}/{layers}",
