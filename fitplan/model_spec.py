@@ -7,7 +7,7 @@ entries, config folders and GGUF files alike.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Literal
 
@@ -104,6 +104,15 @@ class ModelSpec:
     mtp_layers: int = 0  # multi-token-prediction layers stored after the last block, not counted or loaded
     multimodal: bool = False  # the text model of a checkpoint that also stores vision/audio towers
     # (Gemma 3, Gemma 3n, Llama 4, Mistral 3): their tensors, outside `language_model`, are not planned
+
+    def __hash__(self) -> int:
+        """The dataclass hash of the fields, computed once: the cost models' caches hash a spec on every
+        call, and its tensor tuples make each hash walk hundreds of entries."""
+        value = self.__dict__.get("_hash")
+        if value is None:
+            value = hash(tuple(getattr(self, f.name) for f in fields(self) if f.compare))
+            object.__setattr__(self, "_hash", value)
+        return value
 
     @cached_property
     def caches(self) -> tuple[LayerCache, ...]:

@@ -322,3 +322,16 @@ def test_no_capacity_where_nothing_fits(tmp_path: Path) -> None:
     doc = assert_ok(run_fitplan("advise", "llama-3.1-70b", "--hardware", "rtx-3060-12gb", "--max-ram", "8GB",
                                 "--json", cwd=tmp_path))
     assert not doc["fits"] and "capacity" not in doc
+
+
+def test_a_spec_hashes_once_and_alike_specs_hash_alike() -> None:
+    """ModelSpec caches its hash (the cost models' caches hash it on every call): equal specs still hash
+    equal, and a changed field gives a spec that is neither equal nor served from the cache as the old one."""
+    from dataclasses import replace
+
+    spec = catalog_spec("llama-3.1-8b")
+    twin = replace(spec)
+    assert twin is not spec and twin == spec and hash(twin) == hash(spec)
+    longer = replace(spec, max_context=spec.max_context * 2)
+    assert longer != spec and {spec: 1, longer: 2}[longer] == 2
+    assert hash(spec) == hash(tuple(getattr(spec, f) for f in spec.__dataclass_fields__))

@@ -13,7 +13,7 @@ Tensor parallel over the host's GPUs (a power of two), bf16 weights, KV heads sp
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from fitplan.advisor.planner.solver import device_capacity, fits_with, resized
@@ -35,7 +35,8 @@ def capacity(spec: ModelSpec, hw: HardwareSpec, request: Request, c: Candidate, 
              probes: MachineProbes | None = None, calibration: Calibration | None = None) -> dict[str, Any]:
     """Sessions per context and aggregate decode for the chosen plan; vLLM's paged pool where it applies."""
     contexts = sorted({x for x in CONTEXTS if x <= spec.max_context} | {c.setup.context})
-    rows = [{"context": x, "sessions": most_sessions(spec, hw, request, c, x)} for x in contexts]
+    growth = Growth.of(spec, hw, request, c)
+    rows = [{"context": x, "sessions": most_sessions(spec, hw, request, c, x, growth)} for x in contexts]
     fit_here = next(r["sessions"] for r in rows if r["context"] == c.setup.context)
     out: dict[str, Any] = {
         "runtime": c.setup.runtime, "weights": c.fmt.name, "kv_cache": c.setup.kv_cache,
@@ -56,27 +57,56 @@ def _how(c: Candidate) -> str:
     return f"{c.setup.runtime}: N sequences in one batch, each with its own KV cache of the context"
 
 
-def most_sessions(spec: ModelSpec, hw: HardwareSpec, request: Request, c: Candidate, context: int) -> int:
+@dataclass(frozen=True)
+class Growth:
+    """Memory per device as `fixed + per_session * n + per_cell * n * context`: what the KV cells, the
+    output rows and the buffers sized by them add, fitted on three sizings of the plan. It only guesses
+    where to start; `most_sessions` checks each count against the exact cost model."""
+
+    fixed: dict[str, float]
+    per_session: dict[str, float]
+    per_cell: dict[str, float]
+    room: dict[str, int]  # what the plan may use on each device (the pool, under "pool", on unified memory)
+
+    @staticmethod
+    def of(spec: ModelSpec, hw: HardwareSpec, request: Request, c: Candidate) -> Growth:
+        x = c.setup.context
+        base, more, longer = (resized(spec, hw, request, c, context=ctx, batch=n).memory
+                              for ctx, n in ((x, 1), (x, 2), (2 * x, 1)))
+        devices = [d for d in base if d != "disk"]
+        room = {d: device_capacity(d, hw, request) for d in devices}
+        per_cell = {d: (longer[d].total - base[d].total) / x for d in devices}
+        per_session = {d: more[d].total - base[d].total - per_cell[d] * x for d in devices}
+        fixed = {d: base[d].total - per_session[d] - per_cell[d] * x for d in devices}
+        if hw.unified:  # the one pool bounds the sum of the shares too
+            for part in (fixed, per_session, per_cell):
+                part["pool"] = sum(part[d] for d in devices)
+            room["pool"] = device_capacity("cpu", hw, request)
+        return Growth(fixed, per_session, per_cell, room)
+
+    def sessions(self, context: int) -> int:
+        """The count the fit gives at `context` (MAX_BATCH where nothing grows)."""
+        counts = [(self.room[d] - self.fixed[d]) / step for d in self.room
+                  if (step := self.per_session[d] + self.per_cell[d] * context) > 0]
+        return max(0, min(MAX_BATCH, int(min(counts)))) if counts else MAX_BATCH
+
+
+def most_sessions(spec: ModelSpec, hw: HardwareSpec, request: Request, c: Candidate, context: int,
+                  growth: Growth | None = None) -> int:
     """The largest number of sessions of `context` tokens the plan holds (0: not even one). Memory grows
-    with the sessions about linearly (KV cells, output rows), so the count the first two sizes extrapolate
-    to is checked and stepped from, not searched for."""
-    one, two = (resized(spec, hw, request, c, context=context, batch=n) for n in (1, 2))
-    if not one.fits:
-        return 0
-    if not two.fits:
-        return 1
-    devices = [d for d in one.memory if d != "disk"]
-    estimates = [(device_capacity(d, hw, request) - one.memory[d].total) / growth for d in devices
-                 if (growth := two.memory[d].total - one.memory[d].total) > 0]
-    growth = sum(two.memory[d].total - one.memory[d].total for d in devices)
-    if hw.unified and growth > 0:  # the one pool bounds the sum of the shares too
-        estimates.append((device_capacity("cpu", hw, request) - sum(one.memory[d].total for d in devices)) / growth)
-    n = max(2, min(MAX_BATCH, 1 + int(min(estimates)))) if estimates else MAX_BATCH
-    while n > 2 and not fits_with(spec, hw, request, c, context=context, batch=n):
+    with the sessions about linearly (KV cells, output rows), so the count the fit gives is checked and
+    stepped from, not searched for: two sizings where the fit is exact."""
+    growth = growth or Growth.of(spec, hw, request, c)
+    n = growth.sessions(context)
+    if n == 0 or fits_with(spec, hw, request, c, context=context, batch=n):
+        while n < MAX_BATCH and fits_with(spec, hw, request, c, context=context, batch=n + 1):
+            n += 1
+        return n
+    while n > 1:
         n -= 1
-    while n < MAX_BATCH and fits_with(spec, hw, request, c, context=context, batch=n + 1):
-        n += 1
-    return n
+        if fits_with(spec, hw, request, c, context=context, batch=n):
+            return n
+    return 0
 
 
 def aggregate(spec: ModelSpec, hw: HardwareSpec, c: Candidate, most: int, *, probes: MachineProbes | None,
