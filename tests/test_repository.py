@@ -80,3 +80,22 @@ def test_bench_and_test_scripts_import_names_that_exist() -> None:
                         except ImportError:
                             broken.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.module}.{alias.name}")
     assert broken == []
+
+
+def test_ci_runs_the_readme_test_command_step_by_step() -> None:
+    """.ci/run holds every step of the README's test command, in its order (quiet flags aside), so a step
+    added to one and not the other (the example repository's, say) fails here."""
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    command = [block for block in re.findall(r"```bash\n(.*?)```", readme, re.S) if "pytest" in block][0]
+
+    def words(step: str) -> list[str]:
+        return [w for w in step.replace("HF_HUB_OFFLINE=1 ", "").split() if w != "-q"]
+
+    steps = [words(s) for s in command.strip().split("&&")]
+    lines = [words(line) for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    found = iter(lines)  # a step matches the start of a line (a comment may follow), each line after the last
+    missing = [" ".join(step) for step in steps if not any(line[:len(step)] == step for line in found)]
+    assert missing == [], "steps of the README's test command that .ci/run lacks (or runs out of order)"

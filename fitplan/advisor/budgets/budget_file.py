@@ -129,6 +129,34 @@ class BudgetFile:
         """The line of `field =` in entry `index` (its header line if the field is not written there)."""
         return _field_line(self.text, self.lines, index, field)
 
+    def model_path(self, index: int) -> str:
+        """Entry `index`'s model as fitplan opens it: a relative path is beside the budgets file."""
+        return beside(self.path, self.entries[index].model)
+
+    def profile_path(self, profile: str) -> str:
+        """A target profile as fitplan opens it: a relative profile file (or `Nx` of one) is beside the
+        budgets file; a profile name is kept."""
+        match = re.match(r"^(\d+[xX])(.+)$", profile)
+        if match and not os.path.isfile(beside(self.path, profile)):
+            return match[1] + beside(self.path, match[2])
+        return beside(self.path, profile)
+
+
+PATH_SUFFIXES = (".gguf", ".safetensors", ".toml", ".json")
+
+
+def beside(config: str, written: str) -> str:
+    """`written` (a budget's model or profile) resolved from the budgets file's folder, so `fitplan check
+    --config sub/pyproject.toml` reads what the file names wherever it runs. A name that is no file there
+    and does not look like a path (a catalog name, a hub id, a profile name) is kept as written."""
+    folder = os.path.dirname(config)
+    if not folder or os.path.isabs(written):
+        return written
+    candidate = os.path.join(folder, written)
+    if os.path.exists(candidate) or written.startswith(("./", "../")) or written.endswith(PATH_SUFFIXES):
+        return os.path.normpath(candidate)
+    return written
+
 
 def find_config(explicit: str | None, cwd: str = ".") -> str:
     """--config, else pyproject.toml in the current directory when it has budgets, else fitplan.toml."""
@@ -144,6 +172,20 @@ def find_config(explicit: str | None, cwd: str = ".") -> str:
         return os.path.normpath(own)
     raise BadValueError("no budgets found: add [[tool.fitplan.budget]] tables to pyproject.toml or [[budget]] to "
                         "fitplan.toml here, or pass --config FILE")
+
+
+def budget_files(files: list[str], explicit: str | None, cwd: str = ".") -> list[str]:
+    """The budget files to check: those named (a pyproject.toml without fitplan tables is skipped, as
+    pre-commit passes every changed one), else --config, else the default of `find_config`."""
+    if files and explicit is not None:
+        raise BadValueError("name the budget files, or pass --config, not both")
+    if not files:
+        return [find_config(explicit, cwd)]
+    from fitplan.user_files import regular_size
+
+    for path in files:
+        regular_size(path, "budgets file")
+    return [p for p in files if os.path.basename(p) != "pyproject.toml" or "tool.fitplan" in _read(p)]
 
 
 def load_budgets(path: str) -> BudgetFile:

@@ -22,7 +22,7 @@ REPORT_KIND = "fitplan-check-report"  # the JSON report's "kind"; what -o verifi
 # the first line of a text or github report written with -o; junit carries it as a comment after the
 # XML declaration
 REPORT_LINE = "fitplan-check-report: written by fitplan check (a rerun with -o replaces it)"
-JUNIT_REPORT_LINE = f"<!-- {REPORT_LINE} -->"
+JUNIT_REPORT_LINE = f"<!-- {REPORT_LINE} -->"  # markdown's first line too (a comment: not rendered)
 
 
 @dataclass
@@ -53,39 +53,50 @@ class Row:
 
 
 def check(budgets: BudgetFile, *, baseline: dict[str, float] | None = None, tolerance: float = 0.05,
-          measured: bool = False, reserve: str | None = None) -> list[Row]:
-    """Every limit of every entry on every profile; `reserve` (--reserve) for entries without their own."""
-    rows = [r for index, entry in enumerate(budgets.entries) for profile in entry.hardware
-            for r in entry_rows(budgets, index, profile, reserve=reserve)]
+          measured: bool = False, reserve: str | None = None, profiles: list[str] | None = None,
+          regression_fails: bool = True) -> list[Row]:
+    """Every limit of every entry on every profile; `reserve` (--reserve) for entries without their own;
+    `profiles` (--profiles, names or paths from the current folder) in place of each entry's own list. A
+    prediction worse than the baseline by more than `tolerance` fails unless `regression_fails` is off (it
+    is still reported, as REGRESSED)."""
+    targets = [(p, p) for p in profiles] if profiles else None
+    rows = [r for index, entry in enumerate(budgets.entries)
+            for profile, opened in targets or [(p, budgets.profile_path(p)) for p in entry.hardware]
+            for r in entry_rows(budgets, index, profile, reserve=reserve, opened=opened)]
     if measured:
-        rows += measure(budgets, rows)
+        rows += measure(budgets, rows, dict(targets) if targets else None)
     for row in rows:
         if baseline and row.key in baseline:
             row.baseline = baseline[row.key]
             row.regressed = _worsened(row, tolerance)
-            row.ok = row.ok and not row.regressed
+            row.ok = row.ok and not (row.regressed and regression_fails)
     return rows
 
 
-def entry_rows(budgets: BudgetFile, index: int, profile: str, *, reserve: str | None = None) -> list[Row]:
-    """The rows of entry `index` on `profile`, each on its limit's line, keyed for baselines."""
+def entry_rows(budgets: BudgetFile, index: int, profile: str, *, reserve: str | None = None,
+               opened: str | None = None) -> list[Row]:
+    """The rows of entry `index` on `profile`, each on its limit's line, keyed for baselines. `opened` is the
+    profile as loaded (default: `profile` resolved beside the budgets file); keys keep `profile` as written."""
     entry, line = budgets.entries[index], budgets.lines[index]
     ident = entry.name or entry.model
     repeat = sum((e.name or e.model) == ident for e in budgets.entries[:index])
     ident += f"#{repeat + 1}" if repeat else ""
     try:
-        rows = _entry_rows(entry, index, profile, line, reserve)
+        rows = _entry_rows(entry, budgets.model_path(index), index, profile,
+                           opened or budgets.profile_path(profile), line, reserve)
     except FitplanError as exc:
         raise BadValueError(f"{budgets.path}:{line}: budget {index + 1} on {profile}: {exc}") from None
     return [replace(r, line=budgets.line_of(index, r.metric), key=f"{ident}|{profile}|{r.metric}") for r in rows]
 
 
-def _entry_rows(entry: BudgetEntry, index: int, profile: str, line: int, reserve: str | None = None) -> list[Row]:
+def _entry_rows(entry: BudgetEntry, model: str, index: int, profile: str, hardware: str, line: int,
+                reserve: str | None = None) -> list[Row]:
+    """`model` and `hardware` are the entry's model and `profile` as opened (beside the budgets file)."""
     from fitplan.advisor.budgets.predicted import predicted_plan, with_reserve
     from fitplan.advisor.planner.solver import plan_loss_of
 
     limits = entry.limits()
-    _, hw, advice = predicted_plan(entry.model, profile, with_reserve(entry.pins(), reserve),
+    _, hw, advice = predicted_plan(model, hardware, with_reserve(entry.pins(), reserve),
                                    "max_vram" in limits and not entry.offload, allow_hub=True)
     chosen = advice.chosen
     plan = f"{chosen.setup.runtime} {chosen.setup.weights}, {chosen.placement}"
@@ -119,10 +130,11 @@ MEASURED_METRICS = {"peak memory cpu (process RSS)": "max_ram", "decode_tokens_p
 MEASURE_PROMPT_TOKENS, MEASURE_GEN_TOKENS = 128, 32
 
 
-def measure(budgets: BudgetFile, rows: list[Row]) -> list[Row]:
+def measure(budgets: BudgetFile, rows: list[Row], opened: dict[str, str] | None = None) -> list[Row]:
     """`--measure`: for entries whose profile is `auto` or matches this machine (same GPU model and
     count, or no GPU for a CPU profile), run the plan for real (fitplan verify) and gate on the
-    measured figures too; one row per measured limit, beside the predicted ones."""
+    measured figures too; one row per measured limit, beside the predicted ones. `opened`: each
+    profile as loaded, where --profiles named them."""
     import os
 
     from fitplan.advisor.budgets.predicted import hardware
@@ -132,17 +144,19 @@ def measure(budgets: BudgetFile, rows: list[Row]) -> list[Row]:
     measured: list[Row] = []
     for row in {(r.entry, r.profile): r for r in rows}.values():
         entry = budgets.entries[row.entry]
-        if not _matches(hardware(row.profile), machine, row.profile):
+        profile = opened[row.profile] if opened else budgets.profile_path(row.profile)
+        if not _matches(hardware(profile), machine, row.profile):
             continue
         limits = entry.limits()
-        if not os.path.exists(entry.model):
+        model = budgets.model_path(row.entry)
+        if not os.path.exists(model):
             measured += [replace(row, metric=m, limit=v, predicted=float("nan"), ok=True, measured=True,
                                  key=row.key.rsplit("|", 1)[0] + f"|{m}|measured",
                                  detail="not measured: no local weights (a catalog or hub model)")
                          for m, v in limits.items() if m in MEASURED_METRICS.values()]
             continue
         pins = {k: v for k, v in entry.pins() if k in ("runtime", "weights", "context", "threads", "gpu_layers", "kv_cache")}
-        doc = verify_plan(entry.model, prompt_tokens=MEASURE_PROMPT_TOKENS, gen_tokens=MEASURE_GEN_TOKENS, repeat=1, **pins)
+        doc = verify_plan(model, prompt_tokens=MEASURE_PROMPT_TOKENS, gen_tokens=MEASURE_GEN_TOKENS, repeat=1, **pins)
         figures = {MEASURED_METRICS[r["metric"]]: float(r["measured"])
                    for r in doc["comparison"] if r["metric"] in MEASURED_METRICS}
         gpu = [float(r["measured"]) for r in doc["comparison"] if r["metric"].startswith("peak memory gpu")]
@@ -191,7 +205,7 @@ def load_baseline(path: str) -> dict[str, float]:
 
 def _verdict(row: Row) -> str:
     if row.regressed:
-        return "REGRESSED"
+        return "REGRESSED" if not row.ok else "REGRESSED (allowed)"
     if row.predicted != row.predicted:
         return "not measured"
     return "ok" if row.ok else "BROKEN"
@@ -250,16 +264,64 @@ def render_github(rows: list[Row], path: str) -> str:
     """Workflow commands: an error annotation on the budget's line for each broken limit."""
     lines = []
     for r in rows:
-        if r.ok:
+        if r.ok and not r.regressed:
             continue
         what = "worsened beyond the baseline tolerance" if r.regressed else "broken"
         message = (f"{r.label} on {r.profile}: {r.metric} {what}: predicted {show(r.metric, r.predicted)}, "
                    f"limit {show(r.metric, r.limit)}" + (f", baseline {show(r.metric, r.baseline)}"
                                                          if r.baseline is not None else "") + f" ({r.detail})")
-        lines.append(f"::error file={_gh_property(path)},line={r.line},title={_gh_property(REPORT_MARK)}::{_gh_data(message)}")
+        level = "error" if not r.ok else "warning"  # a regression --no-fail-on-regression lets pass
+        lines.append(f"::{level} file={_gh_property(path)},line={r.line},title={_gh_property(REPORT_MARK)}::"
+                     f"{_gh_data(message)}")
     broken = sum(not r.ok for r in rows)
     lines.append(f"::notice title={_gh_property(REPORT_MARK)}::{len(rows)} limits checked, {broken} broken")
     return "\n".join(lines) + "\n"
+
+
+def verdict_line(rows: list[Row], path: str) -> str:
+    """One sentence a reviewer reads first: does the change hold every budget?"""
+    broken = sum(not r.ok for r in rows)
+    regressed = sum(r.regressed for r in rows)
+    limits = f"{len(rows)} limit{'' if len(rows) == 1 else 's'}"
+    worse = f"; {regressed} worsened beyond the baseline tolerance" if regressed else ""
+    if broken:
+        return f"fitplan check: FAILED, {broken} of {limits} broken in {path}{worse}"
+    every = f"the {limits} holds" if len(rows) == 1 else f"all {limits} hold"
+    return f"fitplan check: passed, {every} in {path}{worse}"
+
+
+def render_markdown(rows: list[Row], path: str) -> str:
+    """The job-summary report: the verdict, then a table of every limit with its headroom and its change
+    against the baseline; the cells are padded so the table reads in a terminal as well."""
+    header = ("budget", "profile", "limit", "predicted", "headroom", "baseline", "change", "verdict")
+    cells = [header] + [(f"{r.label} {r.metric}{' (measured)' if r.measured else ''}", r.profile,
+                         show(r.metric, r.limit), show(r.metric, r.predicted),
+                         f"{r.headroom:+.0%}" if r.predicted == r.predicted else "",
+                         show(r.metric, r.baseline) if r.baseline is not None else "",
+                         _change(r), _verdict(r)) for r in rows]
+    table = [tuple(cell.replace("|", "\\|") for cell in row) for row in cells]
+    widths = [max(3, *(len(row[i]) for row in table)) for i in range(len(header))]
+    right = {2, 3, 4, 5, 6}  # figures align right
+    rule = tuple(("-" * (w - 1) + ":") if i in right else "-" * w for i, w in enumerate(widths))
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "| " + " | ".join(c.rjust(w) if i in right else c.ljust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+
+    out = [f"**{verdict_line(rows, path)}**", "", line(table[0]), line(rule), *map(line, table[1:])]
+    broken = [r for r in rows if not r.ok or r.regressed]
+    if broken:
+        out += ["", "What fails, and why:", ""]
+        out += [f"- {r.label} on {r.profile} (line {r.line}): {r.metric} {show(r.metric, r.predicted)} against "
+                f"{show(r.metric, r.limit)}; {r.detail}".replace("|", "\\|") for r in broken]
+    return "\n".join(out) + "\n"
+
+
+def _change(row: Row) -> str:
+    """The prediction's change against the baseline, in percent of the baseline."""
+    if row.baseline is None or not row.baseline or row.predicted != row.predicted:
+        return ""
+    return f"{(row.predicted - row.baseline) / abs(row.baseline):+.1%}"
 
 
 def _gh_data(text: str) -> str:
@@ -272,7 +334,7 @@ def _gh_property(text: str) -> str:
     return _gh_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-FORMATS = ("text", "json", "junit", "github")
+FORMATS = ("text", "json", "junit", "github", "markdown")
 
 
 def report_is_ours(data: bytes) -> bool:
@@ -283,7 +345,10 @@ def report_is_ours(data: bytes) -> bool:
 
 
 def report_file_text(report: str, fmt: str) -> str:
-    """The report as -o writes it: text and github reports open with their marker line."""
+    """The report as -o writes it: text and github reports open with their marker line, markdown with
+    it as a comment."""
+    if fmt == "markdown":
+        return f"{JUNIT_REPORT_LINE}\n{report}"
     return f"{REPORT_LINE}\n{report}" if fmt in ("text", "github") else report
 
 
@@ -296,4 +361,6 @@ def render(rows: list[Row], fmt: str, path: str, tolerance: float) -> str:
         return render_junit(rows, path)
     if fmt == "github":
         return render_github(rows, path)
+    if fmt == "markdown":
+        return render_markdown(rows, path)
     raise BadValueError(f"unknown --format {fmt!r}; known: {', '.join(FORMATS)}")

@@ -461,11 +461,20 @@ def export_command(
 
 @app.command("check")
 def check_command(
-    config: Optional[str] = typer.Option(None, "--config", help="budgets file (default: pyproject.toml here, else fitplan.toml)"),
-    fmt: str = typer.Option("text", "--format", help="text | json | junit | github"),
+    files: Optional[list[str]] = typer.Argument(None, help="budget files to check (pre-commit passes the changed "
+                                                             "ones; a pyproject.toml without budgets is skipped)"),
+    config: Optional[str] = typer.Option(None, "--config", help="budgets file (default: pyproject.toml here, else "
+                                                                  "fitplan.toml); relative paths in it are read "
+                                                                  "from its folder"),
+    fmt: str = typer.Option("text", "--format", help="text | json | junit | github | markdown"),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="write the report here instead of stdout"),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="an earlier --format json report to compare with"),
     tolerance: str = typer.Option("5", "--baseline-tolerance", help="percent a prediction may worsen (default 5)"),
+    fail_on_regression: bool = typer.Option(True, "--fail-on-regression/--no-fail-on-regression",
+                                            help="a prediction worse than the baseline beyond the tolerance "
+                                                 "fails (default), or is only reported"),
+    profiles: Optional[str] = typer.Option(None, "--profiles", help="A,B: check every entry on these profiles "
+                                                                      "instead of the ones it names"),
     measure: bool = typer.Option(False, "--measure",
                                  help="also run entries whose profile is this machine (or auto) "
                                       "and gate on the measured figures"),
@@ -473,7 +482,7 @@ def check_command(
     reserve: Optional[str] = typer.Option(None, "--reserve", help=RESERVE_HELP + "; a budget's own reserve key wins"),
 ) -> None:
     """Predict every budget entry on every target profile; exit 1 when a budget breaks, 2 on a bad config."""
-    from fitplan.advisor.budgets.budget_file import find_config, load_budgets
+    from fitplan.advisor.budgets.budget_file import budget_files, load_budgets
     from fitplan.advisor.budgets.check import FORMATS, check, load_baseline, render, report_file_text, report_is_ours
     from fitplan.owned_files import write_owned
     from fitplan.units import parse_reserve
@@ -483,16 +492,32 @@ def check_command(
     if reserve is not None:
         parse_reserve(reserve, source="--reserve")
     share = _parse_percent(tolerance)
-    path = find_config(config)
-    rows = check(load_budgets(path), baseline=load_baseline(baseline) if baseline else None, tolerance=share,
-                 measured=measure, reserve=reserve)
-    report = render(rows, fmt, os.path.relpath(path), share)
+    targets = _profile_list(profiles) if profiles is not None else None
+    paths = budget_files(files or [], config)
+    if len(paths) > 1 and (output or fmt in ("json", "junit")):
+        raise BadValueError("several budget files give several reports: check them one at a time with -o, "
+                            "--format json or --format junit")
+    saved = load_baseline(baseline) if baseline else None
+    reports, ok = [], True
+    for path in paths:
+        rows = check(load_budgets(path), baseline=saved, tolerance=share, measured=measure, reserve=reserve,
+                     profiles=targets, regression_fails=fail_on_regression)
+        reports.append(render(rows, fmt, os.path.relpath(path), share))
+        ok = ok and all(r.ok for r in rows)
     if output:
-        write_owned(output, report_file_text(report, fmt), ours=report_is_ours, option="-o", force=force)
+        write_owned(output, report_file_text(reports[0], fmt), ours=report_is_ours, option="-o", force=force)
     else:
-        sys.stdout.write(report)
-    if not all(r.ok for r in rows):
+        sys.stdout.write("\n".join(reports) if reports else "fitplan check: no budgets in the files given\n")
+    if not ok:
         raise typer.Exit(1)
+
+
+def _profile_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names or len(set(names)) != len(names):
+        raise BadValueError(f"bad --profiles {text!r}: name one or more different profiles, e.g. "
+                            "rtx-3060-12gb,rtx-4090-24gb")
+    return names
 
 
 def _parse_percent(text: str) -> float:
