@@ -35,13 +35,16 @@ report="${RUNNER_TEMP:-${TMPDIR:-/tmp}}/fitplan-report.json"
 errors="$(mktemp)"
 trap 'rm -f "$errors"' EXIT
 
-"$fitplan" check "${args[@]}" --format github 2> "$errors"
+annotations="$("$fitplan" check "${args[@]}" --format github 2> "$errors")"
 status=$?
-if [ "$status" -ge 2 ]; then  # a bad input or budgets file: fitplan's one line, as an annotation too
-  cat "$errors" >&2
-  message="$(head -n 1 "$errors")"
+printf '%s\n' "$annotations"
+cat "$errors" >&2  # warnings (a baseline that matches nothing) and errors, always shown
+if [ "$status" -ge 2 ] || { [ "$status" -eq 1 ] && ! grep -q '^::error ' <<< "$annotations"; }; then
+  # a bad input or budgets file (fitplan's one line), or a crash: an annotation too, never "a budget broke"
+  message="$(grep -m 1 '^fitplan: error: ' "$errors" || tail -n 1 "$errors")"
   message="${message//'%'/'%25'}"
   echo "::error title=fitplan check::${message:-fitplan check failed with exit $status}"
+  [ "$status" -ge 2 ] || status=2
   exit "$status"
 fi
 "$fitplan" check "${args[@]}" --format json -o "$report" || true
@@ -49,7 +52,12 @@ if [ -n "${GITHUB_STEP_SUMMARY:-}" ]; then
   "$fitplan" check "${args[@]}" --format markdown >> "$GITHUB_STEP_SUMMARY" || true
 fi
 if [ "$format" != github ]; then
-  "$fitplan" check "${args[@]}" --format "$format" || true
+  # budget names come from the repository's files (a pull request's too): no line of this report may act
+  # as a workflow command, so GitHub stops reading them until the token it has never seen
+  token="$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+  echo "::stop-commands::$token"
+  "$fitplan" check "${args[@]}" --format "$format" 2> /dev/null || true
+  echo "::$token::"
 fi
 if [ -n "${GITHUB_OUTPUT:-}" ]; then
   { echo "report=$report"; [ "$status" -eq 0 ] && echo "ok=true" || echo "ok=false"; } >> "$GITHUB_OUTPUT"

@@ -255,3 +255,113 @@ def test_the_markdown_report_reads_in_a_terminal_and_is_replaced_only_if_ours(ex
     (example / "NOTES.md").write_text("# notes\n")
     refused = fitplan("check", "--format", "markdown", "-o", "NOTES.md", cwd=example)
     assert refused.returncode == 2 and (example / "NOTES.md").read_text() == "# notes\n"
+
+
+def test_a_crash_is_never_read_as_a_broken_budget(tmp_path: Path, example: Path) -> None:
+    """check.sh against an executable that fails as a crash would (exit 1, a traceback, no annotation):
+    the step says so in an error annotation and exits 2, with the traceback in the log, never ok=false
+    as if a budget broke. (A stand-in for fitplan: no input makes the real one crash.)"""
+    crash = tmp_path / "fitplan"
+    crash.write_text("#!/bin/sh\necho 'Traceback (most recent call last):' >&2\necho 'KeyError: x' >&2\nexit 1\n")
+    crash.chmod(0o755)
+    env_bin = {"FITPLAN_BIN": str(crash)}
+    gh = tmp_path / "github"
+    gh.mkdir()
+    env = {**ENV, **env_bin, "RUNNER_TEMP": str(gh), "GITHUB_OUTPUT": str(gh / "output")}
+    done = subprocess.run(["bash", str(ROOT / "action" / "check.sh")], capture_output=True, text=True, env=env,
+                          cwd=example, timeout=60)
+    assert done.returncode == 2
+    assert "::error title=fitplan check::KeyError: x" in done.stdout and "Traceback" in done.stderr
+    assert not (gh / "output").exists()
+
+
+def test_a_budget_name_cannot_act_as_a_workflow_command(tmp_path: Path, example: Path) -> None:
+    """A pull request controls the budget names; the log's text report is fenced by ::stop-commands::."""
+    text = (example / "pyproject.toml").read_text()
+    (example / "pyproject.toml").write_text(text.replace('name = "smolchat on the CI runner"',
+                                                         'name = "::add-mask::x"', 1))
+    done, _ = action(tmp_path, example, format="text")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("::stop-commands::"))
+    token = lines[start].split("::")[2]
+    end = lines.index(f"::{token}::")
+    assert len(token) == 32 and any("::add-mask::x" in line for line in lines[start + 1:end])
+    assert not any("::add-mask::x" in line for line in lines[:start] + lines[end:])
+
+
+def test_a_broken_limit_says_broken_even_when_it_also_regressed(tmp_path: Path, example: Path) -> None:
+    """--no-fail-on-regression lets a worsened prediction pass; one that is also over its limit still fails,
+    and every report says it is broken, not only worse."""
+    base = json.loads((example / "fitplan-baseline.json").read_text())
+    for r in base["results"]:
+        r["predicted"] *= 0.5 if r["metric"] == "max_vram" else 1
+    (example / "old.json").write_text(json.dumps(base))
+    text = (example / "pyproject.toml").read_text()
+    (example / "pyproject.toml").write_text(text.replace('max_vram = "1.5GB"', 'max_vram = "800MB"'))
+    done = fitplan("check", "--format", "markdown", "--baseline", "old.json", "--no-fail-on-regression", cwd=example)
+    assert done.returncode == 1
+    assert done.stdout.splitlines()[0] == ("**fitplan check: FAILED, 2 of 11 limits broken, 3 worsened beyond the "
+                                           "baseline tolerance (allowed) in pyproject.toml**")
+    rows = [line for line in done.stdout.splitlines() if "max_vram" in line and line.startswith("|")]
+    assert [row.split("|")[-2].strip() for row in rows] == ["BROKEN", "BROKEN", "REGRESSED (allowed)"]
+    assert all("+100.0% worse" in row for row in rows)
+    github = fitplan("check", "--format", "github", "--baseline", "old.json", "--no-fail-on-regression", cwd=example)
+    assert github.stdout.count("::error ") == 2 and "max_vram broken" in github.stdout
+    assert github.stdout.count("::warning ") == 1 and "worsened beyond the baseline tolerance" in github.stdout
+
+
+def test_a_baseline_that_matches_nothing_is_said_out_loud(example: Path) -> None:
+    """--profiles (or a renamed budget) against a baseline made without it compares nothing: a warning."""
+    done = fitplan("check", "--profiles", "rtx-3060-12gb", "--baseline", "fitplan-baseline.json", cwd=example)
+    assert done.returncode == 0
+    assert "no budget here matches one in --baseline fitplan-baseline.json" in done.stderr
+    quiet = fitplan("check", "--baseline", "fitplan-baseline.json", cwd=example)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_every_file_skipped_is_one_line_with_o_or_json(example: Path) -> None:
+    (example / "tools").mkdir()
+    (example / "tools" / "pyproject.toml").write_text('[project]\nname = "tools"\n# tool.fitplan comes later\n')
+    for args in (["-o", "r.md"], ["--format", "json"]):
+        done = fitplan("check", "tools/pyproject.toml", *args, cwd=example)
+        assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr, args
+    assert not (example / "r.md").exists()
+    text = fitplan("check", "tools/pyproject.toml", cwd=example)
+    assert text.returncode == 0 and "no budgets" in text.stdout  # a comment naming tool.fitplan is not a table
+
+
+def test_a_pipe_in_a_budget_name_stays_in_its_cell(example: Path) -> None:
+    text = (example / "pyproject.toml").read_text()
+    (example / "pyproject.toml").write_text(text.replace('name = "smolchat on the CI runner"',
+                                                         'name = "CI | runner"', 1))
+    done = fitplan("check", "--format", "markdown", cwd=example)
+    rows = [line for line in done.stdout.splitlines() if line.startswith("|")]
+    assert any("CI \\| runner" in row for row in rows)
+    assert all(row.replace("\\|", "").count("|") == 9 for row in rows)
+
+
+@pytest.mark.parametrize("written,opened", [
+    ("smollm2-135m", "smollm2-135m"),                       # a catalog name
+    ("HuggingFaceTB/SmolLM2-135M", "HuggingFaceTB/SmolLM2-135M"),  # a hub id: no such file beside it
+    ("models/m.gguf", "{folder}/models/m.gguf"),            # looks like a file: beside the config, even if missing
+    ("./here", "{folder}/here"),
+    ("/abs/m.gguf", "/abs/m.gguf"),
+])
+def test_a_model_path_is_read_beside_the_budgets_file(tmp_path: Path, written: str, opened: str) -> None:
+    from fitplan.advisor.budgets.budget_file import beside
+
+    config = tmp_path / "sub" / "pyproject.toml"
+    assert beside(str(config), written) == opened.format(folder=config.parent)
+    assert beside("pyproject.toml", written) == written  # a config in the current folder: as written
+
+
+def test_a_profile_path_keeps_its_multiplier(tmp_path: Path, example: Path) -> None:
+    from fitplan.advisor.budgets.budget_file import load_budgets
+
+    budgets = load_budgets(str(example / "pyproject.toml"))
+    folder = example / "profiles"
+    assert budgets.profile_path("profiles/workstation.toml") == str(folder / "workstation.toml")
+    assert budgets.profile_path("2xprofiles/workstation.toml") == f"2x{folder / 'workstation.toml'}"
+    assert budgets.profile_path("2xrtx-3090-24gb") == "2xrtx-3090-24gb"
+    assert budgets.profile_path("rtx-4060-8gb") == "rtx-4060-8gb"

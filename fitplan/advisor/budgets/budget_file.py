@@ -185,7 +185,17 @@ def budget_files(files: list[str], explicit: str | None, cwd: str = ".") -> list
 
     for path in files:
         regular_size(path, "budgets file")
-    return [p for p in files if os.path.basename(p) != "pyproject.toml" or "tool.fitplan" in _read(p)]
+    return [p for p in files if os.path.basename(p) != "pyproject.toml" or _has_budgets(p)]
+
+
+def _has_budgets(pyproject: str) -> bool:
+    """Whether a pyproject.toml holds fitplan tables (one that does not parse is kept: its error is shown)."""
+    from fitplan.datafiles import parse_toml
+
+    try:
+        return "fitplan" in parse_toml(_read(pyproject)).get("tool", {})
+    except ValueError:
+        return True
 
 
 def load_budgets(path: str) -> BudgetFile:

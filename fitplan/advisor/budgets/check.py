@@ -42,6 +42,7 @@ class Row:
     baseline: float | None = None
     regressed: bool = False
     measured: bool = False  # a figure fitplan verify measured here (--measure), not a prediction
+    holds: bool = True  # within its limit, whatever the baseline says (`ok` also counts a failing regression)
 
     @property
     def headroom(self) -> float:
@@ -66,6 +67,7 @@ def check(budgets: BudgetFile, *, baseline: dict[str, float] | None = None, tole
     if measured:
         rows += measure(budgets, rows, dict(targets) if targets else None)
     for row in rows:
+        row.holds = row.ok
         if baseline and row.key in baseline:
             row.baseline = baseline[row.key]
             row.regressed = _worsened(row, tolerance)
@@ -204,6 +206,9 @@ def load_baseline(path: str) -> dict[str, float]:
 
 
 def _verdict(row: Row) -> str:
+    """A broken limit says so first, whatever the baseline; then a regression, failing or allowed."""
+    if not row.holds and row.predicted == row.predicted:
+        return "BROKEN"
     if row.regressed:
         return "REGRESSED" if not row.ok else "REGRESSED (allowed)"
     if row.predicted != row.predicted:
@@ -266,7 +271,7 @@ def render_github(rows: list[Row], path: str) -> str:
     for r in rows:
         if r.ok and not r.regressed:
             continue
-        what = "worsened beyond the baseline tolerance" if r.regressed else "broken"
+        what = "broken" if not r.holds else "worsened beyond the baseline tolerance"
         message = (f"{r.label} on {r.profile}: {r.metric} {what}: predicted {show(r.metric, r.predicted)}, "
                    f"limit {show(r.metric, r.limit)}" + (f", baseline {show(r.metric, r.baseline)}"
                                                          if r.baseline is not None else "") + f" ({r.detail})")
@@ -279,15 +284,17 @@ def render_github(rows: list[Row], path: str) -> str:
 
 
 def verdict_line(rows: list[Row], path: str) -> str:
-    """One sentence a reviewer reads first: does the change hold every budget?"""
-    broken = sum(not r.ok for r in rows)
+    """One sentence a reviewer reads first: does the change hold every budget, and did any prediction
+    worsen against the baseline (failing, or allowed by --no-fail-on-regression)?"""
+    broken = sum(not r.holds for r in rows)
     regressed = sum(r.regressed for r in rows)
     limits = f"{len(rows)} limit{'' if len(rows) == 1 else 's'}"
-    worse = f"; {regressed} worsened beyond the baseline tolerance" if regressed else ""
-    if broken:
-        return f"fitplan check: FAILED, {broken} of {limits} broken in {path}{worse}"
+    allowed = " (allowed)" if regressed and all(r.ok for r in rows if r.regressed and r.holds) else ""
+    worse = f", {regressed} worsened beyond the baseline tolerance{allowed}" if regressed else ""
+    if not all(r.ok for r in rows):
+        return f"fitplan check: FAILED, {broken} of {limits} broken{worse} in {path}"
     every = f"the {limits} holds" if len(rows) == 1 else f"all {limits} hold"
-    return f"fitplan check: passed, {every} in {path}{worse}"
+    return f"fitplan check: passed, {every}{worse} in {path}"
 
 
 def render_markdown(rows: list[Row], path: str) -> str:
@@ -309,19 +316,26 @@ def render_markdown(rows: list[Row], path: str) -> str:
                                  for i, (c, w) in enumerate(zip(cells, widths))) + " |"
 
     out = [f"**{verdict_line(rows, path)}**", "", line(table[0]), line(rule), *map(line, table[1:])]
-    broken = [r for r in rows if not r.ok or r.regressed]
-    if broken:
-        out += ["", "What fails, and why:", ""]
-        out += [f"- {r.label} on {r.profile} (line {r.line}): {r.metric} {show(r.metric, r.predicted)} against "
-                f"{show(r.metric, r.limit)}; {r.detail}".replace("|", "\\|") for r in broken]
+    failing = [r for r in rows if not r.ok or r.regressed]
+    if failing:
+        out += ["", "What fails or worsened, and why:", ""]
+        out += [(f"- {r.label} on {r.profile} (line {r.line}): {r.metric} {show(r.metric, r.predicted)} against "
+                 f"the limit {show(r.metric, r.limit)}"
+                 + (f", baseline {show(r.metric, r.baseline)} ({_verdict(r)})" if r.regressed and r.baseline is not None
+                    else "") + f"; {r.detail}").replace("|", "\\|") for r in failing]
     return "\n".join(out) + "\n"
 
 
 def _change(row: Row) -> str:
-    """The prediction's change against the baseline, in percent of the baseline."""
+    """The prediction's change against the baseline, in percent of the baseline, and which way that is
+    for this limit (more VRAM is worse, more tokens/s better)."""
     if row.baseline is None or not row.baseline or row.predicted != row.predicted:
         return ""
-    return f"{(row.predicted - row.baseline) / abs(row.baseline):+.1%}"
+    change = (row.predicted - row.baseline) / abs(row.baseline)
+    if f"{change:+.1%}" in ("+0.0%", "-0.0%"):
+        return "+0.0%"
+    worse = (change > 0) == LIMITS[row.metric][1]
+    return f"{change:+.1%} {'worse' if worse else 'better'}"
 
 
 def _gh_data(text: str) -> str:

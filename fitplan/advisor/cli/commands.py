@@ -494,16 +494,21 @@ def check_command(
     share = _parse_percent(tolerance)
     targets = _profile_list(profiles) if profiles is not None else None
     paths = budget_files(files or [], config)
-    if len(paths) > 1 and (output or fmt in ("json", "junit")):
-        raise BadValueError("several budget files give several reports: check them one at a time with -o, "
-                            "--format json or --format junit")
+    one_report = bool(output) or fmt in ("json", "junit")
+    if len(paths) != 1 and one_report:
+        raise BadValueError(f"{len(paths)} budget files with budgets among those named: -o, --format json and --format "
+                            "junit write one report of one file; check them one at a time")
     saved = load_baseline(baseline) if baseline else None
-    reports, ok = [], True
+    reports, ok, compared = [], True, False
     for path in paths:
         rows = check(load_budgets(path), baseline=saved, tolerance=share, measured=measure, reserve=reserve,
                      profiles=targets, regression_fails=fail_on_regression)
         reports.append(render(rows, fmt, os.path.relpath(path), share))
         ok = ok and all(r.ok for r in rows)
+        compared = compared or any(r.baseline is not None for r in rows)
+    if saved is not None and not compared:  # a renamed budget or --profiles: the regression gate would be off
+        sys.stderr.write(f"fitplan check: warning: no budget here matches one in --baseline {baseline} (keys are the "
+                         "budget's name, else its model; the profile; the limit), so nothing is compared with it\n")
     if output:
         write_owned(output, report_file_text(reports[0], fmt), ours=report_is_ours, option="-o", force=force)
     else:
