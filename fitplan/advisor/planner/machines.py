@@ -160,13 +160,11 @@ def _ladder_row(spec: ModelSpec, hw: HardwareSpec, context: int | None, rate: fl
     """The smallest ladder format within the bound: decode reads every weight byte, so where it fits it
     is the fastest format within the bound (larger ones hold less on the GPUs). Where it does not fit,
     the largest format beyond the bound that does, named as such; else its miss, which says by how much."""
-    from fitplan.advisor.planner.solver import default_bound
-    from fitplan.strategies.quality_prior import model_factor
+    from fitplan.advisor.planner.solver import default_bound, scaled_prior
     from fitplan.strategies.registry import weight_format
 
     limit = bound if bound is not None else default_bound(spec)
-    factor = model_factor(spec)
-    within = [n for n in LADDER if (weight_format(n).ppl_increase or 0.0) * factor <= limit] or [LADDER[0]]
+    within = [n for n in LADDER if (scaled_prior(weight_format(n), spec).ppl_increase or 0.0) <= limit] or [LADDER[0]]
     beyond = [n for n in LADDER if n not in within]
     last: tuple[Advice, Request] | None = None
     for name in [within[-1], *beyond]:

@@ -66,7 +66,7 @@ def advise(spec: ModelSpec, hardware: HardwareSpec, request: Request, *, probes:
     drafting = speculation.drafting(spec, request)
     for c in candidates:
         if drafting:
-            speculation.add_draft_memory(c, spec, drafting, lambda d: _capacity(d, hardware, request))
+            speculation.add_draft_memory(c, spec, drafting, lambda d: device_capacity(d, hardware, request))
         if c.fits:
             c.speed = candidate_speed(spec, c, hardware, probes, calibration)
             if drafting:
@@ -109,11 +109,11 @@ def _formats(spec: ModelSpec, request: Request, hw: HardwareSpec
     excluded = [(f.name, why) for f in formats if (why := _format_unmet(f, hw, pinned=pinned is not None))]
     if pinned and excluded:
         raise BadValueError(f"--weights {pinned.name} cannot run on {hw.name}: {excluded[0][1]}")
-    weighed = [_measured(_prior(f, spec), spec, request) for f in formats if f.name not in dict(excluded)]
-    return (_measured(_prior(pinned, spec), spec, request) if pinned else None), weighed, excluded
+    weighed = [_measured(scaled_prior(f, spec), spec, request) for f in formats if f.name not in dict(excluded)]
+    return (_measured(scaled_prior(pinned, spec), spec, request) if pinned else None), weighed, excluded
 
 
-def _prior(fmt: WeightFormat, spec: ModelSpec) -> WeightFormat:
+def scaled_prior(fmt: WeightFormat, spec: ModelSpec) -> WeightFormat:
     """The format's published loss on Llama-3-8B scaled for this model's family and size (quality_prior)."""
     factor = model_factor(spec)
     if fmt.ppl_increase is None or not fmt.ppl_increase or factor == 1.0:
@@ -299,7 +299,7 @@ def _milp_candidate(spec, hw, req, fmt, weights, base: Setup) -> Candidate | Non
 
     if uniform_blocks(spec, base.context * base.batch, base.kv_cache):
         return None
-    setup = milp_setup(spec, base, weights, lambda d: _capacity(d, hw, req), device_bandwidth(hw, base.threads))
+    setup = milp_setup(spec, base, weights, lambda d: device_capacity(d, hw, req), device_bandwidth(hw, base.threads))
     if setup is None or setup.gpu_layers == 0:
         return None
     return _sized(spec, hw, req, fmt, weights, setup)
@@ -322,7 +322,7 @@ def _fewest_cpu_expert_layers(spec, hw, req, fmt, weights, context, gpus) -> Can
 def _memory_split(hw: HardwareSpec, req: Request, gpus: int) -> tuple[float, ...]:
     """llama.cpp's default shares, each GPU's memory (its room here: less the reserve, within --max-vram),
     in MiB; () for alike cards, whose shares are equal."""
-    room = [_capacity(gpu_name(i), hw, req) // 2**20 for i in range(gpus)]
+    room = [device_capacity(gpu_name(i), hw, req) // 2**20 for i in range(gpus)]
     return () if len(set(room)) <= 1 else tuple(float(max(1, r)) for r in room)
 
 
@@ -394,7 +394,7 @@ def _sized(spec, hw, req, fmt, weights, setup: Setup) -> Candidate:
     """A candidate with its exact memory per device and, where a device overflows, why."""
     memory = cost_model(fmt.runtime).memory(spec, setup, weights)
     problems = [f"needs {format_bytes(mem.total)} on {dev} > {format_bytes(cap)} available{_reserve_note(dev, hw, req)}"
-                for dev, mem in memory.items() if mem.total > (cap := _capacity(dev, hw, req))]
+                for dev, mem in memory.items() if mem.total > (cap := device_capacity(dev, hw, req))]
     if hw.unified and not problems:
         problems += _pool_overflow(memory, hw, req)
     source_loss, converted = _source(spec, fmt)
@@ -406,7 +406,7 @@ def _pool_overflow(memory: dict[str, DeviceMemory], hw: HardwareSpec, req: Reque
     """Unified memory: the GPUs' and the CPU's shares come out of one pool, the host's RAM, so each may
     fit on its own (the GPU within its working set) and the two together still not."""
     shared = [d for d in memory if d == "cpu" or (d.startswith("gpu") and hw.gpus[int(d[3:])].unified_memory)]
-    used, pool = sum(memory[d].total for d in shared), _capacity("cpu", hw, req)
+    used, pool = sum(memory[d].total for d in shared), device_capacity("cpu", hw, req)
     if used <= pool:
         return []
     return [f"needs {format_bytes(used)} on {' + '.join(shared)} > {format_bytes(pool)} of unified memory"]
@@ -415,7 +415,7 @@ def _pool_overflow(memory: dict[str, DeviceMemory], hw: HardwareSpec, req: Reque
 def _reserve_note(device: str, hw: HardwareSpec, req: Request) -> str:
     """Why a GPU offers less than its free memory, where the reserve is what bounds it."""
     reserve = gpu_reserve_bytes(req) if device.startswith("gpu") else 0
-    if not reserve or (req.max_vram is not None and req.max_vram <= _capacity(device, hw, req)):
+    if not reserve or (req.max_vram is not None and req.max_vram <= device_capacity(device, hw, req)):
         return ""
     return f" (with {format_bytes(reserve)} kept free)"
 
@@ -460,12 +460,8 @@ def fits_with(spec: ModelSpec, hw: HardwareSpec, req: Request, c: Candidate, *, 
 
 
 def device_capacity(device: str, hw: HardwareSpec, req: Request) -> int:
-    """What a plan may use on `device` ("gpu0", "cpu", "disk") under the request's budgets."""
-    return _capacity(device, hw, req)
-
-
-def _capacity(device: str, hw: HardwareSpec, req: Request) -> int:
-    """What a plan may use on `device`: a GPU's free memory (or whole card) less the reserve, within --max-vram."""
+    """What a plan may use on `device` ("gpu0", "cpu", "disk"): a GPU's free memory (or whole card) less
+    the reserve, within --max-vram."""
     if device == "disk":
         return hw.disk_free_bytes if hw.disk_free_bytes is not None else 2**62
     if device == "cpu":
@@ -475,12 +471,12 @@ def _capacity(device: str, hw: HardwareSpec, req: Request) -> int:
 
 
 def _gpus_fit(c: Candidate, hw: HardwareSpec, req: Request) -> bool:
-    return all(m.total <= _capacity(d, hw, req) for d, m in c.memory.items() if d not in ("cpu", "disk"))
+    return all(m.total <= device_capacity(d, hw, req) for d, m in c.memory.items() if d not in ("cpu", "disk"))
 
 
 def _over_by(c: Candidate, hw: HardwareSpec, req: Request) -> float:
     """How far a candidate overshoots, relative to capacity: the nearest miss becomes the plan shown."""
-    return max(m.total / max(1, _capacity(d, hw, req)) for d, m in c.memory.items())
+    return max(m.total / max(1, device_capacity(d, hw, req)) for d, m in c.memory.items())
 
 
 def plan_loss_of(c: Candidate) -> float:

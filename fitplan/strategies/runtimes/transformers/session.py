@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     import torch
     from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+    from transformers.utils import ModelOutput
 
 FILLER = "The quick brown fox jumps over the lazy dog while the patient cat watches from the wall. "
 _KV_DTYPES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
@@ -185,7 +186,7 @@ def greedy_stream(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
                 yield piece, 0
         if generated < max_tokens:
             with torch.inference_mode():
-                out = model(token[:, None], past_key_values=out.past_key_values, use_cache=True)
+                out = model(token[:, None], use_cache=True, **{cache_argument(model): cache_of(out)})
     streamer.end()
     while not streamer.text_queue.empty():
         if piece := streamer.text_queue.get_nowait():  # the end's stop signal is None
@@ -238,6 +239,20 @@ DYNAMIC_INT8_CODE = (
     "from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic",
     "linears = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and '.layers.' in n}",
     "quantize_dynamic(model, dict.fromkeys(linears, per_channel_dynamic_qconfig), dtype=torch.qint8, inplace=True)")
+
+
+def cache_argument(model: torch.nn.Module) -> str:
+    """The name forward() takes the KV cache by: transformers 5.24 renamed `past_key_values` to `cache`
+    (the old name warns, and goes in 5.40); the ONNX environment's 4.57 knows only the old one."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def cache_of(out: ModelOutput) -> Any:
+    """The KV cache a forward returned, under either name (see cache_argument)."""
+    name = "cache" if "cache" in getattr(type(out), "__dataclass_fields__", {}) else "past_key_values"
+    return getattr(out, name)
 
 
 def quantize_dynamic_int8(model: torch.nn.Module) -> int:
@@ -349,10 +364,10 @@ class TransformersModel:
             out = self.model(torch.tensor([tokens], device=device), use_cache=True, logits_to_keep=1)
             token = out.logits[:, -1].argmax(-1)
             first = time.perf_counter()
-            generated, past = [int(token)], out.past_key_values
+            generated, past, name = [int(token)], cache_of(out), cache_argument(self.model)
             for _ in range(gen_tokens - 1):
-                out = self.model(token[:, None], past_key_values=past, use_cache=True)
-                past, token = out.past_key_values, out.logits[:, -1].argmax(-1)
+                out = self.model(token[:, None], use_cache=True, **{name: past})
+                past, token = cache_of(out), out.logits[:, -1].argmax(-1)
                 generated.append(int(token))
             _synchronize(torch)
             end = time.perf_counter()
