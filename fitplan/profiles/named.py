@@ -17,7 +17,7 @@ from fitplan.datafiles import load_table, parse_toml
 from fitplan.errors import ProfileError
 from fitplan.hardware_spec import MAX_GPUS, CPUSpec, GPUSpec, HardwareSpec
 
-_MULTI = re.compile(r"^(\d+)[xX](.+)$")
+MULTIPLIED = re.compile(r"^(\d+)[xX](.+)$")  # `Nx<profile>`: N of every GPU it holds
 _PRICE_KEYS = ("price_usd", "price_date", "price_source")
 _MAX_PROFILE_BYTES = 1 * 2**20
 
@@ -40,7 +40,7 @@ def hardware(name: str, *, source: str = "--hardware", beside: str | None = None
 def load_profile(name_or_path: str, *, source: str = "--hardware") -> HardwareSpec:
     """A named profile, `Nx<name>`, a path to the user's own TOML profile file, or `Nx<path>`."""
     count, base = 1, name_or_path.strip()
-    match = _MULTI.match(base)
+    match = MULTIPLIED.match(base)
     if match and not os.path.isfile(base):  # a file named like "2xbox.toml" is that file
         count, base = int(match[1]), match[2]
         if not 1 <= count <= MAX_GPUS:

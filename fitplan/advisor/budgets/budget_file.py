@@ -136,9 +136,11 @@ class BudgetFile:
     def profile_path(self, profile: str) -> str:
         """A target profile as fitplan opens it: a relative profile file (or `Nx` of one) is beside the
         budgets file; a profile name is kept."""
-        match = re.match(r"^(\d+[xX])(.+)$", profile)
+        from fitplan.profiles.named import MULTIPLIED
+
+        match = MULTIPLIED.match(profile)
         if match and not os.path.isfile(beside(self.path, profile)):
-            return match[1] + beside(self.path, match[2])
+            return f"{match[1]}x{beside(self.path, match[2])}"
         return beside(self.path, profile)
 
 

@@ -216,13 +216,21 @@ def _verdict(row: Row) -> str:
     return "ok" if row.ok else "BROKEN"
 
 
+COLUMNS = ("budget", "profile", "limit", "predicted", "headroom", "baseline", "change", "verdict")
+
+
+def _cells(r: Row) -> tuple[str, ...]:
+    """One row of the text and markdown tables, a cell per COLUMNS."""
+    return (f"{r.label} {r.metric}{' (measured)' if r.measured else ''}", r.profile,
+            show(r.metric, r.limit), show(r.metric, r.predicted),
+            f"{r.headroom:+.0%}" if r.predicted == r.predicted else "",
+            show(r.metric, r.baseline) if r.baseline is not None else "", _change(r), _verdict(r))
+
+
 def render_text(rows: list[Row], path: str) -> str:
-    header = ("budget", "profile", "limit", "predicted", "headroom", "baseline", "verdict")
-    table = [header] + [(f"{r.label} {r.metric}{' (measured)' if r.measured else ''}", r.profile,
-                         show(r.metric, r.limit), show(r.metric, r.predicted),
-                         f"{r.headroom:+.0%}" if r.predicted == r.predicted else "",
-                         show(r.metric, r.baseline) if r.baseline is not None else "",
-                         _verdict(r)) for r in rows]
+    change = COLUMNS.index("change")  # the text table leaves it out, as it always has
+    header = COLUMNS[:change] + COLUMNS[change + 1:]
+    table = [header] + [cells[:change] + cells[change + 1:] for cells in map(_cells, rows)]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
     broken = [r for r in rows if not r.ok]
@@ -300,14 +308,8 @@ def verdict_line(rows: list[Row], path: str) -> str:
 def render_markdown(rows: list[Row], path: str) -> str:
     """The job-summary report: the verdict, then a table of every limit with its headroom and its change
     against the baseline; the cells are padded so the table reads in a terminal as well."""
-    header = ("budget", "profile", "limit", "predicted", "headroom", "baseline", "change", "verdict")
-    cells = [header] + [(f"{r.label} {r.metric}{' (measured)' if r.measured else ''}", r.profile,
-                         show(r.metric, r.limit), show(r.metric, r.predicted),
-                         f"{r.headroom:+.0%}" if r.predicted == r.predicted else "",
-                         show(r.metric, r.baseline) if r.baseline is not None else "",
-                         _change(r), _verdict(r)) for r in rows]
-    table = [tuple(cell.replace("|", "\\|") for cell in row) for row in cells]
-    widths = [max(3, *(len(row[i]) for row in table)) for i in range(len(header))]
+    table = [tuple(cell.replace("|", "\\|") for cell in row) for row in [COLUMNS, *map(_cells, rows)]]
+    widths = [max(3, *(len(row[i]) for row in table)) for i in range(len(COLUMNS))]
     right = {2, 3, 4, 5, 6}  # figures align right
     rule = tuple(("-" * (w - 1) + ":") if i in right else "-" * w for i, w in enumerate(widths))
 
