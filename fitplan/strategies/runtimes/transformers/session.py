@@ -172,7 +172,7 @@ def greedy_stream(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
     ends = model.generation_config.eos_token_id
     ends = set(ends if isinstance(ends, list) else [] if ends is None else [ends])
     streamer.put(inputs["input_ids"])  # the prompt: skipped
-    generated = 0
+    generated, cache = 0, cache_argument(model)
     with torch.inference_mode():  # per forward: the caller's code between pieces runs in its own mode
         out = model(**inputs, use_cache=True, logits_to_keep=1)
     while generated < max_tokens:
@@ -186,7 +186,7 @@ def greedy_stream(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
                 yield piece, 0
         if generated < max_tokens:
             with torch.inference_mode():
-                out = model(token[:, None], use_cache=True, **{cache_argument(model): cache_of(out)})
+                out = model(token[:, None], use_cache=True, **{cache: cache_of(out)})
     streamer.end()
     while not streamer.text_queue.empty():
         if piece := streamer.text_queue.get_nowait():  # the end's stop signal is None
